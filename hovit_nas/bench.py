@@ -1,0 +1,124 @@
+"""The paper's Table 1 structure: HoViT variants vs timm baselines, measured side by side.
+
+Every model is built, (optionally trained,) exported where it is a HoViT, and timed with the
+one latency protocol in the same process, so the ratios to efficientnet_b0 are like for like.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .latency import measure_latency, resolve_device
+from .models import BASELINES, PRESETS, count_params, create_baseline, create_hovit, export
+
+HOVIT_ROWS = ("hovit_b", "hovit_s", "hovit_b_attn_down", "hovit_b_dense")
+REFERENCE = "efficientnet_b0"
+
+
+@dataclass
+class BenchRow:
+    model: str
+    kind: str  # hovit (exported) | hovit-unexported | baseline
+    params_m: float
+    latency_ms: float
+    latency_iqr_ms: float
+    ratio_to_effnet_b0: Optional[float] = None
+    top1: Optional[float] = None
+    f1_macro: Optional[float] = None
+    recall_macro: Optional[float] = None
+    precision_macro: Optional[float] = None
+
+
+def _build(name: str, img_size: int, num_classes: int, train: Optional[Callable]) -> tuple:
+    metrics: dict = {}
+    if name.split(":")[0] in PRESETS:
+        cfg = PRESETS[name.split(":")[0]](img_size=img_size, num_classes=num_classes)
+        kind = "hovit-unexported" if name.endswith(":unexported") else "hovit"
+        if train is not None and kind == "hovit":
+            model, metrics = train(name, cfg)  # trained and exported
+        else:
+            model = create_hovit(cfg).eval()
+            model = model if kind == "hovit-unexported" else export(model)
+    else:
+        model = create_baseline(name, num_classes=num_classes, img_size=img_size)
+        kind = "baseline"
+        if train is not None:
+            model, metrics = train(name, model)
+    return model.eval(), kind, metrics
+
+
+def run_bench(img_size: int = 224, batch: int = 1, device: str = "auto", num_classes: int = 9,
+              runs: int = 30, warmup: int = 10, threads: Optional[int] = None, cuda_graph: bool = False,
+              models: Optional[list[str]] = None, train: Optional[Callable] = None, rounds: int = 3,
+              log: Callable[[str], None] = print) -> dict:
+    """Build (optionally train) every model, then time them interleaved: ``rounds`` passes over
+    all models, ``runs`` samples each per pass, pooled per model. Drift on a shared machine then
+    hits every model alike, so the ratios to efficientnet_b0 are like for like.
+
+    ``train(name, model_or_cfg) -> (model, metrics)`` fills the accuracy columns when given.
+    """
+    dev = resolve_device(device)
+    names = list(models or [*HOVIT_ROWS, "hovit_b:unexported", *BASELINES])
+    if REFERENCE not in names:
+        names.append(REFERENCE)
+    built = {}
+    for name in names:
+        built[name] = _build(name, img_size, num_classes, train)
+    lat: dict = {}
+    for r in range(rounds):
+        t0 = time.time()
+        for name, (model, _, _) in built.items():
+            m = measure_latency(model, img_size, batch=batch, device=dev, runs=runs, warmup=warmup,
+                                threads=threads, cuda_graph=cuda_graph)
+            lat[name] = lat[name].merged(m) if name in lat else m
+        log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {lat[n].median_ms:.1f}" for n in names)
+            + f" ms ({time.time() - t0:.0f}s)")
+    rows = []
+    for name, (model, kind, metrics) in built.items():
+        rows.append(BenchRow(name, kind, round(count_params(model) / 1e6, 3), round(lat[name].median_ms, 3),
+                             round(lat[name].iqr_ms, 3), **{k: metrics.get(k) for k in
+                                                            ("top1", "f1_macro", "recall_macro", "precision_macro")}))
+    ref = lat[REFERENCE].median_ms
+    for r in rows:
+        r.ratio_to_effnet_b0 = round(r.latency_ms / ref, 3)
+    any_lat = lat[REFERENCE]
+    return {"img_size": img_size, "batch": batch, "device": str(dev), "device_name": any_lat.device_name,
+            "threads": any_lat.threads, "runs": runs * rounds, "rounds": rounds, "warmup": warmup,
+            "cuda_graph": any_lat.cuda_graph, "torch": torch.__version__, "rows": [asdict(r) for r in rows]}
+
+
+def format_table(report: dict) -> str:
+    cols = ["model", "params_m", "latency_ms", "latency_iqr_ms", "ratio_to_effnet_b0",
+            "top1", "f1_macro", "recall_macro", "precision_macro"]
+    rows = report["rows"]
+    have = [c for c in cols if any(r.get(c) is not None for r in rows)]
+    fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    table = [have] + [[fmt(r.get(c)) for c in have] for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(have))]
+    lines = [f"device: {report['device_name']} ({report['device']}), threads {report['threads']}, "
+             f"batch {report['batch']}, {report['img_size']} px, median of {report['runs']} runs "
+             f"({report.get('rounds', 1)} interleaved rounds)"
+             + (", CUDA graph" if report.get("cuda_graph") else "")]
+    for i, row in enumerate(table):
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out_dir: str | Path, stem: str = "bench") -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js, cs = out / f"{stem}.json", out / f"{stem}.csv"
+    js.write_text(json.dumps(report, indent=2))
+    with cs.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(report["rows"][0]))
+        w.writeheader()
+        w.writerows(report["rows"])
+    return js, cs

@@ -1,0 +1,280 @@
+"""Typed configuration: dataclasses loaded from YAML and validated on load.
+
+Every run is described by a :class:`RunConfig` (model + pruning + training budget); any result
+can be written back to YAML with :func:`save_run_config` and reproduced with ``hovit-nas train``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+DOWNSAMPLE = ("none", "conv", "attention")
+TAU_SCHEDULES = ("linear", "cosine", "exponential")
+
+
+@dataclass
+class StageConfig:
+    """One token stage: ``blocks`` built (M), ``keep`` kept after pruning (N <= M)."""
+
+    dim: int
+    heads: int
+    blocks: int
+    keep: Optional[int] = None  # None: keep all (no pruning)
+    downsample: str = "none"  # the downsampling that *enters* this stage
+
+    @property
+    def kept(self) -> int:
+        return self.blocks if self.keep is None else self.keep
+
+
+@dataclass
+class ArchConfig:
+    """The HoViT architecture. Defaults reproduce the paper's parameter counts."""
+
+    stages: list[StageConfig]
+    img_size: int = 224
+    num_classes: int = 9
+    in_chans: int = 3
+    stem_dim: Optional[int] = None  # default: first stage's dim
+    head_width: int = 512  # 1x1 conv head; 0 = no head conv
+    key_dim: Optional[int] = None  # per-head q/k dim; default dim // heads
+    attn_ratio: float = 1.0
+    mlp_ratio: float = 2.0
+    drop_path: float = 0.0
+
+    def validate(self, where: str = "model") -> "ArchConfig":
+        def bad(fieldname: str, msg: str):
+            raise ConfigError(f"{where}.{fieldname}: {msg}")
+
+        if self.img_size < 16:
+            bad("img_size", f"must be >= 16, got {self.img_size}")
+        if self.num_classes < 2:
+            bad("num_classes", f"must be >= 2, got {self.num_classes}")
+        if self.in_chans < 1:
+            bad("in_chans", f"must be >= 1, got {self.in_chans}")
+        if not self.stages:
+            bad("stages", "needs at least one stage")
+        if self.head_width < 0:
+            bad("head_width", f"must be >= 0 (0 = no 1x1 head), got {self.head_width}")
+        if self.stem_dim is not None and (self.stem_dim < 8 or self.stem_dim % 8):
+            bad("stem_dim", f"must be a positive multiple of 8, got {self.stem_dim}")
+        if self.key_dim is not None and self.key_dim < 1:
+            bad("key_dim", f"must be >= 1, got {self.key_dim}")
+        if self.attn_ratio <= 0 or self.mlp_ratio <= 0:
+            bad("attn_ratio" if self.attn_ratio <= 0 else "mlp_ratio", "must be > 0")
+        if not 0.0 <= self.drop_path < 1.0:
+            bad("drop_path", f"must be in [0, 1), got {self.drop_path}")
+        prev = self.stem_dim or self.stages[0].dim
+        for i, s in enumerate(self.stages):
+            f = f"stages[{i}]"
+            if s.dim < 1:
+                bad(f"{f}.dim", f"must be >= 1, got {s.dim}")
+            if s.heads < 1:
+                bad(f"{f}.heads", f"must be >= 1, got {s.heads}")
+            if s.dim % s.heads:
+                bad(f"{f}.heads", f"{s.heads} heads do not divide dim {s.dim}")
+            if s.blocks < 1:
+                bad(f"{f}.blocks", f"must be >= 1, got {s.blocks}")
+            if s.keep is not None and not 1 <= s.keep <= s.blocks:
+                bad(f"{f}.keep", f"must be in 1..blocks ({s.blocks}), got {s.keep}")
+            if s.keep is not None and math.comb(s.blocks, s.keep) > 4096:
+                bad(f"{f}.keep", f"C({s.blocks},{s.keep}) keep-masks is too many (max 4096)")
+            if s.downsample not in DOWNSAMPLE:
+                bad(f"{f}.downsample", f"unknown downsampling {s.downsample!r}; one of {', '.join(DOWNSAMPLE)}")
+            if s.downsample == "none" and s.dim != prev:
+                bad(f"{f}.dim", f"changes {prev} -> {s.dim} without downsampling (set downsample: conv|attention)")
+            if s.downsample == "attention" and prev % self.key_dim_for(i - 1 if i else 0):
+                bad(f"{f}.downsample", "attention downsampling needs the input dim divisible by key_dim")
+            prev = s.dim
+        return self
+
+    def key_dim_for(self, i: int) -> int:
+        s = self.stages[i]
+        return self.key_dim or s.dim // s.heads
+
+    @property
+    def pruned(self) -> bool:
+        return any(s.kept < s.blocks for s in self.stages)
+
+
+@dataclass
+class PruneConfig:
+    """Phase 2: TinyFusion-style learnable block pruning trained through LoRA."""
+
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    tau_schedule: str = "linear"
+    lora_rank: int = 16  # 0 = full fine-tuning
+    lora_alpha: float = 32.0
+    gate_lr_mult: float = 10.0
+
+    def validate(self, where: str = "prune") -> "PruneConfig":
+        if not (self.tau_start > 0 and self.tau_end > 0):
+            raise ConfigError(f"{where}.tau_start/tau_end: must be > 0")
+        if self.tau_schedule not in TAU_SCHEDULES:
+            raise ConfigError(f"{where}.tau_schedule: unknown {self.tau_schedule!r}; one of {', '.join(TAU_SCHEDULES)}")
+        if self.lora_rank < 0:
+            raise ConfigError(f"{where}.lora_rank: must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
+        if self.lora_alpha <= 0:
+            raise ConfigError(f"{where}.lora_alpha: must be > 0, got {self.lora_alpha}")
+        if self.gate_lr_mult <= 0:
+            raise ConfigError(f"{where}.gate_lr_mult: must be > 0, got {self.gate_lr_mult}")
+        return self
+
+
+@dataclass
+class TrainConfig:
+    """The training budget and optimiser (one readable loop in train.py)."""
+
+    epochs_dense: int = 10
+    epochs_prune: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.1
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    max_steps_per_epoch: Optional[int] = None  # cap for quick CPU runs
+    num_workers: int = 0
+
+    def validate(self, where: str = "train") -> "TrainConfig":
+        for name in ("epochs_dense", "epochs_prune"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name}: must be >= 0")
+        if self.batch_size < 1:
+            raise ConfigError(f"{where}.batch_size: must be >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"{where}.lr: must be > 0")
+        if self.schedule not in ("cosine", "onecycle", "constant"):
+            raise ConfigError(f"{where}.schedule: unknown {self.schedule!r}; one of cosine, onecycle, constant")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ConfigError(f"{where}.max_steps_per_epoch: must be >= 1")
+        return self
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one trained model: architecture, pruning recipe, budget."""
+
+    model: ArchConfig
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = "hovit"
+
+    def validate(self) -> "RunConfig":
+        self.model.validate()
+        self.prune.validate()
+        self.train.validate()
+        return self
+
+
+# --------------------------------------------------------------------------- dict <-> dataclass
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from plain data, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'top level'}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where or 'top level'}: missing required key {f.name!r}")
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], _join(where, f.name))
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: must be one of {args}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj)
+
+
+def read_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such file")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{p}: malformed YAML{pos}: {getattr(exc, 'problem', exc)}") from None
+
+
+def run_config_from_dict(data: Any, where: str) -> RunConfig:
+    try:
+        return from_dict(RunConfig, data).validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    data = read_yaml(path)
+    if isinstance(data, dict) and "config" in data and "model" not in data:
+        data = data["config"]  # a pinned best.yaml carries its config under `config`
+    return run_config_from_dict(data, str(path))
+
+
+def dump_run_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_run_config(cfg: RunConfig, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(dump_run_config(cfg))
+    return p

@@ -1,0 +1,37 @@
+"""Exceptions that mean "the user gave us something wrong" (CLI exit 2) vs. a failed trial."""
+
+
+class HovitError(Exception):
+    """Bad input: the CLI prints the message as one line and exits with code 2."""
+
+
+class ConfigError(HovitError, ValueError):
+    """A config or search-space file is invalid; the message names the file and field."""
+
+
+class DataError(HovitError, ValueError):
+    """A dataset spec is unusable; the message names the path or file."""
+
+
+class StorageError(HovitError):
+    """A study storage URL cannot be opened."""
+
+
+class TrialFailed(RuntimeError):
+    """A trial could not produce metrics (NaN loss, out of memory, ...): recorded as FAIL."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The last meaningful line of an exception message.
+
+    DataLoader workers re-raise exceptions with the worker traceback folded into the message;
+    the user needs only the original sentence at its end.
+    """
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    last = lines[-1]
+    for prefix in ("hovit_nas.errors.DataError: ", "hovit_nas.errors.ConfigError: ", "DataError: "):
+        if last.startswith(prefix):
+            last = last[len(prefix):]
+    return last

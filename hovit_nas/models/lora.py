@@ -1,0 +1,39 @@
+"""Thin peft glue: LoRA adapters on the LeViT blocks' linear layers for the pruning phase."""
+from __future__ import annotations
+
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+# every nn.Linear inside a stage's blocks (qkv, proj, mlp): LinearNorm.linear
+BLOCK_LINEARS = r".*stages\.\d+\.blocks\.\d+\..*\.linear"
+# trainable besides the adapters: gates, the 1x1 head and both classifier heads
+ALWAYS_TRAINABLE = ("gate.", "head_conv.", "head.", "head_dist.")
+
+
+def add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
+    """Freeze the dense weights and train through LoRA (rank 0 = full fine-tuning)."""
+    if rank == 0:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    inject_adapter_in_model(
+        LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=BLOCK_LINEARS), model)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name or any(k in name for k in ALWAYS_TRAINABLE))
+    return model
+
+
+def has_lora(model: nn.Module) -> bool:
+    return any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight and put the plain layer back in place."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    return model

@@ -1,0 +1,62 @@
+"""Shared fixtures: real image files written to disk, and the shared real datasets (skip if absent)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HOVIT_NAS_SHARED", ROOT.parent / "shared")) / "data"
+os.environ.setdefault("HOVIT_NAS_LOCK_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "hovit-nas-test-locks"))
+
+
+def write_image(path: Path, rng: np.random.Generator, size: int = 32, fmt: str | None = None, tint: int = 0) -> Path:
+    from PIL import Image
+
+    arr = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    arr[..., tint % 3] = np.clip(arr[..., tint % 3].astype(int) + 80, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt)
+    return path
+
+
+def make_class_folder(root: Path, classes=("ADI", "LYM", "TUM"), per_class=6, size=32, seed=0) -> Path:
+    """A tiny NCT-CRC-HE-style folder with real PNG and TIFF files."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            ext = ".tif" if i % 2 else ".png"
+            write_image(root / name / f"{name}-{i:03d}{ext}", rng, size, tint=c)
+    return root
+
+
+@pytest.fixture
+def class_folder(tmp_path) -> Path:
+    return make_class_folder(tmp_path / "crc")
+
+
+@pytest.fixture
+def crc_tiles() -> Path:
+    p = SHARED / "crc-tiles"
+    if not p.is_dir():
+        pytest.skip(f"shared data absent: {p}")
+    return p
+
+
+@pytest.fixture
+def pcam_subset() -> Path:
+    p = SHARED / "pcam-subset"
+    if not p.is_dir():
+        pytest.skip(f"shared data absent: {p}")
+    return p
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
+    """Run the real console entry point in a subprocess (exit codes and stderr as a user sees them)."""
+    e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "hovit_nas", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=e)

@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli
+from hovit_nas.config import ArchConfig, RunConfig, StageConfig, TrainConfig
+from hovit_nas.data import DataSpec, load_data
+from hovit_nas.errors import TrialFailed
+from hovit_nas.models import hovit_b, load_exported
+from hovit_nas.train import train_and_evaluate
+
+
+def _tiny(num_classes=10, keep=1, epochs=(2, 2)):
+    return RunConfig(
+        name="tiny",
+        model=ArchConfig(stages=[StageConfig(32, 2, 2, keep), StageConfig(48, 2, 2, keep, "conv")], img_size=32,
+                         num_classes=num_classes, head_width=32),
+        train=TrainConfig(epochs_dense=epochs[0], epochs_prune=epochs[1], batch_size=32, max_steps_per_epoch=4,
+                          lr=2e-3)).validate()
+
+
+@pytest.fixture(scope="module")
+def digits32():
+    return load_data(DataSpec(img_size=32, max_per_split=160))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, digits32):
+    full = train_and_evaluate(_tiny(), digits32, "cpu", out_dir=tmp_path / "full", latency=False, log=None)
+
+    def stop_after_3(rec):
+        if rec["global_epoch"] == 3:  # inside phase 2 (prune, with LoRA)
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_and_evaluate(_tiny(), digits32, "cpu", out_dir=tmp_path / "cut", latency=False, log=None,
+                           on_epoch=stop_after_3)
+    resumed = train_and_evaluate(_tiny(), digits32, "cpu", out_dir=tmp_path / "cut", resume=True,
+                                 latency=False, log=None)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 1, 2]
+    assert [round(h["loss"], 5) for h in resumed.history] == [round(h["loss"], 5) for h in full.history]
+    assert resumed.selected_blocks == full.selected_blocks
+    assert resumed.test == full.test
+
+
+def test_nan_loss_fails_with_reason(digits32):
+    cfg = _tiny()
+    cfg.train.lr = 1e30
+    with pytest.raises(TrialFailed, match=r"loss became (nan|inf)"):
+        train_and_evaluate(cfg, digits32, "cpu", latency=False, log=None)
+
+
+@pytest.mark.slow
+def test_end_to_end_on_real_crc_tiles(tmp_path, crc_tiles):
+    """train -> prune -> export -> eval on real NCT-CRC-HE tiles (TIFF/PNG), through the CLI."""
+    out = tmp_path / "run"
+    r = run_cli("train", "--config", "hovit_b", "--data", str(crc_tiles), "--img-size", "64",
+                "--epochs-dense", "2", "--epochs-prune", "1", "--batch-size", "16", "--threads", "2",
+                "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "prune epoch 1/1" in r.stderr and "test: top1" in r.stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["params_exported"] < result["params_dense"]
+    assert [len(b) for b in result["selected_blocks"]] == [2, 2]
+    assert result["latency"]["median_ms"] > 0 and result["latency"]["threads"] == 2
+    model = load_exported(out / "model.safetensors")
+    assert [len(s.blocks) for s in model.stages] == [2, 2]
+    ev = run_cli("eval", str(out), "--data", str(crc_tiles))
+    assert ev.returncode == 0, ev.stderr
+    summary = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert summary["test"]["top1"] == pytest.approx(result["test"]["top1"])
+    ex = run_cli("export", str(out), "--out", str(tmp_path / "again.safetensors"))
+    assert ex.returncode == 0, ex.stderr
+    a, b = load_exported(out / "model.safetensors"), load_exported(tmp_path / "again.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+
+
+def test_cli_bad_config_is_one_line(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  stages:\n    - {dim: 64, heads: 3, blocks: 2}\n")
+    r = run_cli("train", "--config", str(p))
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {p}: model.stages[0].heads: 3 heads do not divide dim 64"
+    r = run_cli("train", "--config", str(tmp_path / "none.yaml"))
+    assert r.returncode == 2 and "none.yaml: no such file" in r.stderr
