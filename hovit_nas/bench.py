@@ -28,6 +28,7 @@ class BenchRow:
     params_m: float
     latency_ms: float
     latency_iqr_ms: float
+    samples: int = 0
     ratio_to_effnet_b0: Optional[float] = None
     top1: Optional[float] = None
     f1_macro: Optional[float] = None
@@ -82,7 +83,7 @@ def run_bench(img_size: int = 224, batch: int = 1, device: str = "auto", num_cla
     rows = []
     for name, (model, kind, metrics) in built.items():
         rows.append(BenchRow(name, kind, round(count_params(model) / 1e6, 3), round(lat[name].median_ms, 3),
-                             round(lat[name].iqr_ms, 3), **{k: metrics.get(k) for k in
+                             round(lat[name].iqr_ms, 3), lat[name].runs, **{k: metrics.get(k) for k in
                                                             ("top1", "f1_macro", "recall_macro", "precision_macro")}))
     ref = lat[REFERENCE].median_ms
     for r in rows:
@@ -94,7 +95,7 @@ def run_bench(img_size: int = 224, batch: int = 1, device: str = "auto", num_cla
 
 
 def format_table(report: dict) -> str:
-    cols = ["model", "params_m", "latency_ms", "latency_iqr_ms", "ratio_to_effnet_b0",
+    cols = ["model", "params_m", "latency_ms", "latency_iqr_ms", "samples", "ratio_to_effnet_b0",
             "top1", "f1_macro", "recall_macro", "precision_macro"]
     rows = report["rows"]
     have = [c for c in cols if any(r.get(c) is not None for r in rows)]
@@ -102,8 +103,8 @@ def format_table(report: dict) -> str:
     table = [have] + [[fmt(r.get(c)) for c in have] for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(have))]
     lines = [f"device: {report['device_name']} ({report['device']}), threads {report['threads']}, "
-             f"batch {report['batch']}, {report['img_size']} px, median of {report['runs']} runs "
-             f"({report.get('rounds', 1)} interleaved rounds)"
+             f"batch {report['batch']}, {report['img_size']} px, median of >= {report['runs']} runs per model "
+             f"(>= 1 s timed per round, {report.get('rounds', 1)} interleaved rounds)"
              + (", CUDA graph" if report.get("cuda_graph") else "")]
     for i, row in enumerate(table):
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))

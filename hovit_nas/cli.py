@@ -242,3 +242,107 @@ def _bench_trainer(data, split_index, external_test, download, max_per_split, no
         return model_or_cfg, train_plain(model_or_cfg, splits, t, device, name=name, log=log)
 
     return trainer, splits.num_classes
+
+
+def _quiet_optuna() -> None:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+@main.command()
+@click.option("--space", default="hovit", show_default=True, help="Space name (search_spaces/NAME.yaml) or file.")
+@data_options
+@click.option("--study", "study_name", default=None, help="Study name (default: the space's; '<space>-builtin' "
+                                                          "on the built-in data). An existing study is resumed.")
+@click.option("--storage", default=None, help="SQLAlchemy URL (default sqlite:///studies/<study>/study.db).")
+@click.option("--trials", type=int, default=None, help="Finished trials wanted in the study, in total.")
+@click.option("--timeout", type=float, default=None, help="Stop starting trials after S seconds.")
+@click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random"]), default="nsga2", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads per trial.")
+@click.option("--metric", type=click.Choice(["top1", "f1_macro"]), default="top1", show_default=True)
+@click.option("--max-latency", type=float, default=None, help="Constraint: latency (ms) of the exported model.")
+@click.option("--max-params", type=float, default=None, help="Constraint: exported params (millions).")
+@click.option("--latency-batch", type=int, default=None, help="Batch size of the latency objective (space default 1).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="auto | ray://host:10001 (default: start a local Ray).")
+@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True)
+@click.option("--gpus-per-trial", type=float, default=0.0, show_default=True)
+@click.option("--max-concurrent", type=int, default=None, help="Trials at once on Ray.")
+@click.option("--asha", is_flag=True, help="Ray: stop weak trials early (ASHA on val accuracy); they are PRUNED.")
+@handle_errors
+def search(space, data, split_index, external_test, download, max_per_split, no_augment, study_name, storage, trials,
+           timeout, sampler, seed, device, threads, metric, max_latency, max_params, latency_batch, executor,
+           ray_address, cpus_per_trial, gpus_per_trial, max_concurrent, asha):
+    """Multi-objective search (accuracy up, latency down); HoViT-B is always the first trial."""
+    from .search import SearchSpec, run_search
+
+    _quiet_optuna()
+    opts = {"split_index": split_index, "external_test": external_test, "download": download,
+            "max_per_split": max_per_split, "augment": not no_augment}
+    spec = SearchSpec(space=space, data=data, data_options=opts, study=study_name, storage=storage, trials=trials,
+                      timeout=timeout, sampler=sampler, seed=seed, device=device, threads=threads, metric=metric,
+                      max_latency_ms=max_latency, max_params_m=max_params, latency_batch=latency_batch,
+                      executor=executor,
+                      ray={"address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+                           "max_concurrent": max_concurrent, "asha": asha})
+    run_search(spec, log=lambda m: click.echo(m, err=True))
+
+
+def _study_opts(fn):
+    fn = click.option("--storage", default=None, help="SQLAlchemy URL of the study storage.")(fn)
+    return click.option("--study", "study_name", default=None, help="Study name (default: the only one under ./studies).")(fn)
+
+
+@main.command()
+@_study_opts
+@click.option("--out", "out", default=None, help="HTML plot path (default studies/<study>/pareto.html).")
+@click.option("--bench", "bench_json", default="results/bench/bench.json", show_default=True,
+              help="Baselines from `hovit-nas bench` (shown when measured on the same device and batch).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handle_errors
+def pareto(study_name, storage, out, bench_json, as_json):
+    """Print the Pareto front and hypervolume; write a plotly HTML."""
+    import json
+
+    from . import pareto as pa
+    from . import study as st
+
+    _quiet_optuna()
+    name, url = st.resolve_study(study_name, storage)
+    rep = pa.summarise(st.load(name, url))
+    bench = pa.load_bench(bench_json, rep)
+    path = pa.plot(rep, out or Path("studies") / name / "pareto.html", bench)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in rep.items() if k != "all"}, indent=2))
+    else:
+        click.echo(pa.format_report(rep))
+        click.echo(f"baselines: {'from ' + bench_json if bench else 'none for this device/batch (run hovit-nas bench)'}")
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@_study_opts
+@click.option("--max-latency", type=float, default=None, help="Most accurate front trial under this latency (ms).")
+@click.option("--knee", is_flag=True, help="The knee of the front (default when no --max-latency).")
+@click.option("--out", "out", default=None, help="Default studies/<study>/best.yaml.")
+@handle_errors
+def pin(study_name, storage, max_latency, knee, out):
+    """Choose one config from the front and write studies/<study>/best.yaml."""
+    from . import pareto as pa
+    from . import study as st
+
+    if knee and max_latency is not None:
+        raise HovitError("choose one of --knee and --max-latency")
+    _quiet_optuna()
+    name, url = st.resolve_study(study_name, storage)
+    path, doc = pa.pin(st.load(name, url), url, out or Path("studies") / name / "best.yaml", max_latency, knee)
+    o = doc["objectives"]
+    click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
+               + f", {doc['params'] / 1e6:.2f} M params -> {path}")
+    click.echo(f"reproduce: hovit-nas train --config {path}")

@@ -8,6 +8,7 @@ from computing on the device while it is timed.
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -92,29 +93,36 @@ def _threads(n: Optional[int]):
 @torch.inference_mode()
 def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str | torch.device = "cpu",
                     warmup: int = 10, runs: int = 50, threads: Optional[int] = None,
-                    cuda_graph: bool = False, in_chans: int = 3, lock: bool = True) -> Latency:
+                    cuda_graph: bool = False, in_chans: int = 3, lock: bool = True,
+                    min_time_s: float = 1.0) -> Latency:
+    """Median/IQR over ``runs`` timed forwards -- more for fast models, so that at least
+    ``min_time_s`` is timed: a few ms of timing cannot average out a shared machine's noise."""
     dev = torch.device(device)
     model = model.eval().to(dev)
     x = torch.randn(batch, in_chans, img_size, img_size, device=dev)
     guard = exclusive_device(str(dev)) if lock else contextlib.nullcontext()
     with guard, _threads(threads) as n_threads:
         if dev.type == "cuda":
-            times = _time_cuda(model, x, warmup, runs, cuda_graph)
+            times = _time_cuda(model, x, warmup, runs, cuda_graph, min_time_s)
         else:
             cuda_graph = False
             for _ in range(warmup):
                 model(x)
+            t0 = time.perf_counter()
+            model(x)
+            runs = max(runs, math.ceil(min_time_s / max(time.perf_counter() - t0, 1e-6)))
             times = []
             for _ in range(runs):
                 t0 = time.perf_counter()
                 model(x)
                 times.append((time.perf_counter() - t0) * 1e3)
-    like = Latency(0.0, 0.0, 0.0, 0.0, runs, warmup, batch, img_size, str(dev), device_name(dev), n_threads,
+    like = Latency(0.0, 0.0, 0.0, 0.0, len(times), warmup, batch, img_size, str(dev), device_name(dev), n_threads,
                    cuda_graph, torch.__version__)
     return summarise(times, like)
 
 
-def _time_cuda(model: nn.Module, x: torch.Tensor, warmup: int, runs: int, cuda_graph: bool) -> list[float]:
+def _time_cuda(model: nn.Module, x: torch.Tensor, warmup: int, runs: int, cuda_graph: bool,
+               min_time_s: float) -> list[float]:
     stream = torch.cuda.Stream(x.device)
     stream.wait_stream(torch.cuda.current_stream(x.device))
     with torch.cuda.stream(stream):
@@ -130,6 +138,10 @@ def _time_cuda(model: nn.Module, x: torch.Tensor, warmup: int, runs: int, cuda_g
         for _ in range(3):
             run()
     torch.cuda.synchronize(x.device)
+    t0 = time.perf_counter()
+    run()
+    torch.cuda.synchronize(x.device)
+    runs = max(runs, math.ceil(min_time_s / max(time.perf_counter() - t0, 1e-6)))
     times = []
     for _ in range(runs):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -23,6 +23,8 @@ def _lock_dir() -> Path:
 
 
 def _paths(device: str) -> tuple[Path, Path]:
+    if device.startswith("cuda"):  # Ray maps each trial's GPU to cuda:0: key by the physical device
+        device = f"{device}@{os.environ.get('CUDA_VISIBLE_DEVICES', 'all')}"
     key = re.sub(r"[^A-Za-z0-9_.-]", "_", str(device))
     d = _lock_dir()
     return d / f"{key}.gate", d / f"{key}.rw"

@@ -104,8 +104,13 @@ def _prepare_phase(model, cfg: RunConfig, phase: str) -> None:
 def evaluate(model, dataset, num_classes: int, device: torch.device, batch_size: int = 256) -> dict:
     model.eval()
     preds, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        with compute_slot(str(device)):
+    batches = iter(DataLoader(dataset, batch_size=batch_size, shuffle=False))
+    while True:
+        with compute_slot(str(device)):  # loading and compute both count as using the device
+            batch = next(batches, None)
+            if batch is None:
+                break
+            x, y = batch
             preds.append(model(x.to(device, non_blocking=True)).argmax(1).cpu())
         labels.append(y)
     y_true = torch.cat(labels).numpy() if labels else np.zeros(0, np.int64)
@@ -129,13 +134,15 @@ def fit_epochs(model, loader, val_set, num_classes: int, opt, sched, t: TrainCon
     for epoch in range(first_epoch, epochs):
         model.train()
         t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
-        for step, (x, y) in enumerate(loader):
-            if step >= steps:
-                break
+        batches = iter(loader)
+        for step in range(steps):
             if step_hook is not None:
                 step_hook(epoch * steps + step, epochs * steps)
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with compute_slot(str(dev)):
+            with compute_slot(str(dev)):  # loading + augmentation + step: no latency timing meanwhile
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                x, y = batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                     logits = model(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
@@ -193,7 +200,8 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
         torch.set_num_threads(threads)
     out = Path(out_dir) if out_dir else None
     seed_everything(cfg.train.seed)
-    model = create_hovit(cfg).to(dev)
+    with compute_slot(str(dev)):
+        model = create_hovit(cfg).to(dev)
     params_dense = count_params(model)
     phases = _phases(cfg)
     history: list[dict] = []
@@ -207,7 +215,8 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
     for phase_idx, (phase, epochs) in enumerate(phases):
         if phase_idx < start_phase:
             continue  # finished before the checkpoint; its weights come with the checkpoint
-        _prepare_phase(model, cfg, phase)
+        with compute_slot(str(dev)):
+            _prepare_phase(model, cfg, phase)
         loader_gen = torch.Generator().manual_seed(t.seed + phase_idx)
         loader = train_loader(splits.train, t, dev, loader_gen)
         steps = len(loader) if not t.max_steps_per_epoch else min(len(loader), t.max_steps_per_epoch)
@@ -240,7 +249,8 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
         fit_epochs(model, loader, splits.val, cfg.model.num_classes, opt, sched, t, dev, phase, epochs,
                    first_epoch, steps, step_hook=tau_hook, end_epoch=end_epoch)
 
-    deployed = export(model)
+    with compute_slot(str(dev)):
+        deployed = export(model)
     val = evaluate(deployed, splits.val, cfg.model.num_classes, dev)
     test = evaluate(deployed, splits.test, cfg.model.num_classes, dev)
     selected = [s.gate.selected() if s.gate is not None else list(range(len(s.blocks))) for s in model.stages]

@@ -39,20 +39,22 @@ def class_folder(tmp_path) -> Path:
     return make_class_folder(tmp_path / "crc")
 
 
-@pytest.fixture
-def crc_tiles() -> Path:
-    p = SHARED / "crc-tiles"
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data, or a clean skip where it is absent."""
+    p = SHARED / name
     if not p.is_dir():
         pytest.skip(f"shared data absent: {p}")
     return p
+
+
+@pytest.fixture
+def crc_tiles() -> Path:
+    return shared_data("crc-tiles")
 
 
 @pytest.fixture
 def pcam_subset() -> Path:
-    p = SHARED / "pcam-subset"
-    if not p.is_dir():
-        pytest.skip(f"shared data absent: {p}")
-    return p
+    return shared_data("pcam-subset")
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):

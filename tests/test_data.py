@@ -127,3 +127,10 @@ def test_cli_bad_data_is_one_line_exit_2(tmp_path, class_folder):
 def _studies(name):
     from conftest import ROOT
     return ROOT / "studies" / name
+
+
+def test_real_pcam_split_folders(pcam_subset):
+    """The real PatchCamelyon layout (train/valid/test, JPEG, classes 0/1), capped per split."""
+    s = load_data(DataSpec(path=str(pcam_subset), img_size=32, max_per_split=20))
+    assert s.classes == ["0", "1"] and s.sizes == {"train": 20, "val": 20, "test": 20}
+    assert sorted(Counter(_labels(s.test)).values()) == [10, 10]  # the cap is stratified

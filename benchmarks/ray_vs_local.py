@@ -1,0 +1,95 @@
+"""The same small search three ways: local executor, Ray with 1 and with 2 concurrent trials.
+
+Built-in data, fixed tiny budget, 1 thread per trial, random sampler with a fixed seed, each run
+a fresh SQLite study driven by the real CLI (Ray start-up included). Prints wall time,
+trials/hour, per-trial overhead of Ray vs local, and the ratios, all from one run of this
+script; then re-measures every completed trial of the 2-concurrent Ray study in isolation and
+compares with the latency recorded under concurrency (target: within 10 %).
+
+    python benchmarks/ray_vs_local.py [--trials 8] [--out results/ray]
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+ap = argparse.ArgumentParser()
+ap.add_argument("--trials", type=int, default=8)
+ap.add_argument("--out", default=str(ROOT / "results" / "ray"))
+a = ap.parse_args()
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+work = Path(tempfile.mkdtemp(prefix="hovit-ray-bench-"))
+d = yaml.safe_load((ROOT / "search_spaces" / "hovit-cpu.yaml").read_text())
+d.update(name="bench", trials=a.trials, latency={"batch": 1, "runs": 20, "warmup": 5, "threads": 1})
+d["builtin_data"] = {"img_size": 32, "epochs_dense": 1, "epochs_prune": 1, "max_steps_per_epoch": 6,
+                     "batch_size": 32, "trials": a.trials}
+space = work / "bench.yaml"
+space.write_text(yaml.safe_dump(d))
+
+RUNS = {"local": ["--executor", "local"],
+        "ray_1": ["--executor", "ray", "--max-concurrent", "1", "--cpus-per-trial", "1"],
+        "ray_2": ["--executor", "ray", "--max-concurrent", "2", "--cpus-per-trial", "1"]}
+rows = {}
+for name, extra in RUNS.items():
+    url = f"sqlite:///{work / (name + '.db')}"
+    cmd = [sys.executable, "-m", "hovit_nas", "search", "--space", str(space), "--study", name, "--storage", url,
+           "--threads", "1", "--sampler", "random", "--seed", "0", *extra]
+    t0 = time.time()
+    r = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    wall = time.time() - t0
+    if r.returncode != 0:
+        sys.exit(f"{name} failed:\n{r.stderr[-3000:]}")
+    study = optuna.load_study(study_name=name, storage=url)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    busy = sum(t.user_attrs["wall_s"] for t in done)
+    rows[name] = {"wall_s": round(wall, 1), "trials": len(done), "trials_per_hour": round(3600 * len(done) / wall, 1),
+                  "sum_trial_s": round(busy, 1), "mean_trial_s": round(busy / len(done), 2),
+                  "overhead_per_trial_s": round((wall - busy / (2 if name == "ray_2" else 1)) / len(done), 2)}
+    print(f"{name:>6}: wall {wall:6.1f} s  {rows[name]['trials_per_hour']:7.1f} trials/h  "
+          f"mean trial {rows[name]['mean_trial_s']:.2f} s  overhead/trial {rows[name]['overhead_per_trial_s']:.2f} s",
+          flush=True)
+
+ratios = {"ray_1_vs_local_wall": round(rows["ray_1"]["wall_s"] / rows["local"]["wall_s"], 3),
+          "ray_2_vs_ray_1_wall": round(rows["ray_2"]["wall_s"] / rows["ray_1"]["wall_s"], 3),
+          "ray_2_vs_local_wall": round(rows["ray_2"]["wall_s"] / rows["local"]["wall_s"], 3),
+          "ray_overhead_per_trial_s": round((rows["ray_1"]["wall_s"] - rows["local"]["wall_s"]) / a.trials, 2)}
+print("ratios:", json.dumps(ratios))
+
+# latency under concurrency vs isolation
+from hovit_nas.config import run_config_from_dict  # noqa: E402
+from hovit_nas.latency import measure_latency  # noqa: E402
+from hovit_nas.models import create_hovit, export  # noqa: E402
+
+study = optuna.load_study(study_name="ray_2", storage=f"sqlite:///{work / 'ray_2.db'}")
+lat_rows = []
+for t in study.get_trials(states=(TrialState.COMPLETE,)):
+    cfg = run_config_from_dict(t.user_attrs["config"], "trial")
+    model = export(create_hovit(cfg))
+    iso = measure_latency(model, cfg.model.img_size, runs=20, warmup=5, threads=1).median_ms
+    iso2 = measure_latency(model, cfg.model.img_size, runs=20, warmup=5, threads=1).median_ms  # noise floor
+    conc = t.values[1]
+    lat_rows.append({"trial": t.number, "concurrent_ms": round(conc, 3), "isolated_ms": round(iso, 3),
+                     "isolated_again_ms": round(iso2, 3), "ratio": round(conc / iso, 3),
+                     "isolated_ratio": round(iso2 / iso, 3)})
+    print(f"trial {t.number}: under concurrency {conc:.3f} ms, isolated {iso:.3f} ms (again {iso2:.3f}), "
+          f"ratio {conc / iso:.3f}")
+worst = max(abs(r["ratio"] - 1) for r in lat_rows)
+floor = max(abs(r["isolated_ratio"] - 1) for r in lat_rows)
+print(f"latency under 2 concurrent Ray trials vs isolated: worst deviation {100 * worst:.1f} % "
+      f"(target <= 10 %): {'PASS' if worst <= 0.10 else 'MISS'}; isolated vs isolated (noise floor): "
+      f"{100 * floor:.1f} %")
+out = Path(a.out)
+out.mkdir(parents=True, exist_ok=True)
+(out / "ray_vs_local.json").write_text(json.dumps({"trials": a.trials, "runs": rows, "ratios": ratios,
+                                                   "latency_concurrent_vs_isolated": lat_rows,
+                                                   "worst_latency_deviation": worst,
+                                                   "noise_floor": floor}, indent=2))

@@ -1,0 +1,221 @@
+"""The accuracy/latency Pareto front: hypervolume, HoViT-B's standing, plots, and pinning.
+
+Uses ``study.best_trials`` (Optuna's Pareto set, constraint-aware) for the front. Only
+COMPLETE trials have objective values, so a pruned or early-stopped trial can never sit on
+the front with a low-fidelity accuracy.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from . import study as st
+from .errors import HovitError
+
+
+def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by (accuracy up, latency down) points, bounded by ``ref`` = (acc, latency)."""
+    pts = sorted((lat, acc) for acc, lat in points if acc > ref[0] and lat < ref[1])
+    area, best_acc = 0.0, ref[0]
+    for i, (lat, acc) in enumerate(pts):  # sweep latency upwards; accuracy reached so far is a staircase
+        best_acc = max(best_acc, acc)
+        next_lat = pts[i + 1][0] if i + 1 < len(pts) else ref[1]
+        area += (next_lat - lat) * (best_acc - ref[0])
+    return area
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+
+
+def reference_point(study: optuna.Study, complete: list[FrozenTrial]) -> tuple[float, float, str]:
+    """The declared point: the space's ``reference_point`` where set; latency defaults to 2x
+    HoViT-B's measured latency (else 2x the slowest trial)."""
+    decl = (study.user_attrs.get("space_def") or {}).get("reference_point") or {}
+    acc = float(decl.get("accuracy", 0.0))
+    if "latency_ms" in decl:
+        return acc, float(decl["latency_ms"]), "declared in the space"
+    fp = [t for t in complete if st.FIXED_POINT_ATTR in t.user_attrs]
+    if fp:
+        return acc, 2.0 * fp[0].values[1], "2x HoViT-B latency"
+    lat = 2.0 * max((t.values[1] for t in complete), default=1.0)
+    return acc, lat, "2x slowest trial"
+
+
+def _arch(t: FrozenTrial) -> str:
+    cfg = t.user_attrs.get("config")
+    if not cfg:
+        return json.dumps(t.params)
+    m = cfg["model"]
+    st_ = " ".join(f"{s['blocks']}:{s['keep'] or s['blocks']}" + ("" if s["downsample"] == "none" else f"/{s['downsample'][:4]}")
+                   for s in m["stages"])
+    p = cfg.get("prune", {})
+    pruned = any((s["keep"] or s["blocks"]) < s["blocks"] for s in m["stages"])
+    extra = f" tau {p['tau_start']:.2g}->{p['tau_end']:.2g} r{p['lora_rank']}" if pruned else ""
+    return f"[{st_}] head {m['head_width']}{extra}"
+
+
+def summarise(study: optuna.Study) -> dict:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise HovitError(f"study {study.study_name!r} has no completed trials yet")
+    front = sorted(study.best_trials, key=lambda t: t.values[1])
+    ref_acc, ref_lat, ref_why = reference_point(study, complete)
+    hv = hypervolume_2d([tuple(t.values) for t in front], (ref_acc, ref_lat))
+    history, done = [], []
+    for t in sorted(complete, key=lambda t: t.number):
+        done.append(tuple(t.values))
+        history.append({"trial": t.number, "hypervolume": hypervolume_2d(done, (ref_acc, ref_lat))})
+    fps = [t for t in complete if st.FIXED_POINT_ATTR in t.user_attrs]
+    fixed = None
+    if fps:
+        f = fps[0]
+        dom = [t.number for t in complete if dominates(t.values, f.values)]
+        fixed = {"trial": f.number, "accuracy": f.values[0], "latency_ms": f.values[1],
+                 "on_front": any(t.number == f.number for t in front), "dominated_by": dom}
+    counts = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in
+              (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)}
+    return {
+        "study": study.study_name, "metric": study.user_attrs.get("metric", "top1"),
+        "data": study.user_attrs.get("data"), "latency_batch": study.user_attrs.get("latency_batch"),
+        "device": next((t.user_attrs.get("latency", {}).get("device_name") for t in complete), None),
+        "counts": counts, "reference_point": {"accuracy": ref_acc, "latency_ms": ref_lat, "why": ref_why},
+        "hypervolume": hv, "hypervolume_history": history, "fixed_point": fixed,
+        "front": [_row(t) for t in front], "all": [_row(t) for t in complete],
+    }
+
+
+def _row(t: FrozenTrial) -> dict:
+    a = t.user_attrs
+    return {"trial": t.number, "accuracy": t.values[0], "latency_ms": t.values[1], "params": a.get("params"),
+            "test_top1": (a.get("test") or {}).get("top1"), "arch": _arch(t),
+            "fixed_point": st.FIXED_POINT_ATTR in a}
+
+
+def format_report(rep: dict) -> str:
+    c = rep["counts"]
+    lines = [f"study {rep['study']}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed"
+             + (f", {c['RUNNING']} running" if c["RUNNING"] else "")
+             + f"; data: {rep['data']}; device: {rep['device']}",
+             f"objectives: val {rep['metric']} (max), latency ms at batch {rep['latency_batch']} (min)",
+             f"Pareto front ({len(rep['front'])} trials):",
+             f"  {'trial':>5}  {rep['metric']:>8}  {'latency':>9}  {'params':>7}  {'test':>6}  architecture"]
+    for r in rep["front"]:
+        lines.append(f"  {r['trial']:>5}  {r['accuracy']:>8.4f}  {r['latency_ms']:>7.2f}ms  "
+                     f"{(r['params'] or 0) / 1e6:>6.2f}M  {(r['test_top1'] or 0):>6.4f}  {r['arch']}"
+                     + ("  <- HoViT-B" if r["fixed_point"] else ""))
+    ref = rep["reference_point"]
+    lines.append(f"hypervolume {rep['hypervolume']:.4f} (reference: {rep['metric']} {ref['accuracy']}, "
+                 f"latency {ref['latency_ms']:.2f} ms = {ref['why']})")
+    fp = rep["fixed_point"]
+    if fp is None:
+        lines.append("HoViT-B fixed point: not completed yet")
+    elif fp["on_front"]:
+        lines.append(f"HoViT-B (trial {fp['trial']}, {fp['accuracy']:.4f} @ {fp['latency_ms']:.2f} ms) is ON the front")
+    else:
+        lines.append(f"HoViT-B (trial {fp['trial']}, {fp['accuracy']:.4f} @ {fp['latency_ms']:.2f} ms) is dominated "
+                     f"by trials {fp['dominated_by']}")
+    return "\n".join(lines)
+
+
+def load_bench(path: Optional[str | Path], rep: dict) -> Optional[dict]:
+    """Baselines from a ``hovit-nas bench`` JSON measured on the same device and batch."""
+    if not path or not Path(path).is_file():
+        return None
+    bench = json.loads(Path(path).read_text())
+    if bench.get("device_name") != rep["device"] or bench.get("batch") != rep["latency_batch"]:
+        return None
+    return bench
+
+
+def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
+    """All trials, the front highlighted, HoViT-B marked, baselines, and the hypervolume history."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35],
+                        subplot_titles=("accuracy vs latency", "hypervolume history"))
+    hover = lambda rows: [f"trial {r['trial']}<br>{r['arch']}<br>params {(r['params'] or 0) / 1e6:.2f} M" for r in rows]  # noqa: E731
+    rest = [r for r in rep["all"] if r["trial"] not in {f["trial"] for f in rep["front"]}]
+    fig.add_trace(go.Scatter(x=[r["latency_ms"] for r in rest], y=[r["accuracy"] for r in rest], mode="markers",
+                             name="trials", marker=dict(color="#9aa5b1", size=8), text=hover(rest),
+                             hoverinfo="text+x+y"), 1, 1)
+    front = rep["front"]
+    fig.add_trace(go.Scatter(x=[r["latency_ms"] for r in front], y=[r["accuracy"] for r in front],
+                             mode="lines+markers", line_shape="hv", name="Pareto front",
+                             marker=dict(color="#d62728", size=11), text=hover(front), hoverinfo="text+x+y"), 1, 1)
+    fp = rep["fixed_point"]
+    if fp:
+        fig.add_trace(go.Scatter(x=[fp["latency_ms"]], y=[fp["accuracy"]], mode="markers+text", name="HoViT-B",
+                                 text=["HoViT-B"], textposition="top center",
+                                 marker=dict(symbol="star", size=18, color="#ff7f0e",
+                                             line=dict(color="black", width=1))), 1, 1)
+    if bench:
+        for row in bench["rows"]:
+            if row["kind"] != "baseline":
+                continue
+            if row.get("top1") is not None:
+                fig.add_trace(go.Scatter(x=[row["latency_ms"]], y=[row["top1"]], mode="markers+text",
+                                         name=row["model"], text=[row["model"]], textposition="bottom center",
+                                         marker=dict(symbol="diamond", size=11)), 1, 1)
+            else:
+                fig.add_vline(x=row["latency_ms"], line_dash="dot", line_color="#1f77b4", row=1, col=1,
+                              annotation_text=row["model"], annotation_textangle=-90)
+    hist = rep["hypervolume_history"]
+    fig.add_trace(go.Scatter(x=[h["trial"] for h in hist], y=[h["hypervolume"] for h in hist], mode="lines+markers",
+                             name="hypervolume", line_shape="hv"), 1, 2)
+    fig.update_xaxes(title_text=f"latency (ms, batch {rep['latency_batch']}, {rep['device']})", row=1, col=1)
+    fig.update_yaxes(title_text=f"validation {rep['metric']}", row=1, col=1)
+    fig.update_xaxes(title_text="trial number", row=1, col=2)
+    fig.update_yaxes(title_text="hypervolume", row=1, col=2)
+    fig.update_layout(title=f"hovit-nas study {rep['study']} ({rep['data']})", height=560, autosize=True,
+                      template="plotly_white")
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(p, include_plotlyjs=True)  # self-contained: opens offline
+    return p
+
+
+def pick(rep: dict, max_latency: Optional[float] = None, knee: bool = False) -> dict:
+    """One front trial: the most accurate under ``max_latency``, or the knee (closest to the ideal
+    point after scaling both objectives to [0, 1] over the front)."""
+    front = rep["front"]
+    if max_latency is not None:
+        ok = [r for r in front if r["latency_ms"] <= max_latency]
+        if not ok:
+            raise HovitError(f"no front trial has latency <= {max_latency} ms (fastest: "
+                             f"{min(r['latency_ms'] for r in front):.2f} ms)")
+        return max(ok, key=lambda r: (r["accuracy"], -r["latency_ms"]))
+    accs, lats = [r["accuracy"] for r in front], [r["latency_ms"] for r in front]
+    span_a, span_l = (max(accs) - min(accs)) or 1.0, (max(lats) - min(lats)) or 1.0
+    return min(front, key=lambda r: ((max(accs) - r["accuracy"]) / span_a) ** 2 + ((r["latency_ms"] - min(lats)) / span_l) ** 2)
+
+
+def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optional[float] = None,
+        knee: bool = False) -> tuple[Path, dict]:
+    rep = summarise(study)
+    row = pick(rep, max_latency, knee)
+    t = study.trials[row["trial"]]
+    a = t.user_attrs
+    doc = {
+        "study": study.study_name, "storage": storage, "trial": t.number,
+        "chosen_by": f"max accuracy with latency <= {max_latency} ms" if max_latency is not None else "knee of the front",
+        "pinned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "objectives": {f"val_{rep['metric']}": t.values[0], "latency_ms": t.values[1]},
+        "params": a.get("params"), "device": (a.get("latency") or {}).get("device_name"),
+        "latency": a.get("latency"), "data": a.get("data"),
+        "val": {k: v for k, v in (a.get("val") or {}).items() if k != "confusion"},
+        "test": {k: v for k, v in (a.get("test") or {}).items() if k != "confusion"},
+        "fixed_point": rep["fixed_point"], "config": a["config"],
+    }
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(f"# Pinned from study {study.study_name!r}, trial {t.number}. "
+                 f"Reproduce: hovit-nas train --config {p}\n" + yaml.safe_dump(doc, sort_keys=False))
+    return p, doc

@@ -1,0 +1,345 @@
+"""Search spaces: a declarative YAML file -> Optuna suggestions -> a RunConfig.
+
+A space file has a ``base`` RunConfig (the fixed parts: stage dims and heads, resolution,
+training budget) and ``params``, each one of::
+
+    {type: categorical, choices: [...]}
+    {type: int, low: L, high: H, step: S | log: true}
+    {type: float, low: L, high: H, log: true}
+
+plus ``per_stage: true`` (one parameter per stage, named ``<name>_<i>``; ``stages: [...]``
+restricts which), and ``when: pruning`` (suggested only if some stage keeps N < M).
+``blocks`` takes ``"M:N"`` strings (build M, keep N): one static categorical per stage, which
+Optuna's samplers handle far better than a keep-range that depends on M.
+The HoViT-B fixed point is derived from the preset, so it is evaluated exactly as the paper's
+model within the space's fixed parts.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+import yaml
+
+from .config import (RunConfig, TrainConfig, dump_run_config, from_dict, read_yaml, run_config_from_dict,
+                     to_dict)
+from .errors import ConfigError
+
+SPACE_DIRS = (Path.cwd() / "search_spaces", Path(__file__).resolve().parents[1] / "search_spaces")
+PARAM_KEYS = {"type", "choices", "low", "high", "step", "log", "per_stage", "stages", "when"}
+TOP_KEYS = {"name", "description", "base", "params", "fixed_point", "trials", "latency", "builtin_data",
+            "reference_point"}
+
+
+# ------------------------------------------------------------- what each parameter name sets
+
+def _parse_blocks(v: Any) -> tuple[int, Optional[int]]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v, None
+    m, _, n = str(v).partition(":")
+    return int(m), (int(n) if n else None)
+
+
+def _set_blocks(cfg: RunConfig, i: int, v: Any) -> None:
+    m, n = _parse_blocks(v)
+    s = cfg.model.stages[i]
+    s.blocks, s.keep = m, (None if n is None or n == m else n)
+
+
+def _get_blocks(cfg: RunConfig, i: int) -> str:
+    s = cfg.model.stages[i]
+    return f"{s.blocks}:{s.kept}"
+
+
+def _attr(section: str, attr: str) -> tuple[Callable, Callable]:
+    return (lambda cfg, i: getattr(getattr(cfg, section), attr),
+            lambda cfg, i, v: setattr(getattr(cfg, section), attr, v))
+
+
+TARGETS: dict[str, tuple[bool, Callable, Callable]] = {  # name -> (per stage, get, set)
+    "blocks": (True, _get_blocks, _set_blocks),
+    "downsample": (True, lambda c, i: c.model.stages[i].downsample,
+                   lambda c, i, v: setattr(c.model.stages[i], "downsample", v)),
+    **{k: (False, *_attr("model", k)) for k in ("head_width", "key_dim", "attn_ratio", "mlp_ratio", "drop_path")},
+    **{k: (False, *_attr("prune", k)) for k in ("tau_start", "tau_end", "tau_schedule", "lora_rank", "lora_alpha",
+                                                 "gate_lr_mult")},
+    **{k: (False, *_attr("train", k)) for k in ("lr", "weight_decay", "batch_size", "label_smoothing")},
+}
+
+
+@dataclass
+class Param:
+    name: str  # as in the file
+    type: str
+    choices: Optional[list] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None
+    log: bool = False
+    stages: Optional[list[int]] = None  # per-stage: which stages
+    when: Optional[str] = None
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        if self.type == "categorical":
+            return optuna.distributions.CategoricalDistribution(self.choices)
+        if self.type == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log,
+                                                        step=int(self.step or 1))
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def trial_names(self) -> list[tuple[str, Optional[int]]]:
+        return [(f"{self.name}_{i}", i) for i in self.stages] if self.stages is not None else [(self.name, None)]
+
+
+@dataclass
+class Space:
+    name: str
+    base: RunConfig
+    params: list[Param]
+    description: str = ""
+    fixed_point: str = "hovit_b"
+    trials: int = 20
+    latency: dict = field(default_factory=lambda: {"batch": 1, "runs": 30, "warmup": 10})
+    builtin_data: dict = field(default_factory=dict)  # budget overrides for the built-in demo data
+    reference_point: dict = field(default_factory=dict)  # for hypervolume: {accuracy, latency_ms}
+    source: str = ""
+
+    # ---------------------------------------------------------------- trial -> config
+    def suggest(self, trial: optuna.trial.BaseTrial) -> RunConfig:
+        cfg = copy.deepcopy(self.base)
+        deferred = []
+        for p in self.params:
+            if p.when == "pruning":
+                deferred.append(p)
+                continue
+            self._apply(cfg, p, trial)
+        if cfg.model.pruned:
+            for p in deferred:
+                self._apply(cfg, p, trial)
+        cfg.name = f"{self.name}-t{trial.number}" if hasattr(trial, "number") else self.name
+        return cfg.validate()
+
+    def _apply(self, cfg: RunConfig, p: Param, trial) -> None:
+        setter = TARGETS[p.name][2]
+        for tname, i in p.trial_names():
+            if p.type == "categorical":
+                v = trial.suggest_categorical(tname, p.choices)
+            elif p.type == "int":
+                v = trial.suggest_int(tname, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+            else:
+                v = trial.suggest_float(tname, p.low, p.high, step=p.step, log=p.log)
+            setter(cfg, i, v)
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        return {tname: p.distribution() for p in self.params for tname, _ in p.trial_names()}
+
+    # ---------------------------------------------------------------- config -> params
+    def params_for(self, cfg: RunConfig) -> dict:
+        """The trial parameters that reproduce ``cfg`` (inverse of :meth:`suggest`)."""
+        out = {}
+        for p in self.params:
+            if p.when == "pruning" and not cfg.model.pruned:
+                continue
+            getter = TARGETS[p.name][1]
+            for tname, i in p.trial_names():
+                out[tname] = getter(cfg, i)
+        return out
+
+    def fixed_point_config(self) -> RunConfig:
+        from .models import PRESETS
+
+        preset = PRESETS[self.fixed_point](img_size=self.base.model.img_size, num_classes=self.base.model.num_classes)
+        preset.train = copy.deepcopy(self.base.train)
+        return preset
+
+    def fixed_point_params(self) -> dict:
+        """HoViT-B expressed in this space; error if the space cannot express it exactly."""
+        target = self.fixed_point_config()
+        params = self.params_for(target)
+        where = f"{self.source or self.name}: fixed_point {self.fixed_point}"
+        dists = self.distributions()
+        for k, v in params.items():
+            d = dists[k]
+            if isinstance(d, optuna.distributions.CategoricalDistribution):
+                match = [c for c in d.choices if str(c) == str(v)]
+                if not match:
+                    raise ConfigError(f"{where}: {k}={v!r} is not among the choices {d.choices}")
+                params[k] = match[0]
+            elif not d.low <= v <= d.high:
+                raise ConfigError(f"{where}: {k}={v!r} is outside [{d.low}, {d.high}]")
+        built = self.suggest(optuna.trial.FixedTrial(params))
+        want, got = to_dict(target.model), to_dict(built.model)
+        for key in want:
+            if want[key] != got[key]:
+                raise ConfigError(f"{where}: model.{key} is {got[key]!r} in this space but {want[key]!r} in the preset "
+                                  "(search it or fix it to the preset's value)")
+        for key, val in to_dict(target.prune).items():
+            if built.model.pruned and to_dict(built.prune)[key] != val:
+                raise ConfigError(f"{where}: prune.{key} is {to_dict(built.prune)[key]!r} here, {val!r} in the preset")
+        return params
+
+    def with_builtin_budget(self) -> "Space":
+        """The space as run on the built-in demo data: the file's ``builtin_data`` overrides."""
+        if not self.builtin_data:
+            return self
+        sp = copy.deepcopy(self)
+        o = dict(sp.builtin_data)
+        if "img_size" in o:
+            sp.base.model.img_size = o.pop("img_size")
+        sp.trials = o.pop("trials", sp.trials)
+        sp.base.train = from_dict(TrainConfig, {**to_dict(sp.base.train), **o}, f"{self.source}: builtin_data")
+        sp.base.validate()
+        return sp
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "base": to_dict(self.base),
+                "params": {p.name: _param_dict(p) for p in self.params}, "fixed_point": self.fixed_point,
+                "trials": self.trials, "latency": self.latency, "reference_point": self.reference_point}
+
+
+def _param_dict(p: Param) -> dict:
+    d = {"type": p.type}
+    for k in ("choices", "low", "high", "step", "when"):
+        if getattr(p, k) is not None:
+            d[k] = getattr(p, k)
+    if p.log:
+        d["log"] = True
+    if p.stages is not None:
+        d["per_stage"], d["stages"] = True, p.stages
+    return d
+
+
+# ------------------------------------------------------------------------------ load/validate
+
+def resolve_space_path(name_or_file: str) -> Path:
+    p = Path(name_or_file)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such search-space file")
+        return p
+    for d in SPACE_DIRS:
+        cand = d / f"{name_or_file}.yaml"
+        if cand.is_file():
+            return cand
+    known = sorted({q.stem for d in SPACE_DIRS if d.is_dir() for q in d.glob("*.yaml")})
+    raise ConfigError(f"unknown search space {name_or_file!r} (known: {', '.join(known) or 'none'}; or give a file)")
+
+
+def load_space(name_or_file: str) -> Space:
+    path = resolve_space_path(name_or_file)
+    data = read_yaml(path)
+    return space_from_dict(data, str(path))
+
+
+def space_from_dict(data: Any, where: str) -> Space:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
+    for key in ("name", "base", "params"):
+        if key not in data:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+    base = run_config_from_dict(data["base"], f"{where}: base")
+    if not isinstance(data["params"], dict) or not data["params"]:
+        raise ConfigError(f"{where}: params must be a non-empty mapping")
+    params = [_parse_param(name, spec, base, f"{where}: params.{name}") for name, spec in data["params"].items()]
+    from .models import PRESETS
+    fp = data.get("fixed_point", "hovit_b")
+    if fp not in PRESETS:
+        raise ConfigError(f"{where}: fixed_point {fp!r} is not a preset ({', '.join(PRESETS)})")
+    trials = data.get("trials", 20)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"{where}: trials must be a positive integer")
+    lat = {"batch": 1, "runs": 30, "warmup": 10, **(data.get("latency") or {})}
+    if set(lat) - {"batch", "runs", "warmup", "threads"}:
+        raise ConfigError(f"{where}: latency: unknown key {sorted(set(lat) - {'batch', 'runs', 'warmup', 'threads'})[0]!r}")
+    ref = data.get("reference_point") or {}
+    if set(ref) - {"accuracy", "latency_ms"}:
+        raise ConfigError(f"{where}: reference_point: keys are accuracy, latency_ms")
+    space = Space(name=str(data["name"]), base=base, params=params, description=data.get("description", ""),
+                  fixed_point=fp, trials=trials, latency=lat, builtin_data=data.get("builtin_data") or {},
+                  reference_point=ref, source=where)
+    bad_builtin = set(space.builtin_data) - {f for f in to_dict(TrainConfig())} - {"img_size", "trials"}
+    if bad_builtin:
+        raise ConfigError(f"{where}: builtin_data: unknown key {sorted(bad_builtin)[0]!r}")
+    _check_buildable(space, where)
+    space.fixed_point_params()
+    space.with_builtin_budget()
+    return space
+
+
+def _parse_param(name: str, spec: Any, base: RunConfig, where: str) -> Param:
+    if name not in TARGETS:
+        raise ConfigError(f"{where}: unknown parameter {name!r} (known: {', '.join(sorted(TARGETS))})")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping like {{type: int, low: 1, high: 4}}")
+    unknown = sorted(set(spec) - PARAM_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(PARAM_KEYS))})")
+    per_stage = TARGETS[name][0]
+    if bool(spec.get("per_stage", per_stage)) != per_stage:
+        raise ConfigError(f"{where}: per_stage must be {str(per_stage).lower()} for {name!r}")
+    t = spec.get("type", "categorical")
+    if t not in ("categorical", "int", "float"):
+        raise ConfigError(f"{where}: type must be categorical, int or float, got {t!r}")
+    p = Param(name, t, log=bool(spec.get("log", False)), when=spec.get("when"))
+    if p.when not in (None, "pruning"):
+        raise ConfigError(f"{where}: when must be 'pruning', got {p.when!r}")
+    if t == "categorical":
+        ch = spec.get("choices")
+        if not isinstance(ch, list) or not ch:
+            raise ConfigError(f"{where}: choices must be a non-empty list")
+        if len(set(map(str, ch))) != len(ch):
+            raise ConfigError(f"{where}: choices has duplicates")
+        p.choices = ch
+    else:
+        for k in ("low", "high"):
+            if not isinstance(spec.get(k), (int, float)) or isinstance(spec.get(k), bool):
+                raise ConfigError(f"{where}: {k} must be a number")
+        p.low, p.high, p.step = spec["low"], spec["high"], spec.get("step")
+        if p.low > p.high:
+            raise ConfigError(f"{where}: impossible range low={p.low} > high={p.high}")
+        if p.log and p.low <= 0:
+            raise ConfigError(f"{where}: log scale needs low > 0, got {p.low}")
+        if p.log and p.step not in (None, 1):
+            raise ConfigError(f"{where}: step and log cannot be combined")
+        if t == "int" and not all(float(v).is_integer() for v in (p.low, p.high, p.step or 1)):
+            raise ConfigError(f"{where}: int parameters need integer low/high/step")
+        if p.step is not None and p.step <= 0:
+            raise ConfigError(f"{where}: step must be > 0")
+    if per_stage:
+        n = len(base.model.stages)
+        stages = spec.get("stages", list(range(n)))
+        if not isinstance(stages, list) or not stages or any(not isinstance(i, int) or not 0 <= i < n for i in stages):
+            raise ConfigError(f"{where}: stages must list stage indices in 0..{n - 1}")
+        p.stages = stages
+    return p
+
+
+def _check_buildable(space: Space, where: str) -> None:
+    """Every categorical choice must build (with the others at their first/lowest value)."""
+    for p in space.params:
+        values = p.choices if p.type == "categorical" else [p.low, p.high]
+        for v in values:
+            cfg = copy.deepcopy(space.base)
+            for tname, i in p.trial_names():
+                try:
+                    if p.name == "blocks":
+                        m, n = _parse_blocks(v)
+                        if n is not None and not 1 <= n <= m:
+                            raise ConfigError(f"keep {n} not in 1..{m}")
+                    TARGETS[p.name][2](cfg, i, int(v) if p.type == "int" else v)
+                    cfg.validate()
+                except (ConfigError, ValueError, TypeError) as exc:
+                    raise ConfigError(f"{where}: params.{p.name}: value {v!r} cannot build a model ({exc})") from None
+
+
+def config_yaml_for_trial(space: Space, params: dict) -> str:
+    """The YAML that ``hovit-nas train --config`` reproduces a trial from."""
+    return dump_run_config(space.suggest(optuna.trial.FixedTrial(params)))
+
+

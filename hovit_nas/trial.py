@@ -1,0 +1,93 @@
+"""One trial as a pure function: (config, budget, data spec, device) -> metrics.
+
+Executors only decide *where* this runs (in-process or on Ray); nothing here knows which.
+Latency is a property of the exported model's architecture, so it is measured first, before
+training, on the exported skeleton: a config that breaks a latency/params limit is reported
+infeasible without spending any training on it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .config import RunConfig, to_dict
+from .data import DataSpec, Splits, load_data
+from .errors import TrialFailed
+from .latency import measure_latency, resolve_device
+from .locks import compute_slot
+from .models import count_params, create_hovit, export
+
+_DATA: dict[str, Splits] = {}  # per-process cache: trials in one worker share the decoded data
+
+
+@dataclass
+class TrialSpec:
+    config: RunConfig
+    data: DataSpec = field(default_factory=DataSpec)
+    device: str = "auto"
+    threads: Optional[int] = None
+    metric: str = "top1"  # top1 | f1_macro (validation)
+    latency: dict = field(default_factory=lambda: {"batch": 1, "runs": 30, "warmup": 10})
+    max_latency_ms: Optional[float] = None
+    max_params_m: Optional[float] = None
+
+
+def get_data(spec: DataSpec) -> Splits:
+    key = repr(spec)
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = load_data(spec)
+    return _DATA[key]
+
+
+def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> tuple[dict, int]:
+    with compute_slot(str(device)):  # building is compute too; the measurement below is exclusive
+        deployed = export(create_hovit(cfg))
+    lat = measure_latency(deployed, cfg.model.img_size, batch=spec.latency.get("batch", 1), device=device,
+                          runs=spec.latency.get("runs", 30), warmup=spec.latency.get("warmup", 10),
+                          threads=spec.latency.get("threads") or spec.threads, in_chans=cfg.model.in_chans)
+    return lat.to_dict(), count_params(deployed)
+
+
+def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
+              log: Callable[[str], None] | None = None) -> dict:
+    """Train, prune, export and evaluate one config; raises TrialFailed on NaN / out of memory."""
+    from .train import train_and_evaluate
+
+    t0 = time.time()
+    cfg = spec.config
+    dev = resolve_device(spec.device)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    try:
+        lat, params = skeleton_latency(cfg, spec, dev)
+        out = {"status": "ok", "latency_ms": lat["median_ms"], "latency": lat, "params": params,
+               "config": to_dict(cfg), "device": str(dev), "metric": spec.metric}
+        reasons = []
+        if spec.max_latency_ms is not None and lat["median_ms"] > spec.max_latency_ms:
+            reasons.append(f"latency {lat['median_ms']:.2f} ms > max {spec.max_latency_ms} ms")
+        if spec.max_params_m is not None and params / 1e6 > spec.max_params_m:
+            reasons.append(f"params {params / 1e6:.2f} M > max {spec.max_params_m} M")
+        if reasons:
+            out.update(status="infeasible", reason="; ".join(reasons) + " (not trained)", wall_s=time.time() - t0)
+            return out
+        with compute_slot(str(dev)):
+            splits = get_data(spec.data)
+        r = train_and_evaluate(cfg, splits, dev, latency=False, threads=spec.threads, log=log, on_epoch=on_epoch)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise TrialFailed(f"out of memory on {dev}: {str(exc).splitlines()[0]}") from None
+    except MemoryError:
+        raise TrialFailed(f"out of memory on {dev} (host RAM)") from None
+    except RuntimeError as exc:
+        if any(k in str(exc).lower() for k in ("out of memory", "can't allocate memory")):
+            raise TrialFailed(f"out of memory on {dev}: {str(exc).splitlines()[0]}") from None
+        raise
+    finally:
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    out.update(accuracy=r.val[spec.metric], val=r.val, test=r.test, params_dense=r.params_dense,
+               selected_blocks=r.selected_blocks, history=r.history, data=r.data, wall_s=round(time.time() - t0, 2))
+    return out

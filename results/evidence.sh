@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every committed figure, produced in one quiet sequence on this machine (nothing else running).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:/work/venv/bin:$PATH"
+hovit-nas bench --device cpu --batch 1 --img-size 224 --out results/bench 2>&1 | tee results/bench/bench.log
+hovit-nas bench --device cpu --batch 32 --img-size 224 --runs 3 --rounds 3 --warmup 2 --out results/bench-b32 2>&1 | tee results/bench-b32/bench.log
+python benchmarks/latency_repeatability.py --out results/bench/latency_repeatability.json 2>&1 | tee results/bench/latency_repeatability.log
+rm -rf studies/pcam-cpu && results/search-pcam/run.sh
+python benchmarks/ray_vs_local.py 2>&1 | tee results/ray/ray_vs_local.log

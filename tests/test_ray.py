@@ -1,0 +1,132 @@
+"""Ray Tune executor against a real local Ray cluster and real SQLite / PostgreSQL storages."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from conftest import run_cli
+from spaces import tiny_space
+
+pytestmark = pytest.mark.slow
+PG = os.environ.get("HOVIT_NAS_TEST_POSTGRES")
+
+
+def _study(url, name="tiny-builtin"):
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _ray_search(work, space, *extra, storage=None, timeout=900):
+    args = ["search", "--space", str(space), "--executor", "ray", "--max-concurrent", "2", "--cpus-per-trial", "1"]
+    if storage:
+        args += ["--storage", storage]
+    return run_cli(*args, *extra, cwd=work, timeout=timeout)
+
+
+def _check_study(study, n):
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == n
+    fps = [t for t in complete if "fixed_point" in t.user_attrs]
+    assert len(fps) == 1 and fps[0].params["blocks_0"] == "4:2"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for t in complete:
+        assert t.values[0] == t.user_attrs["val"]["top1"] and t.values[1] == t.user_attrs["latency"]["median_ms"]
+        assert {"config", "params", "latency", "history", "ray_node"} <= set(t.user_attrs)
+    return complete
+
+
+def test_ray_runs_four_trials_two_at_a_time_into_sqlite(tmp_path):
+    space = tiny_space(tmp_path, trials=4)
+    r = _ray_search(tmp_path, space)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 trials, 2 at a time" in r.stderr and "[4/4]" in r.stderr
+    db = tmp_path / "studies" / "tiny-builtin" / "study.db"
+    complete = _check_study(_study(f"sqlite:///{db}"), 4)
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in complete)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # some trials overlapped: 2 ran at once
+    p = run_cli("pareto", cwd=tmp_path)  # the same tools read a Ray-made study
+    assert p.returncode == 0 and "Pareto front" in p.stdout, p.stderr
+
+
+@pytest.mark.skipif(not PG, reason="no PostgreSQL server (set HOVIT_NAS_TEST_POSTGRES; .ci/run starts one)")
+def test_ray_into_postgresql(tmp_path):
+    import sqlalchemy
+    name = f"pg{os.getpid()}{int(time.time())}"
+    space = tiny_space(tmp_path, trials=4, name=name)
+    r = _ray_search(tmp_path, space, storage=PG)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _check_study(_study(PG, f"{name}-builtin"), 4)
+    assert sqlalchemy.make_url(PG).get_backend_name() == "postgresql"
+    p = run_cli("pareto", "--study", f"{name}-builtin", "--storage", PG, "--out", str(tmp_path / "p.html"),
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+
+
+def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path):
+    space = tiny_space(tmp_path, trials=5)
+    d = yaml.safe_load(space.read_text())
+    d["params"]["lr"] = {"type": "categorical", "choices": [0.002, 1.0e30]}  # 1e30 -> NaN loss
+    space.write_text(yaml.safe_dump(d))
+    r = _ray_search(tmp_path, space, "--sampler", "random", "--seed", "3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = _study(f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}")
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all(t.params["lr"] == 1.0e30 for t in failed)
+    assert all("NaN" in t.user_attrs["fail_reason"] for t in failed)
+    ok = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert ok and all(t.params["lr"] == 0.002 for t in ok)
+    assert "FAILED: loss became nan" in r.stderr
+
+
+def _wait_for_complete(db, n, proc, limit=600):
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited early: {proc.stderr.read()[-2000:]}")
+        if db.is_file():
+            try:
+                s = _study(f"sqlite:///{db}")
+                if len(s.get_trials(states=(TrialState.COMPLETE,))) >= n and \
+                        s.get_trials(states=(TrialState.RUNNING,)):
+                    return
+            except Exception:  # noqa: BLE001 - the study may not exist yet
+                pass
+        time.sleep(1)
+    pytest.fail("no completed trial in time")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_kill_driver_and_rerun_resumes(tmp_path, sig):
+    space = tiny_space(tmp_path, trials=6, epochs_dense=2, max_steps_per_epoch=3)
+    cmd = [sys.executable, "-m", "hovit_nas", "search", "--space", str(space), "--executor", "ray",
+           "--max-concurrent", "2", "--cpus-per-trial", "1"]
+    db = tmp_path / "studies" / "tiny-builtin" / "study.db"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for_complete(db, 1, proc)
+    before = {t.number: t.values for t in _study(f"sqlite:///{db}").get_trials(states=(TrialState.COMPLETE,))}
+    os.kill(proc.pid, sig)
+    err = proc.communicate(timeout=120)[1]
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)  # what a dead terminal does to the driver's Ray children
+        time.sleep(2)
+    r = run_cli(*cmd[3:], cwd=tmp_path, timeout=900)  # the same command again
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = _study(f"sqlite:///{db}")
+    complete = _check_study(study, 6)
+    after = {t.number: t.values for t in complete}
+    assert all(after[n] == v for n, v in before.items())  # nothing completed was lost or re-run
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert failed, "the trials running at the kill are recorded as failed"
+    reasons = {t.user_attrs.get("fail_reason", "") for t in failed}
+    assert all(("stale: driver" in x) or ("interrupted" in x) for x in reasons), reasons
+    if sig == signal.SIGKILL:
+        assert "marked stale trials" in r.stderr

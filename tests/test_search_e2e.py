@@ -1,0 +1,117 @@
+"""A real small search end-to-end: CLI -> SQLite study -> pareto/pin -> train; dashboard over HTTP."""
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import run_cli
+from spaces import tiny_space
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    work = tmp_path_factory.mktemp("search")
+    space = tiny_space(work, trials=4)
+    r = run_cli("search", "--space", str(space), "--threads", "1", cwd=work)
+    assert r.returncode == 0, r.stderr
+    return work, r
+
+
+def test_search_records_a_multi_objective_study(searched):
+    work, r = searched
+    db = work / "studies" / "tiny-builtin" / "study.db"
+    assert db.is_file()
+    study = optuna.load_study(study_name="tiny-builtin", storage=f"sqlite:///{db}")
+    done = [t for t in study.trials if t.state.is_finished()]
+    assert len([t for t in done if t.state == optuna.trial.TrialState.COMPLETE]) == 4
+    fp = [t for t in study.trials if "fixed_point" in t.user_attrs]
+    assert len(fp) == 1 and fp[0].number == 0 and fp[0].params["blocks_0"] == "4:2"
+    t = fp[0]
+    assert t.values[0] == t.user_attrs["val"]["top1"] and t.values[1] == t.user_attrs["latency"]["median_ms"]
+    for key in ("config", "params", "latency", "val", "test", "history", "device", "selected_blocks"):
+        assert key in t.user_attrs, key
+    assert t.user_attrs["latency"]["threads"] == 1 and t.user_attrs["latency"]["device"] == "cpu"
+    assert "[4/4] trial #3" in r.stderr and "front" in r.stderr and "HoViT-B fixed point" in r.stderr
+    # re-running the same command resumes: nothing new, no second fixed point
+    again = run_cli("search", "--space", str(work / "tiny.yaml"), "--threads", "1", cwd=work)
+    assert again.returncode == 0 and "already has 4 finished trials" in again.stderr
+    assert len(optuna.load_study(study_name="tiny-builtin", storage=f"sqlite:///{db}").trials) == len(study.trials)
+
+
+def test_pareto_and_pin_then_train_the_pinned_config(searched):
+    work, _ = searched
+    r = run_cli("pareto", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "Pareto front" in r.stdout and "hypervolume" in r.stdout and "HoViT-B (trial 0" in r.stdout
+    assert (work / "studies" / "tiny-builtin" / "pareto.html").is_file()
+    r = run_cli("pin", "--max-latency", "1000", cwd=work)
+    assert r.returncode == 0, r.stderr
+    best = work / "studies" / "tiny-builtin" / "best.yaml"
+    r = run_cli("train", "--config", str(best), "--max-steps", "1", "--epochs-dense", "1", "--epochs-prune", "1",
+                "--out", str(work / "runs" / "best"), cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((work / "runs" / "best" / "result.json").read_text())["config"]["model"]["img_size"] == 32
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_optuna_dashboard_serves_the_study_over_http(searched):
+    work, _ = searched
+    port = _free_port()
+    db = work / "studies" / "tiny-builtin" / "study.db"
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    proc = subprocess.Popen([str(exe), f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=2))
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("optuna-dashboard did not answer")
+        (s,) = studies["study_summaries"]
+        assert s["study_name"] == "tiny-builtin" and s["directions"] == ["maximize", "minimize"]
+        detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{s['study_id']}", timeout=10))
+        assert len(detail["trials"]) >= 4
+        assert any(a["key"] == "fixed_point" for t in detail["trials"] for a in t["user_attrs"])
+        assert detail["best_trials"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_plot_renders_in_headless_chromium(searched, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    work, _ = searched
+    html = work / "studies" / "tiny-builtin" / "pareto.html"
+    shot = tmp_path / "shot.png"
+    r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1300,600",
+                        "--virtual-time-budget=5000", f"--screenshot={shot}", html.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000, r.stderr[-500:]
+    from PIL import Image
+    img = Image.open(shot).convert("RGB")
+    colours = img.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 50  # a rendered chart, not a blank page
+    red = sum(n for n, (r_, g, b) in colours if r_ > 180 and g < 80 and b < 80)
+    assert red > 30  # the Pareto front's red markers are drawn

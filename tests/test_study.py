@@ -1,0 +1,89 @@
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from hovit_nas import study as st
+from hovit_nas.errors import HovitError, StorageError
+from hovit_nas.space import load_space
+
+
+def _attrs(**kw):
+    return {"space": "hovit", "data": "d", "metric": "top1", "latency_batch": 1, "img_size": 224, **kw}
+
+
+def _open(url, name="s"):
+    sp = load_space("hovit")
+    return st.create_or_load(name, url, sp, st.make_sampler("nsga2", 0), _attrs())
+
+
+def _worker(url, barrier, q):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    barrier.wait()
+    study, created = _open(url)
+    t = study.ask()  # every worker immediately takes a trial
+    load_space("hovit").suggest(t)
+    q.put((created, t.number, st.FIXED_POINT_ATTR in t.user_attrs))
+
+
+def test_fixed_point_enqueued_exactly_once_across_concurrent_starts_and_resume(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    ctx = mp.get_context("spawn")
+    barrier, q = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(url, barrier, q)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    results = [q.get(timeout=5) for _ in procs]
+    assert sum(created for created, _, _ in results) == 1
+    assert sum(fp for _, _, fp in results) == 1
+    study, created = _open(url)  # resume
+    assert not created
+    trials = study.get_trials()
+    assert len(st.fixed_point_trials(study)) == 1 and len(trials) == 4
+    fp = st.fixed_point_trials(study)[0]
+    assert fp.params["blocks_0"] == "4:2" and fp.user_attrs[st.FIXED_POINT_ATTR] == "hovit_b"
+
+
+def test_resume_with_other_data_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    _open(url)
+    with pytest.raises(HovitError, match="was created with data=d, not other; use --study NEW_NAME"):
+        st.create_or_load("s", url, load_space("hovit"), st.make_sampler("nsga2", 0), _attrs(data="other"))
+
+
+def test_stale_running_trials_of_dead_drivers_fail(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study, _ = _open(url)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    t_dead, t_alive = study.ask(), study.ask()
+    t_dead.set_user_attr("owner", f"{st.socket.gethostname()}:{int(dead.stdout)}")
+    t_alive.set_user_attr("owner", st.owner_id())
+    assert st.fail_stale_trials(study) == [t_dead.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[t_dead.number] == optuna.trial.TrialState.FAIL
+    assert states[t_alive.number] == optuna.trial.TrialState.RUNNING
+    assert "stale: driver" in study.trials[t_dead.number].user_attrs["fail_reason"]
+
+
+@pytest.mark.parametrize("url, match", [
+    ("not a url", "invalid storage URL 'not a url'"),
+    ("nosuchdb://x/y", "cannot open storage 'nosuchdb://x/y'"),
+    ("sqlite://", "in-memory SQLite study would be lost"),
+    ("postgresql+psycopg2://u:secret@127.0.0.1:1/db", r"cannot open storage 'postgresql\+psycopg2://u:\*\*\*@"),
+])
+def test_invalid_storage_urls(url, match):
+    with pytest.raises(StorageError, match=match) as exc:
+        st.open_storage(url)
+    assert "secret" not in str(exc.value)
+
+
+def test_samplers():
+    assert isinstance(st.make_sampler("tpe", 1), optuna.samplers.TPESampler)
+    assert isinstance(st.make_sampler("random", 1), optuna.samplers.RandomSampler)
+    with pytest.raises(HovitError, match="unknown sampler"):
+        st.make_sampler("cma")
