@@ -330,18 +330,20 @@ def pareto(study_name, storage, out, bench_json, as_json):
 @_study_opts
 @click.option("--max-latency", type=float, default=None, help="Most accurate front trial under this latency (ms).")
 @click.option("--knee", is_flag=True, help="The knee of the front (default when no --max-latency).")
+@click.option("--trial", "trial", type=int, default=None, help="Write this completed trial instead (any, not only the front).")
 @click.option("--out", "out", default=None, help="Default studies/<study>/best.yaml.")
 @handle_errors
-def pin(study_name, storage, max_latency, knee, out):
+def pin(study_name, storage, max_latency, knee, trial, out):
     """Choose one config from the front and write studies/<study>/best.yaml."""
     from . import pareto as pa
     from . import study as st
 
-    if knee and max_latency is not None:
-        raise HovitError("choose one of --knee and --max-latency")
+    if sum(x is not None and x is not False for x in (max_latency, trial, knee or None)) > 1:
+        raise HovitError("choose one of --knee, --max-latency and --trial")
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
-    path, doc = pa.pin(st.load(name, url), url, out or Path("studies") / name / "best.yaml", max_latency, knee)
+    default = Path("studies") / name / ("best.yaml" if trial is None else f"trial-{trial}.yaml")
+    path, doc = pa.pin(st.load(name, url), url, out or default, max_latency, knee, trial)
     o = doc["objectives"]
     click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
                + f", {doc['params'] / 1e6:.2f} M params -> {path}")

@@ -85,6 +85,8 @@ def summarise(study: optuna.Study) -> dict:
         "study": study.study_name, "metric": study.user_attrs.get("metric", "top1"),
         "data": study.user_attrs.get("data"), "latency_batch": study.user_attrs.get("latency_batch"),
         "device": next((t.user_attrs.get("latency", {}).get("device_name") for t in complete), None),
+        "img_size": study.user_attrs.get("img_size"),
+        "threads": next((t.user_attrs.get("latency", {}).get("threads") for t in complete), None),
         "counts": counts, "reference_point": {"accuracy": ref_acc, "latency_ms": ref_lat, "why": ref_why},
         "hypervolume": hv, "hypervolume_history": history, "fixed_point": fixed,
         "front": [_row(t) for t in front], "all": [_row(t) for t in complete],
@@ -129,9 +131,9 @@ def load_bench(path: Optional[str | Path], rep: dict) -> Optional[dict]:
     if not path or not Path(path).is_file():
         return None
     bench = json.loads(Path(path).read_text())
-    if bench.get("device_name") != rep["device"] or bench.get("batch") != rep["latency_batch"]:
-        return None
-    return bench
+    same = (bench.get("device_name") == rep["device"] and bench.get("batch") == rep["latency_batch"]
+            and bench.get("img_size") == rep.get("img_size") and bench.get("threads") == rep.get("threads"))
+    return bench if same else None
 
 
 def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
@@ -198,14 +200,21 @@ def pick(rep: dict, max_latency: Optional[float] = None, knee: bool = False) -> 
 
 
 def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optional[float] = None,
-        knee: bool = False) -> tuple[Path, dict]:
+        knee: bool = False, trial: Optional[int] = None) -> tuple[Path, dict]:
+    """Write one trial (from the front, or any completed ``trial``) as a reproducible config."""
     rep = summarise(study)
-    row = pick(rep, max_latency, knee)
+    if trial is not None:
+        if not any(r["trial"] == trial for r in rep["all"]):
+            raise HovitError(f"trial {trial} is not a completed trial of study {study.study_name!r}")
+        row = {"trial": trial}
+    else:
+        row = pick(rep, max_latency, knee)
     t = study.trials[row["trial"]]
     a = t.user_attrs
     doc = {
         "study": study.study_name, "storage": storage, "trial": t.number,
-        "chosen_by": f"max accuracy with latency <= {max_latency} ms" if max_latency is not None else "knee of the front",
+        "chosen_by": (f"trial {trial} by number" if trial is not None else
+                      f"max accuracy with latency <= {max_latency} ms" if max_latency is not None else "knee of the front"),
         "pinned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "objectives": {f"val_{rep['metric']}": t.values[0], "latency_ms": t.values[1]},
         "params": a.get("params"), "device": (a.get("latency") or {}).get("device_name"),

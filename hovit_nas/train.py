@@ -135,6 +135,7 @@ def fit_epochs(model, loader, val_set, num_classes: int, opt, sched, t: TrainCon
         model.train()
         t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
         batches = iter(loader)
+        bar = _StepBar(f"{phase} {epoch + 1}/{epochs}", steps)
         for step in range(steps):
             if step_hook is not None:
                 step_hook(epoch * steps + step, epochs * steps)
@@ -156,12 +157,37 @@ def fit_epochs(model, loader, val_set, num_classes: int, opt, sched, t: TrainCon
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
+            bar.update(loss_sum / seen, correct / seen)
+        bar.close()
         val = evaluate(model, val_set, num_classes, dev)
         rec = {"phase": phase, "epoch": epoch + 1, "epochs": epochs, "loss": loss_sum / max(seen, 1),
                "train_top1": correct / max(seen, 1), "val_top1": val["top1"],
                "lr": opt.param_groups[0]["lr"], "s": round(time.time() - t0, 2)}
         if end_epoch is not None:
             end_epoch(rec)
+
+
+class _StepBar:
+    """A per-step progress bar (epoch, loss, accuracy) on an interactive terminal; silent in
+    logs and CI, where the per-epoch lines carry the same figures."""
+
+    def __init__(self, label: str, total: int):
+        self.progress = None
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=True)
+            self.task = self.progress.add_task(label, total=total, stats="")
+            self.progress.start()
+
+    def update(self, loss: float, acc: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, stats=f"loss {loss:.4f} acc {acc:.3f}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def train_plain(model, splits: Splits, t: TrainConfig, device, log: Callable[[str], None] = None,

@@ -62,3 +62,40 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
     e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "hovit_nas", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=e)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dashboard_study(storage_url: str, study_name: str) -> dict:
+    """Start a real optuna-dashboard on a free localhost port; return the study's detail JSON."""
+    import json
+    import time
+    import urllib.request
+
+    port = free_port()
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    proc = subprocess.Popen([str(exe), storage_url, "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=2))
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("optuna-dashboard did not answer")
+        match = [s for s in studies["study_summaries"] if s["study_name"] == study_name]
+        assert match, f"{study_name} not among {[s['study_name'] for s in studies['study_summaries']]}"
+        assert match[0]["directions"] == ["maximize", "minimize"]
+        return json.load(urllib.request.urlopen(f"{base}/api/studies/{match[0]['study_id']}", timeout=10))
+    finally:
+        proc.terminate()
+        proc.wait(10)

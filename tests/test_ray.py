@@ -10,7 +10,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import run_cli
+from conftest import dashboard_study, run_cli
 from spaces import tiny_space
 
 pytestmark = pytest.mark.slow
@@ -52,6 +52,26 @@ def test_ray_runs_four_trials_two_at_a_time_into_sqlite(tmp_path):
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # some trials overlapped: 2 ran at once
     p = run_cli("pareto", cwd=tmp_path)  # the same tools read a Ray-made study
     assert p.returncode == 0 and "Pareto front" in p.stdout, p.stderr
+    detail = dashboard_study(f"sqlite:///{db}", "tiny-builtin")
+    assert len(detail["trials"]) == 4 and detail["best_trials"]
+
+
+def test_asha_stopped_trials_are_pruned_never_on_the_front(tmp_path):
+    space = tiny_space(tmp_path, trials=6, epochs_dense=3, epochs_prune=1, max_steps_per_epoch=2)
+    r = _ray_search(tmp_path, space, "--asha")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ASHA early stopping" in r.stderr
+    study = _study(f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}")
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and TrialState.FAIL not in states
+    front = {t.number for t in study.best_trials}
+    for t in study.trials:
+        if t.state == TrialState.PRUNED:
+            assert t.values is None and t.number not in front
+            assert "stopped early by the scheduler" in t.user_attrs["reason"]
+        else:
+            assert t.values[0] == t.user_attrs["val"]["top1"]  # full-fidelity accuracy only
+    assert front <= {t.number for t in study.trials if t.state == TrialState.COMPLETE}
 
 
 @pytest.mark.skipif(not PG, reason="no PostgreSQL server (set HOVIT_NAS_TEST_POSTGRES; .ci/run starts one)")

@@ -1,17 +1,14 @@
 """A real small search end-to-end: CLI -> SQLite study -> pareto/pin -> train; dashboard over HTTP."""
 import json
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import run_cli
+from conftest import dashboard_study, run_cli
 from spaces import tiny_space
 
 pytestmark = pytest.mark.slow
@@ -62,38 +59,12 @@ def test_pareto_and_pin_then_train_the_pinned_config(searched):
     assert json.loads((work / "runs" / "best" / "result.json").read_text())["config"]["model"]["img_size"] == 32
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_optuna_dashboard_serves_the_study_over_http(searched):
     work, _ = searched
-    port = _free_port()
-    db = work / "studies" / "tiny-builtin" / "study.db"
-    exe = Path(sys.executable).with_name("optuna-dashboard")
-    proc = subprocess.Popen([str(exe), f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(150):
-            try:
-                studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=2))
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("optuna-dashboard did not answer")
-        (s,) = studies["study_summaries"]
-        assert s["study_name"] == "tiny-builtin" and s["directions"] == ["maximize", "minimize"]
-        detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{s['study_id']}", timeout=10))
-        assert len(detail["trials"]) >= 4
-        assert any(a["key"] == "fixed_point" for t in detail["trials"] for a in t["user_attrs"])
-        assert detail["best_trials"]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    detail = dashboard_study(f"sqlite:///{work / 'studies' / 'tiny-builtin' / 'study.db'}", "tiny-builtin")
+    assert len(detail["trials"]) >= 4
+    assert any(a["key"] == "fixed_point" for t in detail["trials"] for a in t["user_attrs"])
+    assert detail["best_trials"]
 
 
 def test_plot_renders_in_headless_chromium(searched, tmp_path):
