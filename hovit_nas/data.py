@@ -207,7 +207,7 @@ def _cap(labels: Sequence[int], cap: Optional[int], seed: int) -> list[int]:
     n = len(labels)
     if cap is None or n <= cap:
         return list(range(n))
-    return stratified_split(labels, 0.0, 1 - cap / n, seed)["test_idx"]
+    return stratified_split(labels, 0.0, cap / n, seed)["test_idx"]
 
 
 def _materialise(files: list[Path], labels: list[int], spec: DataSpec, train: bool) -> Dataset:
