@@ -11,6 +11,7 @@ import json
 import math
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -67,14 +68,24 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.RDBStorage:
         kwargs = {"connect_args": {"timeout": 120}}
     else:
         kwargs = {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_compatibility_check=False)
-    except ImportError as exc:
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_compatibility_check=False)
+        except Exception as exc:  # noqa: BLE001
+            racing = any(k in str(exc) for k in ("UNIQUE constraint", "already exists", "database is locked",
+                                                  "duplicate key"))
+            if not racing or attempt == 4:
+                _raise_storage_error(exc, shown)
+            time.sleep(0.5 * (attempt + 1))  # another process is creating the schema right now
+    raise AssertionError("unreachable")
+
+
+def _raise_storage_error(exc: Exception, shown: str) -> None:
+    if isinstance(exc, ImportError):
         raise StorageError(f"storage URL {shown!r}: database driver missing ({exc.name or exc}); "
                            "for PostgreSQL install hovit-nas[postgres]") from None
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds here
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open storage {shown!r}: {type(exc).__name__}: {msg}") from None
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    raise StorageError(f"cannot open storage {shown!r}: {type(exc).__name__}: {msg}") from None
 
 
 def make_sampler(name: str = "nsga2", seed: Optional[int] = None, population: int = 8,
@@ -175,10 +186,27 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another process got there first
             failed.append(t.number)
-            if FIXED_POINT_ATTR in t.user_attrs:
-                study.enqueue_trial(t.params or t.system_attrs.get("fixed_params", {}),
-                                    user_attrs={FIXED_POINT_ATTR: t.user_attrs[FIXED_POINT_ATTR]})
+            requeue_fixed_point(study, t)
     return failed
+
+
+def requeue_fixed_point(study: optuna.Study, trial) -> None:
+    """An interrupted (never a genuinely failed) HoViT-B trial goes back in the queue. Only the
+    process that moved it to FAIL calls this, so the fixed point still completes exactly once."""
+    if FIXED_POINT_ATTR in trial.user_attrs:
+        params = trial.params or trial.system_attrs.get("fixed_params", {})
+        study.enqueue_trial(params, user_attrs={FIXED_POINT_ATTR: trial.user_attrs[FIXED_POINT_ATTR]})
+
+
+def fail_interrupted_trials(study: optuna.Study) -> list[int]:
+    """After Ctrl-C in this process: trials it owned that Optuna failed get their reason."""
+    me, out = owner_id(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get("owner") == me and "fail_reason" not in t.user_attrs:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted (Ctrl-C)")
+            requeue_fixed_point(study, t)
+            out.append(t.number)
+    return out
 
 
 def finished_count(study: optuna.Study) -> int:

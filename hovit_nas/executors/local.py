@@ -42,6 +42,16 @@ def run_local(prep: Prepared, spec: SearchSpec, log: Callable[[str], None]) -> N
         log(f"study already has {prep.trials} finished trials; raise --trials to run more")
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        _optimize(prep, spec, log, remaining)
+    except KeyboardInterrupt:
+        failed = st.fail_interrupted_trials(prep.study)
+        if failed:
+            log(f"marked interrupted trials {failed} failed")
+        raise
+
+
+def _optimize(prep: Prepared, spec: SearchSpec, log: Callable[[str], None], remaining: int) -> None:
     prep.study.optimize(
         make_objective(prep, log), n_trials=remaining + 2 * max(1, remaining // 4), timeout=spec.timeout,
         catch=(TrialFailed,), gc_after_trial=True,

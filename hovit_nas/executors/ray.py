@@ -80,6 +80,7 @@ def _searcher_class():
                         ot_trial.set_user_attr("fail_reason", reason)
                         self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
                         failed.append(ot_trial.number)
+                        st.requeue_fixed_point(self._ot_study, self._ot_study.trials[ot_trial.number])
                     except Exception:  # noqa: BLE001
                         pass
                     self._completed_trials.add(trial_id)
