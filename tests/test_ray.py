@@ -117,13 +117,14 @@ def _wait_for_complete(db, n, proc, limit=600):
                     return
             except Exception:  # noqa: BLE001 - the study may not exist yet
                 pass
-        time.sleep(1)
+        time.sleep(0.3)
     pytest.fail("no completed trial in time")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_kill_driver_and_rerun_resumes(tmp_path, sig):
-    space = tiny_space(tmp_path, trials=6, epochs_dense=2, max_steps_per_epoch=3)
+    # trials long enough (~10 s each) that the driver is surely mid-search when it is killed
+    space = tiny_space(tmp_path, trials=8, epochs_dense=3, max_steps_per_epoch=8)
     cmd = [sys.executable, "-m", "hovit_nas", "search", "--space", str(space), "--executor", "ray",
            "--max-concurrent", "2", "--cpus-per-trial", "1"]
     db = tmp_path / "studies" / "tiny-builtin" / "study.db"
@@ -141,7 +142,7 @@ def test_kill_driver_and_rerun_resumes(tmp_path, sig):
     r = run_cli(*cmd[3:], cwd=tmp_path, timeout=900)  # the same command again
     assert r.returncode == 0, r.stderr[-3000:]
     study = _study(f"sqlite:///{db}")
-    complete = _check_study(study, 6)
+    complete = _check_study(study, 8)
     after = {t.number: t.values for t in complete}
     assert all(after[n] == v for n, v in before.items())  # nothing completed was lost or re-run
     failed = study.get_trials(states=(TrialState.FAIL,))
