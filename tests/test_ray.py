@@ -104,21 +104,21 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path):
     assert "FAILED: loss became nan" in r.stderr
 
 
-def _wait_for_complete(db, n, proc, limit=600):
-    t0 = time.time()
-    while time.time() - t0 < limit:
-        if proc.poll() is not None:
-            pytest.fail(f"driver exited early: {proc.stderr.read()[-2000:]}")
-        if db.is_file():
-            try:
-                s = _study(f"sqlite:///{db}")
-                if len(s.get_trials(states=(TrialState.COMPLETE,))) >= n and \
-                        s.get_trials(states=(TrialState.RUNNING,)):
-                    return
-            except Exception:  # noqa: BLE001 - the study may not exist yet
-                pass
-        time.sleep(0.3)
-    pytest.fail("no completed trial in time")
+def _watch(proc):
+    """Collect the driver's stderr in a thread; the event fires at its first finished-trial line."""
+    import threading
+
+    lines, first_done = [], threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("[1/"):
+                first_done.set()
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return lines, first_done, t
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
@@ -130,10 +130,14 @@ def test_kill_driver_and_rerun_resumes(tmp_path, sig):
     db = tmp_path / "studies" / "tiny-builtin" / "study.db"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    _wait_for_complete(db, 1, proc)
+    lines, first_done, reader = _watch(proc)
+    assert first_done.wait(600), "".join(lines)[-2000:]
+    os.kill(proc.pid, sig)  # 1 of 8 trials done: the driver is mid-search
+    proc.wait(120)
+    reader.join(30)
+    err = "".join(lines)
     before = {t.number: t.values for t in _study(f"sqlite:///{db}").get_trials(states=(TrialState.COMPLETE,))}
-    os.kill(proc.pid, sig)
-    err = proc.communicate(timeout=120)[1]
+    assert before and len(before) < 8
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
     else:
