@@ -164,7 +164,7 @@ def export_cmd(run_dir, out):
     import torch
 
     from .models import count_params, create_hovit, export, save_exported
-    from .train import _load_checkpoint, _phases, _prepare_phase, load_run_dir_config
+    from .train import _phases, _prepare_phase
 
     run = Path(run_dir)
     if not (run / "config.yaml").is_file() and not (run / "checkpoint.pt").is_file():

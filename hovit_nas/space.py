@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import optuna
-import yaml
 
 from .config import (RunConfig, TrainConfig, dump_run_config, from_dict, read_yaml, run_config_from_dict,
                      to_dict)

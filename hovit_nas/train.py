@@ -324,9 +324,3 @@ def _load_checkpoint(out: Optional[Path], cfg: RunConfig) -> dict:
     if state["config"] != dump_run_config(cfg):
         raise HovitError(f"{path}: checkpoint was written for a different config; use the same --config")
     return state
-
-
-def load_run_dir_config(out: Path) -> RunConfig:
-    import yaml
-
-    return run_config_from_dict(yaml.safe_load((out / "config.yaml").read_text()), str(out / "config.yaml"))

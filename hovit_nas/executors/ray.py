@@ -16,7 +16,7 @@ straight into the storage. Latency is kept honest under concurrency by the per-d
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import optuna
 from optuna.trial import TrialState
@@ -25,6 +25,9 @@ from .. import study as st
 from ..config import run_config_from_dict, to_dict
 from ..errors import HovitError, TrialFailed
 from ..locks import compute_slot
+
+if TYPE_CHECKING:
+    from ..search import Prepared, SearchSpec
 
 # Kept light at import time (no torch): Ray unpickles the trainable in fresh workers, and the
 # heavy imports below happen inside the device's shared slot, so they never overlap a latency
