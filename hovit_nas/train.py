@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .config import RunConfig, TrainConfig, dump_run_config, run_config_from_dict
+from .config import RunConfig, TrainConfig, dump_run_config
 from .data import Splits, check_num_classes
 from .errors import HovitError, TrialFailed
 from .latency import measure_latency, resolve_device
