@@ -6,7 +6,7 @@ trials/hour, per-trial overhead of Ray vs local, and the ratios, all from one ru
 script; then re-measures every completed trial of the 2-concurrent Ray study in isolation and
 compares with the latency recorded under concurrency (target: within 10 %).
 
-    python benchmarks/ray_vs_local.py [--trials 8] [--out results/ray]
+    python benchmarks/ray_vs_local.py [--trials 8] [--out results/ray] [--raw]
 """
 import argparse
 import json
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ap = argparse.ArgumentParser()
 ap.add_argument("--trials", type=int, default=8)
 ap.add_argument("--out", default=str(ROOT / "results" / "ray"))
+ap.add_argument("--raw", action="store_true", help="time trials without the latency anchor (for comparison)")
 a = ap.parse_args()
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -42,7 +43,8 @@ rows = {}
 for name, extra in RUNS.items():
     url = f"sqlite:///{work / (name + '.db')}"
     cmd = [sys.executable, "-m", "hovit_nas", "search", "--space", str(space), "--study", name, "--storage", url,
-           "--threads", "1", "--sampler", "random", "--seed", "0", *extra]
+           "--threads", "1", "--sampler", "random", "--seed", "0", *extra,
+           *(["--no-latency-anchor"] if a.raw else [])]
     t0 = time.time()
     r = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     wall = time.time() - t0
@@ -64,10 +66,9 @@ ratios = {"ray_1_vs_local_wall": round(rows["ray_1"]["wall_s"] / rows["local"]["
           "ray_overhead_per_trial_s": round((rows["ray_1"]["wall_s"] - rows["local"]["wall_s"]) / a.trials, 2)}
 print("ratios:", json.dumps(ratios))
 
-# latency under concurrency vs isolation
-from hovit_nas.config import run_config_from_dict  # noqa: E402
-from hovit_nas.latency import measure_latency  # noqa: E402
-from hovit_nas.models import create_hovit, export  # noqa: E402
+# latency under concurrency vs isolation, with the study's own protocol (and anchor)
+from hovit_nas.study import ANCHOR_ATTR  # noqa: E402
+from hovit_nas.trial import remeasure  # noqa: E402
 
 # wait until Ray's processes from the last run are gone, then let the machine settle
 for _ in range(60):
@@ -77,32 +78,30 @@ for _ in range(60):
 time.sleep(5)
 study = optuna.load_study(study_name="ray_2", storage=f"sqlite:///{work / 'ray_2.db'}")
 trials = study.get_trials(states=(TrialState.COMPLETE,))
-models = {}
-for t in trials:
-    cfg = run_config_from_dict(t.user_attrs["config"], "trial")
-    models[t.number] = (export(create_hovit(cfg)), cfg.model.img_size)
-iso: dict = {}
-for rnd in range(6):  # two independent pooled measurements (rounds 0,2,4 and 1,3,5), interleaved
-    for n, (model, size) in models.items():
-        m = measure_latency(model, size, runs=20, warmup=5, threads=1, min_time_s=0.5)
-        key = (n, rnd % 2)
-        iso[key] = iso[key].merged(m) if key in iso else m
+anchor = study.user_attrs.get(ANCHOR_ATTR)
+# two independent isolated measurements per trial (rounds 0,2 and 1,3), interleaved over trials
+iso = remeasure({t.number: t.user_attrs for t in trials}, anchor, rounds=4)
 lat_rows = []
 for t in trials:
-    a_, b_ = iso[(t.number, 0)].median_ms, iso[(t.number, 1)].median_ms
+    a_ = iso[t.number][0].merged(iso[t.number][2]).median_ms
+    b_ = iso[t.number][1].merged(iso[t.number][3]).median_ms
     conc = t.values[1]
     lat_rows.append({"trial": t.number, "concurrent_ms": round(conc, 3), "isolated_ms": round(a_, 3),
-                     "isolated_again_ms": round(b_, 3), "ratio": round(conc / a_, 3), "isolated_ratio": round(b_ / a_, 3)})
+                     "isolated_again_ms": round(b_, 3), "ratio": round(conc / a_, 3), "isolated_ratio": round(b_ / a_, 3),
+                     "concurrent_raw_ms": round(t.user_attrs["latency"].get("raw_median_ms") or conc, 3)})
     print(f"trial {t.number}: under concurrency {conc:.3f} ms, isolated {a_:.3f} ms (again {b_:.3f}), "
-          f"ratio {conc / a_:.3f}")
+          f"ratio {conc / a_:.3f}  [raw in-search median {lat_rows[-1]['concurrent_raw_ms']:.3f} ms]")
 worst = max(abs(r["ratio"] - 1) for r in lat_rows)
 floor = max(abs(r["isolated_ratio"] - 1) for r in lat_rows)
-print(f"latency under 2 concurrent Ray trials vs isolated: worst deviation {100 * worst:.1f} % "
-      f"(target <= 10 %): {'PASS' if worst <= 0.10 else 'MISS'}; isolated vs isolated (noise floor): "
-      f"{100 * floor:.1f} %")
+print("latency under 2 concurrent Ray trials vs isolated ("
+      + (f"anchored to {anchor['name']} at {anchor['ms']:.3f} ms" if anchor else "raw timing")
+      + f"): worst deviation {100 * worst:.1f} % (target <= 10 %): {'PASS' if worst <= 0.10 else 'MISS'}; "
+      f"isolated vs isolated (noise floor): {100 * floor:.1f} %")
 out = Path(a.out)
 out.mkdir(parents=True, exist_ok=True)
-(out / "ray_vs_local.json").write_text(json.dumps({"trials": a.trials, "runs": rows, "ratios": ratios,
+(out / f"ray_vs_local{'_raw' if a.raw else ''}.json").write_text(json.dumps({"trials": a.trials, "runs": rows, "ratios": ratios,
                                                    "latency_concurrent_vs_isolated": lat_rows,
                                                    "worst_latency_deviation": worst,
-                                                   "noise_floor": floor}, indent=2))
+                                                   "noise_floor": floor, "anchor": anchor and
+                                                   {k: anchor[k] for k in ("name", "ms", "threads")}},
+                                                  indent=2))

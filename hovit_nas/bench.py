@@ -2,6 +2,8 @@
 
 Every model is built, (optionally trained,) exported where it is a HoViT, and timed with the
 one latency protocol in the same process, so the ratios to efficientnet_b0 are like for like.
+By default every model is timed alternately with an anchor (an exported HoViT-B of its own,
+latency.py), so a shared machine's drift between models' windows cancels out of the ratios.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .latency import measure_latency, resolve_device
-from .models import BASELINES, PRESETS, count_params, create_baseline, create_hovit, export
+from .latency import calibrate, measure_latency, resolve_device
+from .models import BASELINES, PRESETS, count_params, create_baseline, create_hovit, export, hovit_b
 
 HOVIT_ROWS = ("hovit_b", "hovit_s", "hovit_b_attn_down", "hovit_b_dense")
 REFERENCE = "efficientnet_b0"
@@ -57,7 +59,7 @@ def _build(name: str, img_size: int, num_classes: int, train: Optional[Callable]
 def run_bench(img_size: int = 224, batch: int = 1, device: str = "auto", num_classes: int = 9,
               runs: int = 30, warmup: int = 10, threads: Optional[int] = None, cuda_graph: bool = False,
               models: Optional[list[str]] = None, train: Optional[Callable] = None, rounds: int = 3,
-              log: Callable[[str], None] = print) -> dict:
+              anchor: bool = True, log: Callable[[str], None] = print) -> dict:
     """Build (optionally train) every model, then time them interleaved: ``rounds`` passes over
     all models, ``runs`` samples each per pass, pooled per model. Drift on a shared machine then
     hits every model alike, so the ratios to efficientnet_b0 are like for like.
@@ -71,12 +73,16 @@ def run_bench(img_size: int = 224, batch: int = 1, device: str = "auto", num_cla
     built = {}
     for name in names:
         built[name] = _build(name, img_size, num_classes, train)
+    kw = dict(batch=batch, device=dev, runs=runs, warmup=warmup, threads=threads, cuda_graph=cuda_graph)
+    anc = None
+    if anchor:
+        anc = calibrate("hovit_b", export(create_hovit(hovit_b(img_size, num_classes))), img_size, **kw)
+        log(f"  anchor: exported HoViT-B calibrated at {anc.ms:.3f} ms; every model is timed alternately with it")
     lat: dict = {}
     for r in range(rounds):
         t0 = time.time()
         for name, (model, _, _) in built.items():
-            m = measure_latency(model, img_size, batch=batch, device=dev, runs=runs, warmup=warmup,
-                                threads=threads, cuda_graph=cuda_graph)
+            m = measure_latency(model, img_size, anchor=anc, **kw)
             lat[name] = lat[name].merged(m) if name in lat else m
         log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {lat[n].median_ms:.1f}" for n in names)
             + f" ms ({time.time() - t0:.0f}s)")
@@ -91,7 +97,8 @@ def run_bench(img_size: int = 224, batch: int = 1, device: str = "auto", num_cla
     any_lat = lat[REFERENCE]
     return {"img_size": img_size, "batch": batch, "device": str(dev), "device_name": any_lat.device_name,
             "threads": any_lat.threads, "runs": runs * rounds, "rounds": rounds, "warmup": warmup,
-            "cuda_graph": any_lat.cuda_graph, "torch": torch.__version__, "rows": [asdict(r) for r in rows]}
+            "cuda_graph": any_lat.cuda_graph, "torch": torch.__version__,
+            "anchor": {"name": anc.name, "ms": anc.ms} if anc else None, "rows": [asdict(r) for r in rows]}
 
 
 def format_table(report: dict) -> str:
@@ -105,7 +112,8 @@ def format_table(report: dict) -> str:
     lines = [f"device: {report['device_name']} ({report['device']}), threads {report['threads']}, "
              f"batch {report['batch']}, {report['img_size']} px, median of >= {report['runs']} runs per model "
              f"(>= 1 s timed per round, {report.get('rounds', 1)} interleaved rounds)"
-             + (", CUDA graph" if report.get("cuda_graph") else "")]
+             + (", CUDA graph" if report.get("cuda_graph") else "")
+             + (f", anchored to HoViT-B at {report['anchor']['ms']:.3f} ms" if report.get("anchor") else "")]
     for i, row in enumerate(table):
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
         if i == 0:

@@ -197,12 +197,14 @@ def export_cmd(run_dir, out):
 @click.option("--threads", type=int, default=None, help="CPU threads (recorded).")
 @click.option("--cuda-graph", is_flag=True, help="Replay a captured CUDA graph (GPU only).")
 @click.option("--models", default=None, help="Comma-separated subset (default: all rows).")
+@click.option("--anchor/--no-anchor", default=True, show_default=True,
+              help="Time every model alternately with an exported HoViT-B, cancelling machine drift.")
 @data_options
 @click.option("--epochs", type=int, default=None, help="With --data: epochs to train each model.")
 @click.option("--max-steps", type=int, default=None)
 @click.option("--out", "out", default="results/bench", show_default=True)
 @handle_errors
-def bench(device, batch, img_size, num_classes, runs, rounds, warmup, threads, cuda_graph, models, data, split_index,
+def bench(device, batch, img_size, num_classes, runs, rounds, warmup, threads, cuda_graph, models, anchor, data, split_index,
           external_test, download, max_per_split, no_augment, epochs, max_steps, out):
     """The paper's Table 1 structure: params, latency, ratio to efficientnet_b0 (+ accuracy with --data)."""
     from .bench import format_table, run_bench, write_report
@@ -213,7 +215,7 @@ def bench(device, batch, img_size, num_classes, runs, rounds, warmup, threads, c
                                               img_size, epochs or 2, max_steps, device, threads)
     click.echo(f"bench: {img_size} px, batch {batch}, device {device}", err=True)
     report = run_bench(img_size, batch, device, num_classes, runs, warmup, threads, cuda_graph,
-                       models.split(",") if models else None, trainer, rounds,
+                       models.split(",") if models else None, trainer, rounds, anchor,
                        log=lambda m: click.echo(m, err=True))
     report["command"] = "hovit-nas " + " ".join(sys.argv[1:])
     click.echo(format_table(report))
@@ -269,6 +271,8 @@ def _quiet_optuna() -> None:
 @click.option("--max-latency", type=float, default=None, help="Constraint: latency (ms) of the exported model.")
 @click.option("--max-params", type=float, default=None, help="Constraint: exported params (millions).")
 @click.option("--latency-batch", type=int, default=None, help="Batch size of the latency objective (space default 1).")
+@click.option("--latency-anchor/--no-latency-anchor", default=None,
+              help="Time each candidate alternately with HoViT-B, cancelling machine drift (space default: on).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", default=None, help="auto | ray://host:10001 (default: start a local Ray).")
 @click.option("--cpus-per-trial", type=float, default=1.0, show_default=True)
@@ -277,8 +281,8 @@ def _quiet_optuna() -> None:
 @click.option("--asha", is_flag=True, help="Ray: stop weak trials early (ASHA on val accuracy); they are PRUNED.")
 @handle_errors
 def search(space, data, split_index, external_test, download, max_per_split, no_augment, study_name, storage, trials,
-           timeout, sampler, seed, device, threads, metric, max_latency, max_params, latency_batch, executor,
-           ray_address, cpus_per_trial, gpus_per_trial, max_concurrent, asha):
+           timeout, sampler, seed, device, threads, metric, max_latency, max_params, latency_batch, latency_anchor,
+           executor, ray_address, cpus_per_trial, gpus_per_trial, max_concurrent, asha):
     """Multi-objective search (accuracy up, latency down); HoViT-B is always the first trial."""
     from .search import SearchSpec, run_search
 
@@ -288,7 +292,7 @@ def search(space, data, split_index, external_test, download, max_per_split, no_
     spec = SearchSpec(space=space, data=data, data_options=opts, study=study_name, storage=storage, trials=trials,
                       timeout=timeout, sampler=sampler, seed=seed, device=device, threads=threads, metric=metric,
                       max_latency_ms=max_latency, max_params_m=max_params, latency_batch=latency_batch,
-                      executor=executor,
+                      latency_anchor=latency_anchor, executor=executor,
                       ray={"address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
                            "max_concurrent": max_concurrent, "asha": asha})
     run_search(spec, log=lambda m: click.echo(m, err=True))

@@ -4,6 +4,13 @@ eval mode, ``inference_mode``, a given batch and resolution, warm-up, then N tim
 median and IQR in ms. CUDA: events around each run, synchronised; optional CUDA-graph replay.
 CPU: a fixed, recorded thread count. The device lock (locks.py) keeps concurrent trials
 from computing on the device while it is timed.
+
+Anchoring: a shared VM's speed drifts by tens of percent for seconds at a time (see
+results/bench/latency_repeatability.log), which no estimator over one window can remove. With an
+``Anchor`` the candidate and a fixed reference model are timed in alternating blocks of ~30 ms
+(after an untimed run that lets each model settle), and each candidate sample is reported as
+``sample / median of the neighbouring reference block x the reference's latency calibrated once``:
+drift hits both blocks alike and cancels, so measurements minutes or processes apart agree.
 """
 from __future__ import annotations
 
@@ -37,6 +44,10 @@ class Latency:
     cuda_graph: bool
     torch_version: str
     samples_ms: list = field(default_factory=list, repr=False)
+    anchor: Optional[str] = None  # reference model timed alongside; then median_ms = ratio x anchor_ms
+    anchor_ms: Optional[float] = None  # the reference's calibrated latency
+    ratio: Optional[float] = None  # median over pairs of candidate / reference
+    raw_median_ms: Optional[float] = None  # the candidate's own median in this window (drifts)
 
     def to_dict(self, samples: bool = False) -> dict:
         d = asdict(self)
@@ -90,64 +101,114 @@ def _threads(n: Optional[int]):
         torch.set_num_threads(old)
 
 
+@dataclass
+class Anchor:
+    """A reference model timed alongside every measurement, with its latency calibrated once."""
+    name: str
+    model: nn.Module
+    ms: float
+
+
 @torch.inference_mode()
 def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str | torch.device = "cpu",
                     warmup: int = 10, runs: int = 50, threads: Optional[int] = None,
                     cuda_graph: bool = False, in_chans: int = 3, lock: bool = True,
-                    min_time_s: float = 1.0) -> Latency:
-    """Median/IQR over ``runs`` timed forwards -- more for fast models, so that at least
-    ``min_time_s`` is timed: a few ms of timing cannot average out a shared machine's noise."""
+                    min_time_s: float = 1.0, anchor: Optional[Anchor] = None) -> Latency:
+    """Median/IQR over ``runs`` timed forwards -- more for fast models, until at least
+    ``min_time_s`` is timed: a few ms of timing cannot average out a shared machine's noise.
+    With ``anchor``, candidate and reference are timed in alternating short blocks (module docstring)."""
     dev = torch.device(device)
-    model = model.eval().to(dev)
+    models = [model.eval().to(dev)] + ([anchor.model.eval().to(dev)] if anchor else [])
     x = torch.randn(batch, in_chans, img_size, img_size, device=dev)
     guard = exclusive_device(str(dev)) if lock else contextlib.nullcontext()
     with guard, _threads(threads) as n_threads:
         if dev.type == "cuda":
-            times = _time_cuda(model, x, warmup, runs, cuda_graph, min_time_s)
+            times = _time_cuda(models, x, warmup, runs, cuda_graph, min_time_s)
         else:
             cuda_graph = False
-            for _ in range(warmup):
-                model(x)
-            t0 = time.perf_counter()
-            model(x)
-            runs = max(runs, math.ceil(min_time_s / max(time.perf_counter() - t0, 1e-6)))
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - t0) * 1e3)
-    like = Latency(0.0, 0.0, 0.0, 0.0, len(times), warmup, batch, img_size, str(dev), device_name(dev), n_threads,
+            times = _time_cpu(models, x, warmup, runs, min_time_s)
+    like = Latency(0.0, 0.0, 0.0, 0.0, 0, warmup, batch, img_size, str(dev), device_name(dev), n_threads,
                    cuda_graph, torch.__version__)
-    return summarise(times, like)
+    if anchor is None:
+        return summarise(times[0][0], like)
+    # each candidate sample scaled by its neighbouring anchor block: drift between blocks cancels
+    scaled = [c * anchor.ms / float(np.median(ref)) for cand, ref in zip(*times) for c in cand]
+    raw = [c for cand in times[0] for c in cand]
+    lat = summarise(scaled, replace(like, anchor=anchor.name, anchor_ms=anchor.ms, raw_median_ms=float(np.median(raw))))
+    return replace(lat, ratio=lat.median_ms / anchor.ms)
 
 
-def _time_cuda(model: nn.Module, x: torch.Tensor, warmup: int, runs: int, cuda_graph: bool,
-               min_time_s: float) -> list[float]:
+def calibrate(name: str, model: nn.Module, img_size: int, seconds: float = 3.0, **kwargs) -> Anchor:
+    """The reference's own latency over a longer window: the one absolute figure anchored
+    measurements scale by (so they are "ms at calibration time")."""
+    return Anchor(name, model, measure_latency(model, img_size, min_time_s=seconds, **kwargs).median_ms)
+
+
+BLOCK_S = 0.03  # anchored blocks last about this long: far shorter than the machine's drift phases
+SETTLE = 1  # untimed runs after each switch of model: a model runs slow right after another one
+
+
+def _blocks(fns: list, timed, runs: int, min_time_s: float) -> list[list[list[float]]]:
+    """Samples per model, per block. Alone: one block of >= ``runs`` and >= ``min_time_s``.
+    With an anchor: blocks of k runs alternate (candidate, anchor, candidate, ...)."""
+    if len(fns) == 1:
+        out: list[float] = []
+        while len(out) < runs or sum(out) < min_time_s * 1e3:
+            out.append(timed(fns[0]))
+        return [[out]]
+    k = max(4, math.ceil(BLOCK_S * 1e3 / max(timed(fns[0]), 1e-3)))
+    blocks: list[list] = [[] for _ in fns]
+    n, total = 0, 0.0
+    while n < runs or total < min_time_s * 1e3:
+        for f, out in zip(fns, blocks):
+            for _ in range(SETTLE):
+                f()
+            out.append([timed(f) for _ in range(k)])
+        n, total = n + k, total + sum(blocks[0][-1])
+    return blocks
+
+
+def _time_cpu(models: list[nn.Module], x: torch.Tensor, warmup: int, runs: int, min_time_s: float) -> list:
+    for _ in range(warmup):
+        for m in models:
+            m(x)
+
+    def timed(f) -> float:
+        t0 = time.perf_counter()
+        f()
+        return (time.perf_counter() - t0) * 1e3
+
+    return _blocks([lambda m=m: m(x) for m in models], timed, runs, min_time_s)
+
+
+def _time_cuda(models: list[nn.Module], x: torch.Tensor, warmup: int, runs: int, cuda_graph: bool,
+               min_time_s: float) -> list:
     stream = torch.cuda.Stream(x.device)
     stream.wait_stream(torch.cuda.current_stream(x.device))
     with torch.cuda.stream(stream):
         for _ in range(max(warmup, 3)):
-            model(x)
+            for m in models:
+                m(x)
     torch.cuda.current_stream(x.device).wait_stream(stream)
-    run = lambda: model(x)  # noqa: E731
+    fns = [lambda m=m: m(x) for m in models]
     if cuda_graph:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            model(x)
-        run = graph.replay
+        fns = []
+        for m in models:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                m(x)
+            fns.append(graph.replay)
         for _ in range(3):
-            run()
+            for f in fns:
+                f()
     torch.cuda.synchronize(x.device)
-    t0 = time.perf_counter()
-    run()
-    torch.cuda.synchronize(x.device)
-    runs = max(runs, math.ceil(min_time_s / max(time.perf_counter() - t0, 1e-6)))
-    times = []
-    for _ in range(runs):
+
+    def timed(f) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        run()
+        f()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
+        return start.elapsed_time(end)
+
+    return _blocks(fns, timed, runs, min_time_s)

@@ -35,6 +35,7 @@ class SearchSpec:
     max_latency_ms: Optional[float] = None
     max_params_m: Optional[float] = None
     latency_batch: Optional[int] = None
+    latency_anchor: Optional[bool] = None  # None: the space's latency.anchor (default on)
     executor: str = "local"
     ray: dict = field(default_factory=dict)  # address, cpus_per_trial, gpus_per_trial, max_concurrent, asha
 
@@ -74,12 +75,15 @@ def prepare(spec: SearchSpec, log: Callable[[str], None]) -> Prepared:
     latency = dict(space.latency)
     if spec.latency_batch:
         latency["batch"] = spec.latency_batch
+    if spec.latency_anchor is not None:
+        latency["anchor"] = spec.latency_anchor
     name = spec.study or (f"{space.name}-builtin" if builtin else space.name)
     storage = st.absolute_url(spec.storage or st.default_storage(name))
     trials = spec.trials or space.trials
     constraints = spec.max_latency_ms is not None or spec.max_params_m is not None
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
              "data_sizes": splits.sizes, "metric": spec.metric, "latency_batch": latency["batch"],
+             "latency_anchored": bool(latency.get("anchor")),
              "img_size": space.base.model.img_size, "num_classes": splits.num_classes,
              "population": st.population_for(trials)}
     sampler = st.make_sampler(spec.sampler, spec.seed, attrs["population"], constraints)
@@ -97,6 +101,41 @@ def prepare(spec: SearchSpec, log: Callable[[str], None]) -> Prepared:
                          metric=spec.metric, latency=latency, max_latency_ms=spec.max_latency_ms,
                          max_params_m=spec.max_params_m)
     return Prepared(space, study, name, storage, trials, template, created)
+
+
+def ensure_anchor(prep: Prepared, calibrate: Callable[[], dict], device: str, threads: int,
+                  log: Callable[[str], None]) -> None:
+    """One calibrated reference per study, so every trial's latency scales by the same figure.
+    The process that created the study calibrates (``calibrate`` runs where trials run); one
+    that joins a fresh study waits for it; a resumed study reuses what it stored, and refuses
+    a device or thread count other than the one it was calibrated with."""
+    if not prep.trial_template.latency.get("anchor"):
+        return
+    anchor = prep.study.user_attrs.get(st.ANCHOR_ATTR)
+    deadline = time.time() + 60
+    while anchor is None and not prep.created and st.finished_count(prep.study) == 0 and time.time() < deadline:
+        time.sleep(1)
+        anchor = prep.study.user_attrs.get(st.ANCHOR_ATTR)
+    if anchor is None:
+        anchor = calibrate()
+        prep.study.set_user_attr(st.ANCHOR_ATTR, anchor)
+        log(f"latency anchor: {anchor['name']} calibrated at {anchor['ms']:.3f} ms on {anchor['device']} "
+            f"({anchor['threads']} threads); each trial is timed alternately with it, reported as ratio x this")
+    elif anchor["device"].split(":")[0] != device.split(":")[0] or int(anchor["threads"]) != int(threads):
+        from .errors import HovitError
+        raise HovitError(f"study {prep.study_name!r}: its latency anchor was calibrated on {anchor['device']} "
+                         f"with {anchor['threads']} threads, this run uses {device} with {threads}; run it the "
+                         f"same way (--device/--threads/--cpus-per-trial) or use --study NEW_NAME")
+    prep.trial_template.anchor = anchor
+
+
+def anchor_calibrator(prep: Prepared, device: str, threads: Optional[int]) -> Callable[[], dict]:
+    """The calibration a trial with this device/threads would see (call it where trials run)."""
+    from .trial import calibrate_anchor
+
+    space, t = prep.space, copy.copy(prep.trial_template)
+    t.device, t.threads = device, threads
+    return lambda: calibrate_anchor(space.fixed_point, space.fixed_point_config(), t)
 
 
 def trial_spec_for(prep: Prepared, config) -> TrialSpec:

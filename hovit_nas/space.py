@@ -35,6 +35,10 @@ TOP_KEYS = {"name", "description", "base", "params", "fixed_point", "trials", "l
 
 # ------------------------------------------------------------- what each parameter name sets
 
+# anchor: time each candidate alternately with the fixed point (latency.py); false = raw timing
+LATENCY_KEYS = {"batch", "runs", "warmup", "threads", "anchor"}
+
+
 def _parse_blocks(v: Any) -> tuple[int, Optional[int]]:
     if isinstance(v, int) and not isinstance(v, bool):
         return v, None
@@ -101,7 +105,7 @@ class Space:
     description: str = ""
     fixed_point: str = "hovit_b"
     trials: int = 20
-    latency: dict = field(default_factory=lambda: {"batch": 1, "runs": 30, "warmup": 10})
+    latency: dict = field(default_factory=lambda: {"batch": 1, "runs": 30, "warmup": 10, "anchor": True})
     builtin_data: dict = field(default_factory=dict)  # budget overrides for the built-in demo data
     reference_point: dict = field(default_factory=dict)  # for hypervolume: {accuracy, latency_ms}
     source: str = ""
@@ -253,9 +257,11 @@ def space_from_dict(data: Any, where: str) -> Space:
     trials = data.get("trials", 20)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"{where}: trials must be a positive integer")
-    lat = {"batch": 1, "runs": 30, "warmup": 10, **(data.get("latency") or {})}
-    if set(lat) - {"batch", "runs", "warmup", "threads"}:
-        raise ConfigError(f"{where}: latency: unknown key {sorted(set(lat) - {'batch', 'runs', 'warmup', 'threads'})[0]!r}")
+    lat = {"batch": 1, "runs": 30, "warmup": 10, "anchor": True, **(data.get("latency") or {})}
+    if set(lat) - LATENCY_KEYS:
+        raise ConfigError(f"{where}: latency: unknown key {sorted(set(lat) - LATENCY_KEYS)[0]!r}")
+    if not isinstance(lat["anchor"], bool):
+        raise ConfigError(f"{where}: latency.anchor must be true or false")
     ref = data.get("reference_point") or {}
     if set(ref) - {"accuracy", "latency_ms"}:
         raise ConfigError(f"{where}: reference_point: keys are accuracy, latency_ms")

@@ -26,6 +26,7 @@ DIRECTIONS = ["maximize", "minimize"]
 OBJECTIVES = ["accuracy", "latency_ms"]
 SAMPLERS = ("nsga2", "tpe", "random")
 FIXED_POINT_ATTR = "fixed_point"
+ANCHOR_ATTR = "latency_anchor"  # {name, ms, config, device, threads}: see search.ensure_anchor
 
 
 def default_storage(study_name: str, root: str | Path = "studies") -> str:
@@ -140,11 +141,14 @@ def check_compatible(study: optuna.Study, attrs: dict) -> None:
     """Resuming with a different space/data/metric would mix incomparable trials: refuse."""
     if [d.name.lower() for d in study.directions] != DIRECTIONS:
         raise HovitError(f"study {study.study_name!r} is not a hovit-nas accuracy/latency study")
-    have = study.user_attrs
-    for key in ("space", "data", "metric", "latency_batch", "img_size"):
+    have = dict(study.user_attrs)
+    if "latency_batch" in have:  # studies from before anchoring timed raw
+        have.setdefault("latency_anchored", False)
+    for key in ("space", "data", "metric", "latency_batch", "latency_anchored", "img_size"):
         if key in attrs and key in have and have[key] != attrs[key]:
+            hint = " (or --latency-anchor/--no-latency-anchor to match)" if key == "latency_anchored" else ""
             raise HovitError(f"study {study.study_name!r} was created with {key}={_short(have[key])}, not "
-                             f"{_short(attrs[key])}; use --study NEW_NAME for a new study")
+                             f"{_short(attrs[key])}; use --study NEW_NAME for a new study{hint}")
 
 
 def _short(v) -> str:

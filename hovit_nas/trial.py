@@ -13,14 +13,15 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import RunConfig, to_dict
+from .config import RunConfig, run_config_from_dict, to_dict
 from .data import DataSpec, Splits, load_data
 from .errors import TrialFailed
-from .latency import measure_latency, resolve_device
+from .latency import Anchor, calibrate, measure_latency, resolve_device
 from .locks import compute_slot
 from .models import count_params, create_hovit, export
 
 _DATA: dict[str, Splits] = {}  # per-process cache: trials in one worker share the decoded data
+_ANCHOR_MODELS: dict[str, torch.nn.Module] = {}  # per-process: the reference skeleton, built once
 
 
 @dataclass
@@ -33,6 +34,7 @@ class TrialSpec:
     latency: dict = field(default_factory=lambda: {"batch": 1, "runs": 30, "warmup": 10})
     max_latency_ms: Optional[float] = None
     max_params_m: Optional[float] = None
+    anchor: Optional[dict] = None  # {name, ms, config}: the study's calibrated reference (latency.py)
 
 
 def get_data(spec: DataSpec) -> Splits:
@@ -43,12 +45,40 @@ def get_data(spec: DataSpec) -> Splits:
     return _DATA[key]
 
 
+def _anchor_model(cfg_dict: dict) -> torch.nn.Module:
+    key = repr(sorted(cfg_dict["model"].items()))
+    if key not in _ANCHOR_MODELS:
+        _ANCHOR_MODELS.clear()
+        _ANCHOR_MODELS[key] = export(create_hovit(run_config_from_dict(cfg_dict, "anchor config")))
+    return _ANCHOR_MODELS[key]
+
+
+def _protocol(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> dict:
+    lat = spec.latency
+    return dict(batch=lat.get("batch", 1), device=device, runs=lat.get("runs", 30), warmup=lat.get("warmup", 10),
+                threads=lat.get("threads") or spec.threads, in_chans=cfg.model.in_chans)
+
+
+def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> dict:
+    """Time the reference (the space's fixed point, exported) alone over a long window, once per
+    study, on the trials' device and protocol; every trial then scales by this one figure."""
+    dev = resolve_device(spec.device)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    cfg_dict = to_dict(cfg)
+    with compute_slot(str(dev)):
+        model = _anchor_model(cfg_dict)
+    a = calibrate(name, model, cfg.model.img_size, **_protocol(cfg, spec, dev))
+    return {"name": name, "ms": a.ms, "config": cfg_dict, "device": str(dev),
+            "threads": spec.latency.get("threads") or spec.threads or torch.get_num_threads()}
+
+
 def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> tuple[dict, int]:
     with compute_slot(str(device)):  # building is compute too; the measurement below is exclusive
         deployed = export(create_hovit(cfg))
-    lat = measure_latency(deployed, cfg.model.img_size, batch=spec.latency.get("batch", 1), device=device,
-                          runs=spec.latency.get("runs", 30), warmup=spec.latency.get("warmup", 10),
-                          threads=spec.latency.get("threads") or spec.threads, in_chans=cfg.model.in_chans)
+        anchor = (Anchor(spec.anchor["name"], _anchor_model(spec.anchor["config"]), spec.anchor["ms"])
+                  if spec.anchor else None)
+    lat = measure_latency(deployed, cfg.model.img_size, anchor=anchor, **_protocol(cfg, spec, device))
     return lat.to_dict(), count_params(deployed)
 
 
@@ -90,4 +120,24 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
             torch.cuda.empty_cache()
     out.update(accuracy=r.val[spec.metric], val=r.val, test=r.test, params_dense=r.params_dense,
                selected_blocks=r.selected_blocks, history=r.history, data=r.data, wall_s=round(time.time() - t0, 2))
+    return out
+
+
+def remeasure(records: dict[int, dict], anchor: Optional[dict] = None, rounds: int = 2,
+              min_time_s: float = 0.5) -> dict[int, list]:
+    """Re-time trials' exported skeletons alone, with the protocol each recorded (batch, threads,
+    the study's anchor). ``records``: trial number -> its user attrs. Rounds interleave the
+    trials, so drift hits all alike; returns each trial's ``rounds`` separate Latency records."""
+    models = {}
+    for n, attrs in records.items():
+        cfg = run_config_from_dict(attrs["config"], f"trial {n}")
+        models[n] = (export(create_hovit(cfg)), cfg)
+    ref = Anchor(anchor["name"], _anchor_model(anchor["config"]), anchor["ms"]) if anchor else None
+    out: dict[int, list] = {n: [] for n in models}
+    for _ in range(rounds):
+        for n, (model, cfg) in models.items():
+            rec = records[n]["latency"]
+            out[n].append(measure_latency(model, cfg.model.img_size, batch=rec["batch"], threads=rec["threads"],
+                                          runs=10, warmup=rec["warmup"], in_chans=cfg.model.in_chans,
+                                          device=rec["device"], min_time_s=min_time_s, anchor=ref))
     return out

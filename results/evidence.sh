@@ -8,3 +8,4 @@ hovit-nas bench --device cpu --batch 32 --img-size 224 --runs 3 --rounds 3 --war
 python benchmarks/latency_repeatability.py --out results/bench/latency_repeatability.json 2>&1 | tee results/bench/latency_repeatability.log
 rm -rf studies/pcam-cpu && results/search-pcam/run.sh
 python benchmarks/ray_vs_local.py 2>&1 | tee results/ray/ray_vs_local.log
+python benchmarks/ray_vs_local.py --raw 2>&1 | tee results/ray/ray_vs_local_raw.log

@@ -2,8 +2,6 @@
 import json
 import shutil
 import subprocess
-import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -37,6 +35,12 @@ def test_search_records_a_multi_objective_study(searched):
     for key in ("config", "params", "latency", "val", "test", "history", "device", "selected_blocks"):
         assert key in t.user_attrs, key
     assert t.user_attrs["latency"]["threads"] == 1 and t.user_attrs["latency"]["device"] == "cpu"
+    # every trial was timed against the one anchor the study calibrated; HoViT-B against itself ~ 1
+    anchor = study.user_attrs["latency_anchor"]
+    assert anchor["name"] == "hovit_b" and anchor["threads"] == 1 and "latency anchor: hovit_b calibrated" in r.stderr
+    for c in done:
+        assert c.user_attrs["latency"]["anchor_ms"] == anchor["ms"] and c.user_attrs["latency"]["ratio"] > 0
+    assert 0.75 < t.user_attrs["latency"]["ratio"] < 1.33
     assert "[4/4] trial #3" in r.stderr and "front" in r.stderr and "HoViT-B fixed point" in r.stderr
     # re-running the same command resumes: nothing new, no second fixed point
     again = run_cli("search", "--space", str(work / "tiny.yaml"), "--threads", "1", cwd=work)

@@ -1,5 +1,4 @@
 import multiprocessing as mp
-import os
 import subprocess
 import sys
 
@@ -54,6 +53,43 @@ def test_resume_with_other_data_is_refused(tmp_path):
     _open(url)
     with pytest.raises(HovitError, match="was created with data=d, not other; use --study NEW_NAME"):
         st.create_or_load("s", url, load_space("hovit"), st.make_sampler("nsga2", 0), _attrs(data="other"))
+
+
+def test_raw_timed_study_is_not_resumed_with_anchored_latency(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    _open(url)  # created with no latency_anchored attr: a study from before anchoring (raw timing)
+    with pytest.raises(HovitError, match="latency_anchored=false, not true.*--no-latency-anchor"):
+        st.create_or_load("s", url, load_space("hovit"), st.make_sampler("nsga2", 0), _attrs(latency_anchored=True))
+
+
+def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path):
+    from hovit_nas.search import SearchSpec, ensure_anchor, prepare
+    from spaces import tiny_space
+
+    spec = SearchSpec(space=str(tiny_space(tmp_path)), storage=f"sqlite:///{tmp_path / 'a.db'}")
+    calls, lines = [], []
+
+    def calibrate():
+        calls.append(1)
+        return {"name": "hovit_b", "ms": 1.5, "device": "cpu", "threads": 1}
+
+    def never():
+        raise AssertionError("a resumed study must reuse its anchor")
+
+    first = prepare(spec, lines.append)
+    ensure_anchor(first, calibrate, "cpu", 1, lines.append)
+    assert first.trial_template.anchor["ms"] == 1.5 and calls == [1]
+    assert any("latency anchor: hovit_b calibrated at 1.500 ms" in m for m in lines)
+    again = prepare(spec, lines.append)
+    assert not again.created
+    ensure_anchor(again, never, "cpu", 1, lines.append)
+    assert again.trial_template.anchor["ms"] == 1.5
+    with pytest.raises(HovitError, match="calibrated on cpu with 1 threads, this run uses cpu with 2"):
+        ensure_anchor(prepare(spec, lines.append), never, "cpu", 2, lines.append)
+    off = SearchSpec(space=spec.space, storage=f"sqlite:///{tmp_path / 'b.db'}", latency_anchor=False)
+    raw = prepare(off, lines.append)
+    ensure_anchor(raw, never, "cpu", 1, lines.append)
+    assert raw.trial_template.anchor is None and "latency_anchor" not in raw.study.user_attrs
 
 
 def test_stale_running_trials_of_dead_drivers_fail(tmp_path):

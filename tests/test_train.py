@@ -7,7 +7,7 @@ from conftest import run_cli
 from hovit_nas.config import ArchConfig, RunConfig, StageConfig, TrainConfig
 from hovit_nas.data import DataSpec, load_data
 from hovit_nas.errors import TrialFailed
-from hovit_nas.models import hovit_b, load_exported
+from hovit_nas.models import load_exported
 from hovit_nas.train import train_and_evaluate
 
 

@@ -11,7 +11,9 @@ run. Our subclass fixes what a multi-objective NAS study needs:
 
 The trainable is the same pure ``run_trial`` the local executor calls; it writes its user attrs
 straight into the storage. Latency is kept honest under concurrency by the per-device lock
-(locks.py): a measurement waits for, and blocks, other trials' compute on that device.
+(locks.py): a measurement waits for, and blocks, other trials' compute on that device; and by
+the study's anchor (latency.py), calibrated once in a Ray task with the trials' resources, which
+cancels what the lock cannot stop (worker start-up, the Tune loop, other tenants).
 """
 from __future__ import annotations
 
@@ -122,7 +124,8 @@ def make_trainable(prep: "Prepared", device: str, threads: Optional[int]):
 
         spec = TrialSpec(config=run_config_from_dict(config["run_config"], "trial config"), data=template.data,
                          device=device, threads=threads, metric=template.metric, latency=template.latency,
-                         max_latency_ms=template.max_latency_ms, max_params_m=template.max_params_m)
+                         max_latency_ms=template.max_latency_ms, max_params_m=template.max_params_m,
+                         anchor=template.anchor)
         set_attr("ray_node", os.uname().nodename)
         try:
             # every report carries every key (Tune checks presence); only the final one has values
@@ -171,7 +174,7 @@ def run_ray(prep: "Prepared", spec: "SearchSpec", log: Callable[[str], None]) ->
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from ..search import ProgressReporter
+    from ..search import ProgressReporter, anchor_calibrator, ensure_anchor
 
     r = spec.ray
     cpus, gpus = float(r.get("cpus_per_trial") or 1), float(r.get("gpus_per_trial") or 0)
@@ -187,6 +190,9 @@ def run_ray(prep: "Prepared", spec: "SearchSpec", log: Callable[[str], None]) ->
         max_conc = r.get("max_concurrent") or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
         device = "cuda" if gpus > 0 else ("cpu" if spec.device in ("auto", "cpu") else spec.device)
         threads = spec.threads or max(1, int(cpus))
+        calibrate = anchor_calibrator(prep, device, threads)
+        ensure_anchor(prep, lambda: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()), device,
+                      prep.trial_template.latency.get("threads") or threads, log)
         reporter = ProgressReporter(prep.trials, log)
         searcher = _searcher_class()(
             space=_define_by_run(prep), metric=["accuracy", "latency_ms"], mode=["max", "min"],
