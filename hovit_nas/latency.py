@@ -46,18 +46,22 @@ class Latency:
     samples_ms: list = field(default_factory=list, repr=False)
     anchor: Optional[str] = None  # reference model timed alongside; then median_ms = ratio x anchor_ms
     anchor_ms: Optional[float] = None  # the reference's calibrated latency
-    ratio: Optional[float] = None  # median over pairs of candidate / reference
-    raw_median_ms: Optional[float] = None  # the candidate's own median in this window (drifts)
+    raw_median_ms: Optional[float] = None  # the candidate's own median in one window (drifts; not pooled)
+
+    @property
+    def ratio(self) -> Optional[float]:
+        """Candidate / anchor, as anchored samples scale it."""
+        return self.median_ms / self.anchor_ms if self.anchor_ms else None
 
     def to_dict(self, samples: bool = False) -> dict:
-        d = asdict(self)
+        d = {**asdict(self), "ratio": self.ratio}
         if not samples:
             d.pop("samples_ms")
         return d
 
     def merged(self, other: "Latency") -> "Latency":
         """Pool the samples of two measurements of the same model (bench rounds)."""
-        return summarise(self.samples_ms + other.samples_ms, self)
+        return summarise(self.samples_ms + other.samples_ms, replace(self, raw_median_ms=None))
 
 
 def summarise(times: list[float], like: "Latency") -> "Latency":
@@ -134,8 +138,7 @@ def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str
     # each candidate sample scaled by its neighbouring anchor block: drift between blocks cancels
     scaled = [c * anchor.ms / float(np.median(ref)) for cand, ref in zip(*times) for c in cand]
     raw = [c for cand in times[0] for c in cand]
-    lat = summarise(scaled, replace(like, anchor=anchor.name, anchor_ms=anchor.ms, raw_median_ms=float(np.median(raw))))
-    return replace(lat, ratio=lat.median_ms / anchor.ms)
+    return summarise(scaled, replace(like, anchor=anchor.name, anchor_ms=anchor.ms, raw_median_ms=float(np.median(raw))))
 
 
 def calibrate(name: str, model: nn.Module, img_size: int, seconds: float = 3.0, **kwargs) -> Anchor:

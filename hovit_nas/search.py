@@ -14,8 +14,9 @@ from optuna.trial import TrialState
 from . import study as st
 from .config import to_dict
 from .data import DataSpec
+from .errors import HovitError
 from .space import Space, load_space
-from .trial import TrialSpec, get_data
+from .trial import TrialSpec, calibrate_anchor, get_data, latency_threads
 
 
 @dataclass
@@ -52,8 +53,6 @@ class Prepared:
 
 
 def prepare(spec: SearchSpec, log: Callable[[str], None]) -> Prepared:
-    from .errors import HovitError
-
     if spec.metric not in ("top1", "f1_macro"):
         raise HovitError(f"unknown metric {spec.metric!r}; one of top1, f1_macro")
     space = load_space(spec.space)
@@ -103,39 +102,33 @@ def prepare(spec: SearchSpec, log: Callable[[str], None]) -> Prepared:
     return Prepared(space, study, name, storage, trials, template, created)
 
 
-def ensure_anchor(prep: Prepared, calibrate: Callable[[], dict], device: str, threads: int,
-                  log: Callable[[str], None]) -> None:
+def ensure_anchor(prep: Prepared, device: str, threads: Optional[int], log: Callable[[str], None],
+                  run: Callable[[Callable[[], dict]], dict] = lambda calibrate: calibrate()) -> None:
     """One calibrated reference per study, so every trial's latency scales by the same figure.
-    The process that created the study calibrates (``calibrate`` runs where trials run); one
-    that joins a fresh study waits for it; a resumed study reuses what it stored, and refuses
-    a device or thread count other than the one it was calibrated with."""
+    ``device``/``threads`` are the trials'; ``run`` runs the calibration where trials run (a Ray
+    task for Ray). The process that created the study calibrates; one that joins a fresh study
+    waits for it; a resumed study reuses what it stored, and refuses a device or latency thread
+    count other than the one it was calibrated with."""
     if not prep.trial_template.latency.get("anchor"):
         return
+    t = copy.copy(prep.trial_template)
+    t.device, t.threads = device, threads
     anchor = prep.study.user_attrs.get(st.ANCHOR_ATTR)
     deadline = time.time() + 60
     while anchor is None and not prep.created and st.finished_count(prep.study) == 0 and time.time() < deadline:
         time.sleep(1)
         anchor = prep.study.user_attrs.get(st.ANCHOR_ATTR)
     if anchor is None:
-        anchor = calibrate()
+        space = prep.space
+        anchor = run(lambda: calibrate_anchor(space.fixed_point, space.fixed_point_config(), t))
         prep.study.set_user_attr(st.ANCHOR_ATTR, anchor)
         log(f"latency anchor: {anchor['name']} calibrated at {anchor['ms']:.3f} ms on {anchor['device']} "
             f"({anchor['threads']} threads); each trial is timed alternately with it, reported as ratio x this")
-    elif anchor["device"].split(":")[0] != device.split(":")[0] or int(anchor["threads"]) != int(threads):
-        from .errors import HovitError
+    elif anchor["device"].split(":")[0] != device.split(":")[0] or int(anchor["threads"]) != latency_threads(t):
         raise HovitError(f"study {prep.study_name!r}: its latency anchor was calibrated on {anchor['device']} "
-                         f"with {anchor['threads']} threads, this run uses {device} with {threads}; run it the "
-                         f"same way (--device/--threads/--cpus-per-trial) or use --study NEW_NAME")
+                         f"with {anchor['threads']} threads, this run uses {device} with {latency_threads(t)}; run "
+                         f"it the same way (--device/--threads/--cpus-per-trial) or use --study NEW_NAME")
     prep.trial_template.anchor = anchor
-
-
-def anchor_calibrator(prep: Prepared, device: str, threads: Optional[int]) -> Callable[[], dict]:
-    """The calibration a trial with this device/threads would see (call it where trials run)."""
-    from .trial import calibrate_anchor
-
-    space, t = prep.space, copy.copy(prep.trial_template)
-    t.device, t.threads = device, threads
-    return lambda: calibrate_anchor(space.fixed_point, space.fixed_point_config(), t)
 
 
 def trial_spec_for(prep: Prepared, config) -> TrialSpec:

@@ -53,10 +53,15 @@ def _anchor_model(cfg_dict: dict) -> torch.nn.Module:
     return _ANCHOR_MODELS[key]
 
 
+def latency_threads(spec: TrialSpec) -> int:
+    """CPU threads a latency measurement uses: the space's, else the trial's, else torch's."""
+    return spec.latency.get("threads") or spec.threads or torch.get_num_threads()
+
+
 def _protocol(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> dict:
     lat = spec.latency
     return dict(batch=lat.get("batch", 1), device=device, runs=lat.get("runs", 30), warmup=lat.get("warmup", 10),
-                threads=lat.get("threads") or spec.threads, in_chans=cfg.model.in_chans)
+                threads=latency_threads(spec), in_chans=cfg.model.in_chans)
 
 
 def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> dict:
@@ -69,8 +74,7 @@ def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> dict:
     with compute_slot(str(dev)):
         model = _anchor_model(cfg_dict)
     a = calibrate(name, model, cfg.model.img_size, **_protocol(cfg, spec, dev))
-    return {"name": name, "ms": a.ms, "config": cfg_dict, "device": str(dev),
-            "threads": spec.latency.get("threads") or spec.threads or torch.get_num_threads()}
+    return {"name": name, "ms": a.ms, "config": cfg_dict, "device": str(dev), "threads": latency_threads(spec)}
 
 
 def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> tuple[dict, int]:

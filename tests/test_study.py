@@ -63,32 +63,38 @@ def test_raw_timed_study_is_not_resumed_with_anchored_latency(tmp_path):
 
 
 def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path):
+    from dataclasses import replace
+    from pathlib import Path
+
     from hovit_nas.search import SearchSpec, ensure_anchor, prepare
     from spaces import tiny_space
 
     spec = SearchSpec(space=str(tiny_space(tmp_path)), storage=f"sqlite:///{tmp_path / 'a.db'}")
     calls, lines = [], []
 
-    def calibrate():
+    def calibrate(_):
         calls.append(1)
         return {"name": "hovit_b", "ms": 1.5, "device": "cpu", "threads": 1}
 
-    def never():
+    def never(_):
         raise AssertionError("a resumed study must reuse its anchor")
 
     first = prepare(spec, lines.append)
-    ensure_anchor(first, calibrate, "cpu", 1, lines.append)
+    ensure_anchor(first, "cpu", None, lines.append, run=calibrate)
     assert first.trial_template.anchor["ms"] == 1.5 and calls == [1]
     assert any("latency anchor: hovit_b calibrated at 1.500 ms" in m for m in lines)
     again = prepare(spec, lines.append)
     assert not again.created
-    ensure_anchor(again, never, "cpu", 1, lines.append)
+    ensure_anchor(again, "cpu", None, lines.append, run=never)
     assert again.trial_template.anchor["ms"] == 1.5
+    two = tmp_path / "two" / "tiny.yaml"  # the same space, its latency now timed with 2 threads
+    two.parent.mkdir()
+    two.write_text(Path(spec.space).read_text().replace("threads: 1", "threads: 2"))
     with pytest.raises(HovitError, match="calibrated on cpu with 1 threads, this run uses cpu with 2"):
-        ensure_anchor(prepare(spec, lines.append), never, "cpu", 2, lines.append)
+        ensure_anchor(prepare(replace(spec, space=str(two)), lines.append), "cpu", None, lines.append, run=never)
     off = SearchSpec(space=spec.space, storage=f"sqlite:///{tmp_path / 'b.db'}", latency_anchor=False)
     raw = prepare(off, lines.append)
-    ensure_anchor(raw, never, "cpu", 1, lines.append)
+    ensure_anchor(raw, "cpu", None, lines.append, run=never)
     assert raw.trial_template.anchor is None and "latency_anchor" not in raw.study.user_attrs
 
 

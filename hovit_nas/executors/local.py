@@ -9,7 +9,8 @@ from optuna.trial import TrialState
 
 from .. import study as st
 from ..errors import HovitError, TrialFailed
-from ..search import Prepared, ProgressReporter, SearchSpec, anchor_calibrator, ensure_anchor, trial_spec_for
+from ..latency import resolve_device
+from ..search import Prepared, ProgressReporter, SearchSpec, ensure_anchor, trial_spec_for
 from ..trial import run_trial
 
 
@@ -42,13 +43,7 @@ def run_local(prep: Prepared, spec: SearchSpec, log: Callable[[str], None]) -> N
         log(f"study already has {prep.trials} finished trials; raise --trials to run more")
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    import torch
-
-    from ..latency import resolve_device
-
-    threads = prep.trial_template.latency.get("threads") or spec.threads or torch.get_num_threads()
-    ensure_anchor(prep, anchor_calibrator(prep, spec.device, spec.threads), str(resolve_device(spec.device)),
-                  threads, log)
+    ensure_anchor(prep, str(resolve_device(spec.device)), spec.threads, log)
     try:
         _optimize(prep, spec, log, remaining)
     except KeyboardInterrupt:

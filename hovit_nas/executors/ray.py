@@ -18,6 +18,7 @@ cancels what the lock cannot stop (worker start-up, the Tune loop, other tenants
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Optional
 
 import optuna
@@ -114,7 +115,7 @@ def make_trainable(prep: "Prepared", device: str, threads: Optional[int]):
         from ray import tune
 
         with compute_slot(device):
-            from ..trial import TrialSpec, run_trial
+            from ..trial import run_trial
         storage = st.open_storage(storage_url)
         trial_id = storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(study_name), config["optuna_trial_number"])
@@ -122,10 +123,8 @@ def make_trainable(prep: "Prepared", device: str, threads: Optional[int]):
         def set_attr(key, value):
             storage.set_trial_user_attr(trial_id, key, value)
 
-        spec = TrialSpec(config=run_config_from_dict(config["run_config"], "trial config"), data=template.data,
-                         device=device, threads=threads, metric=template.metric, latency=template.latency,
-                         max_latency_ms=template.max_latency_ms, max_params_m=template.max_params_m,
-                         anchor=template.anchor)
+        spec = replace(template, config=run_config_from_dict(config["run_config"], "trial config"), device=device,
+                       threads=threads)
         set_attr("ray_node", os.uname().nodename)
         try:
             # every report carries every key (Tune checks presence); only the final one has values
@@ -174,7 +173,7 @@ def run_ray(prep: "Prepared", spec: "SearchSpec", log: Callable[[str], None]) ->
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from ..search import ProgressReporter, anchor_calibrator, ensure_anchor
+    from ..search import ProgressReporter, ensure_anchor
 
     r = spec.ray
     cpus, gpus = float(r.get("cpus_per_trial") or 1), float(r.get("gpus_per_trial") or 0)
@@ -190,9 +189,8 @@ def run_ray(prep: "Prepared", spec: "SearchSpec", log: Callable[[str], None]) ->
         max_conc = r.get("max_concurrent") or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
         device = "cuda" if gpus > 0 else ("cpu" if spec.device in ("auto", "cpu") else spec.device)
         threads = spec.threads or max(1, int(cpus))
-        calibrate = anchor_calibrator(prep, device, threads)
-        ensure_anchor(prep, lambda: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()), device,
-                      prep.trial_template.latency.get("threads") or threads, log)
+        ensure_anchor(prep, device, threads, log,
+                      run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
         reporter = ProgressReporter(prep.trials, log)
         searcher = _searcher_class()(
             space=_define_by_run(prep), metric=["accuracy", "latency_ms"], mode=["max", "min"],
