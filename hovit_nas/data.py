@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -195,13 +194,6 @@ def load_split_index(path: str | Path, n: int) -> dict:
     return {k: list(idx[k]) for k in ("train_idx", "val_idx", "test_idx")}
 
 
-def save_split_index(split: dict, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(split))
-    return p
-
-
 def _cap(labels: Sequence[int], cap: Optional[int], seed: int) -> list[int]:
     """A stratified subset of at most ``cap`` indices (all when cap is None)."""
     n = len(labels)
@@ -346,8 +338,3 @@ def check_num_classes(splits: Splits, expected: int, where: str = "model.num_cla
     if splits.num_classes != expected:
         raise DataError(f"class count mismatch: the data ({splits.description}) has {splits.num_classes} "
                         f"classes, {where} is {expected}")
-
-
-def steps_per_epoch(n: int, batch_size: int, cap: Optional[int]) -> int:
-    steps = math.ceil(n / batch_size)
-    return min(steps, cap) if cap else steps

@@ -12,7 +12,6 @@ import optuna
 from optuna.trial import TrialState
 
 from . import study as st
-from .config import to_dict
 from .data import DataSpec
 from .errors import HovitError
 from .space import Space, load_space
@@ -175,13 +174,3 @@ def run_search(spec: SearchSpec, log: Callable[[str], None] | None = None) -> Pr
     log(f"done: {st.finished_count(prep.study)} finished trials in study {prep.study_name!r}; "
         f"see `hovit-nas pareto --study {prep.study_name} --storage {prep.storage}`")
     return prep
-
-
-def config_summary(cfg_dict: dict) -> str:
-    m = cfg_dict["model"]
-    stages = " ".join(f"{s['blocks']}:{s['keep'] or s['blocks']}{'' if s['downsample'] == 'none' else '/' + s['downsample'][:4]}"
-                      for s in m["stages"])
-    return f"blocks {stages} head {m['head_width']}"
-
-
-__all__ = ["SearchSpec", "run_search", "to_dict"]

@@ -37,6 +37,7 @@ TOP_KEYS = {"name", "description", "base", "params", "fixed_point", "trials", "l
 
 # anchor: time each candidate alternately with the fixed point (latency.py); false = raw timing
 LATENCY_KEYS = {"batch", "runs", "warmup", "threads", "anchor"}
+LATENCY_DEFAULTS = {"batch": 1, "runs": 30, "warmup": 10, "anchor": True}
 
 
 def _parse_blocks(v: Any) -> tuple[int, Optional[int]]:
@@ -105,7 +106,7 @@ class Space:
     description: str = ""
     fixed_point: str = "hovit_b"
     trials: int = 20
-    latency: dict = field(default_factory=lambda: {"batch": 1, "runs": 30, "warmup": 10, "anchor": True})
+    latency: dict = field(default_factory=lambda: dict(LATENCY_DEFAULTS))
     builtin_data: dict = field(default_factory=dict)  # budget overrides for the built-in demo data
     reference_point: dict = field(default_factory=dict)  # for hypervolume: {accuracy, latency_ms}
     source: str = ""
@@ -257,7 +258,7 @@ def space_from_dict(data: Any, where: str) -> Space:
     trials = data.get("trials", 20)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"{where}: trials must be a positive integer")
-    lat = {"batch": 1, "runs": 30, "warmup": 10, "anchor": True, **(data.get("latency") or {})}
+    lat = {**LATENCY_DEFAULTS, **(data.get("latency") or {})}
     if set(lat) - LATENCY_KEYS:
         raise ConfigError(f"{where}: latency: unknown key {sorted(set(lat) - LATENCY_KEYS)[0]!r}")
     if not isinstance(lat["anchor"], bool):

@@ -190,6 +190,11 @@ class _StepBar:
             self.progress.stop()
 
 
+def _steps(loader, t: TrainConfig) -> int:
+    """Optimizer steps per epoch: the whole loader, or the quick-run cap."""
+    return min(len(loader), t.max_steps_per_epoch) if t.max_steps_per_epoch else len(loader)
+
+
 def train_plain(model, splits: Splits, t: TrainConfig, device, log: Callable[[str], None] = None,
                 name: str = "model") -> dict:
     """Dense training of any classifier (the timm baselines in ``bench --data``); test metrics."""
@@ -199,7 +204,7 @@ def train_plain(model, splits: Splits, t: TrainConfig, device, log: Callable[[st
     model.to(dev)
     epochs = t.epochs_dense + t.epochs_prune
     loader = train_loader(splits.train, t, dev, torch.Generator().manual_seed(t.seed))
-    steps = len(loader) if not t.max_steps_per_epoch else min(len(loader), t.max_steps_per_epoch)
+    steps = _steps(loader, t)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps * epochs))
     fit_epochs(model, loader, splits.val, splits.num_classes, opt, sched, t, dev, "dense", epochs, steps=steps,
@@ -245,7 +250,7 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
             _prepare_phase(model, cfg, phase)
         loader_gen = torch.Generator().manual_seed(t.seed + phase_idx)
         loader = train_loader(splits.train, t, dev, loader_gen)
-        steps = len(loader) if not t.max_steps_per_epoch else min(len(loader), t.max_steps_per_epoch)
+        steps = _steps(loader, t)
         opt, sched = _optimizer(model, cfg, phase, steps * epochs)
         first_epoch = 0
         if state is not None and phase_idx == start_phase:

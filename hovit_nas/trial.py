@@ -19,6 +19,7 @@ from .errors import TrialFailed
 from .latency import Anchor, calibrate, measure_latency, resolve_device
 from .locks import compute_slot
 from .models import count_params, create_hovit, export
+from .space import LATENCY_DEFAULTS
 
 _DATA: dict[str, Splits] = {}  # per-process cache: trials in one worker share the decoded data
 _ANCHOR_MODELS: dict[str, torch.nn.Module] = {}  # per-process: the reference skeleton, built once
@@ -31,7 +32,7 @@ class TrialSpec:
     device: str = "auto"
     threads: Optional[int] = None
     metric: str = "top1"  # top1 | f1_macro (validation)
-    latency: dict = field(default_factory=lambda: {"batch": 1, "runs": 30, "warmup": 10})
+    latency: dict = field(default_factory=lambda: dict(LATENCY_DEFAULTS))
     max_latency_ms: Optional[float] = None
     max_params_m: Optional[float] = None
     anchor: Optional[dict] = None  # {name, ms, config}: the study's calibrated reference (latency.py)

@@ -24,10 +24,6 @@ def add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
     return model
 
 
-def has_lora(model: nn.Module) -> bool:
-    return any(isinstance(m, BaseTunerLayer) for m in model.modules())
-
-
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base weight and put the plain layer back in place."""
     for name, module in list(model.named_modules()):
