@@ -18,6 +18,8 @@ cancels what the lock cannot stop (worker start-up, the Tune loop, other tenants
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -43,13 +45,16 @@ def _searcher_class():
     from ray.tune.search.optuna import OptunaSearch
 
     class HovitOptunaSearch(OptunaSearch):
-        def __init__(self, *args, reporter: Optional[Callable] = None, **kwargs):
+        def __init__(self, *args, reporter: Optional[Callable] = None, interrupt: Optional["_Interrupt"] = None,
+                     **kwargs):
             super().__init__(*args, **kwargs)
-            self._reporter = reporter
+            self._reporter, self._interrupt = reporter, interrupt
 
         def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
+            if self._interrupt and self._interrupt.requested and not (result and result.get(FINAL)):
+                return  # stopped by Ctrl-C, not by the scheduler: fail_open_trials records it as interrupted
             ot_trial = self._ot_trials[trial_id]
             if error:
                 state, values = TrialState.FAIL, None
@@ -93,6 +98,43 @@ def _searcher_class():
             return failed
 
     return HovitOptunaSearch
+
+
+class _Interrupt:
+    """Ctrl-C during ``tuner.fit``: ask Tune to stop at its next step, instead of raising
+    KeyboardInterrupt at an arbitrary point inside Ray, which can leave one of its locks held and
+    hang the process at exit. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self) -> "_Interrupt":
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+    def stopper(self):
+        from ray import tune
+
+        interrupt = self
+
+        class StopOnInterrupt(tune.Stopper):
+            def __call__(self, trial_id, result) -> bool:
+                return False
+
+            def stop_all(self) -> bool:
+                return interrupt.requested
+
+        return StopOnInterrupt()
 
 
 def _define_by_run(prep: "Prepared"):
@@ -192,10 +234,11 @@ def run_ray(prep: "Prepared", spec: "SearchSpec", log: Callable[[str], None]) ->
         ensure_anchor(prep, device, threads, log,
                       run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
         reporter = ProgressReporter(prep.trials, log)
+        interrupt = _Interrupt()
         searcher = _searcher_class()(
             space=_define_by_run(prep), metric=["accuracy", "latency_ms"], mode=["max", "min"],
             sampler=prep.study.sampler, study_name=prep.study_name, storage=st.open_storage(prep.storage),
-            reporter=reporter)
+            reporter=reporter, interrupt=interrupt)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune
         scheduler = (ASHAScheduler(time_attr="epoch", metric="val_top1_epoch", mode="max", max_t=epochs + 1,
                                    grace_period=1, reduction_factor=2) if r.get("asha") else FIFOScheduler())
@@ -205,15 +248,18 @@ def run_ray(prep: "Prepared", spec: "SearchSpec", log: Callable[[str], None]) ->
             tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_conc),
                                         scheduler=scheduler, num_samples=remaining, reuse_actors=True,
                                         time_budget_s=spec.timeout),
-            run_config=tune.RunConfig(name="trials", storage_path=storage_path, verbose=0,
+            run_config=tune.RunConfig(name="trials", storage_path=storage_path, verbose=0, stop=interrupt.stopper(),
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
         )
         log(f"ray: {remaining} trials, {max_conc} at a time, {cpus:g} CPU + {gpus:g} GPU each on {device}"
             + (", ASHA early stopping" if r.get("asha") else ""))
-        # Ctrl-C must reach us (exit 130, open trials marked failed), not be swallowed by Tune
+        # Ctrl-C is ours (exit 130, open trials marked failed), not Tune's
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         try:
-            tuner.fit()
+            with interrupt:
+                tuner.fit()
+            if interrupt.requested:
+                raise KeyboardInterrupt
         finally:
             failed = searcher.fail_open_trials("interrupted: the driver stopped before the trial finished")
             if failed:
