@@ -10,17 +10,35 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from .latency import calibrate, measure_latency, resolve_device
+from .device import resolve_device
+from .latency import calibrate, measure_latency
 from .models import BASELINES, PRESETS, count_params, create_baseline, create_hovit, export, hovit_b
 
 HOVIT_ROWS = ("hovit_b", "hovit_s", "hovit_b_attn_down", "hovit_b_dense")
 REFERENCE = "efficientnet_b0"
+
+
+@dataclass
+class BenchConfig:
+    """What ``hovit-nas bench`` times: resolution, batch, device, and the timing protocol."""
+
+    img_size: int = 224
+    batch: int = 1
+    device: str = "auto"
+    num_classes: int = 9
+    runs: int = 30  # timed runs per model per round
+    rounds: int = 3  # interleaved passes over all models
+    warmup: int = 10
+    threads: Optional[int] = None
+    cuda_graph: bool = False
+    anchor: bool = True
+    models: list[str] = field(default_factory=list)  # empty: every Table 1 row
 
 
 @dataclass
@@ -56,26 +74,25 @@ def _build(name: str, img_size: int, num_classes: int, train: Optional[Callable]
     return model.eval(), kind, metrics
 
 
-def run_bench(img_size: int = 224, batch: int = 1, device: str = "auto", num_classes: int = 9,
-              runs: int = 30, warmup: int = 10, threads: Optional[int] = None, cuda_graph: bool = False,
-              models: Optional[list[str]] = None, train: Optional[Callable] = None, rounds: int = 3,
-              anchor: bool = True, log: Callable[[str], None] = print) -> dict:
+def run_bench(cfg: BenchConfig, train: Optional[Callable] = None, log: Callable[[str], None] = print) -> dict:
     """Build (optionally train) every model, then time them interleaved: ``rounds`` passes over
     all models, ``runs`` samples each per pass, pooled per model. Drift on a shared machine then
     hits every model alike, so the ratios to efficientnet_b0 are like for like.
 
     ``train(name, model_or_cfg) -> (model, metrics)`` fills the accuracy columns when given.
     """
-    dev = resolve_device(device)
-    names = list(models or [*HOVIT_ROWS, "hovit_b:unexported", *BASELINES])
+    dev = resolve_device(cfg.device)
+    img_size, num_classes, rounds = cfg.img_size, cfg.num_classes, cfg.rounds
+    names = list(cfg.models or [*HOVIT_ROWS, "hovit_b:unexported", *BASELINES])
     if REFERENCE not in names:
         names.append(REFERENCE)
     built = {}
     for name in names:
         built[name] = _build(name, img_size, num_classes, train)
-    kw = dict(batch=batch, device=dev, runs=runs, warmup=warmup, threads=threads, cuda_graph=cuda_graph)
+    kw = dict(batch=cfg.batch, device=dev, runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads,
+              cuda_graph=cfg.cuda_graph)
     anc = None
-    if anchor:
+    if cfg.anchor:
         anc = calibrate("hovit_b", export(create_hovit(hovit_b(img_size, num_classes))), img_size, **kw)
         log(f"  anchor: exported HoViT-B calibrated at {anc.ms:.3f} ms; every model is timed alternately with it")
     lat: dict = {}
@@ -95,8 +112,8 @@ def run_bench(img_size: int = 224, batch: int = 1, device: str = "auto", num_cla
     for r in rows:
         r.ratio_to_effnet_b0 = round(r.latency_ms / ref, 3)
     any_lat = lat[REFERENCE]
-    return {"img_size": img_size, "batch": batch, "device": str(dev), "device_name": any_lat.device_name,
-            "threads": any_lat.threads, "runs": runs * rounds, "rounds": rounds, "warmup": warmup,
+    return {"img_size": img_size, "batch": cfg.batch, "device": str(dev), "device_name": any_lat.device_name,
+            "threads": any_lat.threads, "runs": cfg.runs * rounds, "rounds": rounds, "warmup": cfg.warmup,
             "cuda_graph": any_lat.cuda_graph, "torch": torch.__version__,
             "anchor": {"name": anc.name, "ms": anc.ms} if anc else None, "rows": [asdict(r) for r in rows]}
 

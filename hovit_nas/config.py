@@ -10,7 +10,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
@@ -178,6 +178,151 @@ class RunConfig:
         return self
 
 
+@dataclass
+class LatencyConfig:
+    """How a study times the exported model (latency.py): batch, runs, warm-up, CPU threads, and
+    whether each measurement is anchored to the fixed point (cancels a shared machine's drift)."""
+
+    batch: int = 1
+    runs: int = 30
+    warmup: int = 10
+    threads: Optional[int] = None  # None: the trial's threads, else torch's default
+    anchor: bool = True
+
+    def validate(self, where: str = "latency") -> "LatencyConfig":
+        for name in ("batch", "runs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ConfigError(f"{where}.warmup: must be >= 0, got {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"{where}.threads: must be >= 1, got {self.threads}")
+        return self
+
+
+@dataclass
+class DataOptions:
+    """How ``--data`` is read: the split, an external test set, caps and augmentation."""
+
+    split_index: Optional[str] = None
+    external_test: Optional[str] = None
+    download: bool = False
+    max_per_split: Optional[int] = None  # cap each split (stratified) for quick runs
+    augment: bool = True  # flips + 90-degree rotations (histology has no orientation)
+
+
+@dataclass
+class DataSpec:
+    """One dataset at one resolution: what ``load_data`` resolves (data.py)."""
+
+    path: Optional[str] = None  # None = built-in digits
+    img_size: int = 224
+    split_index: Optional[str] = None
+    external_test: Optional[str] = None
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    seed: int = 0
+    augment: bool = True
+    mean: Sequence[float] = (0.5, 0.5, 0.5)
+    std: Sequence[float] = (0.5, 0.5, 0.5)
+    download: bool = False
+    max_per_split: Optional[int] = None
+
+    @classmethod
+    def of(cls, path: Optional[str], img_size: int, seed: int = 0,
+           options: Optional[DataOptions] = None) -> "DataSpec":
+        """The one way a command turns ``--data`` and its options into a spec. Paths are made
+        absolute: Ray trials run in their own working directories."""
+        o = options or DataOptions()
+        absolute = (lambda v: str(Path(v).expanduser().resolve()) if v else v)  # noqa: E731
+        return cls(path=absolute(path), img_size=img_size, seed=seed, split_index=absolute(o.split_index),
+                   external_test=absolute(o.external_test), download=o.download, max_per_split=o.max_per_split,
+                   augment=o.augment)
+
+    @property
+    def label(self) -> str:
+        return "builtin:digits (scikit-learn load_digits, 8x8 upsampled)" if self.path is None else str(self.path)
+
+
+@dataclass
+class RayConfig:
+    """Where Ray runs trials: cluster address and per-trial resources."""
+
+    address: Optional[str] = None  # None: start a local Ray sized to the machine
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: Optional[int] = None
+    asha: bool = False  # Ray's ASHA on validation accuracy alone
+
+
+@dataclass
+class Limits:
+    """Optional constraints on the exported model. The one feasibility rule of the project."""
+
+    max_latency_ms: Optional[float] = None
+    max_params_m: Optional[float] = None
+
+    @property
+    def active(self) -> bool:
+        return self.max_latency_ms is not None or self.max_params_m is not None
+
+    def check(self, latency_ms: float, params: int) -> tuple[list[float], list[str]]:
+        """Optuna constraint values (<= 0 feasible) and a reason for each violated limit."""
+        values, reasons = [], []
+        if self.max_latency_ms is not None:
+            values.append(latency_ms - self.max_latency_ms)
+            if values[-1] > 0:
+                reasons.append(f"latency {latency_ms:.2f} ms > max {self.max_latency_ms} ms")
+        if self.max_params_m is not None:
+            values.append(params / 1e6 - self.max_params_m)
+            if values[-1] > 0:
+                reasons.append(f"params {params / 1e6:.2f} M > max {self.max_params_m} M")
+        return values or [0.0], reasons
+
+
+METRICS = ("top1", "f1_macro")
+SAMPLERS = ("nsga2", "tpe", "random")
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class SearchConfig:
+    """Everything ``hovit-nas search`` was asked for (search.py resolves it against the space)."""
+
+    space: str = "hovit"
+    data: Optional[str] = None
+    data_options: DataOptions = field(default_factory=DataOptions)
+    study: Optional[str] = None
+    storage: Optional[str] = None
+    trials: Optional[int] = None  # finished trials wanted in the study, in total; None: the space's
+    timeout: Optional[float] = None
+    sampler: str = "nsga2"
+    seed: Optional[int] = 0
+    device: str = "auto"
+    threads: Optional[int] = None
+    metric: str = "top1"
+    limits: Limits = field(default_factory=Limits)
+    latency_batch: Optional[int] = None
+    latency_anchor: Optional[bool] = None  # None: the space's latency.anchor
+    executor: str = "local"
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def validate(self) -> "SearchConfig":
+        if self.trials is not None and (isinstance(self.trials, bool) or self.trials < 1):
+            raise ConfigError(f"--trials must be >= 1 (or omitted for the space's default), got {self.trials}")
+        for name, value, allowed in (("metric", self.metric, METRICS), ("sampler", self.sampler, SAMPLERS),
+                                     ("executor", self.executor, EXECUTORS)):
+            if value not in allowed:
+                raise ConfigError(f"unknown {name} {value!r}; one of {', '.join(allowed)}")
+        if self.latency_batch is not None and self.latency_batch < 1:
+            raise ConfigError(f"--latency-batch must be >= 1, got {self.latency_batch}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be > 0, got {self.timeout}")
+        return self
+
+
 # --------------------------------------------------------------------------- dict <-> dataclass
 
 def _join(where: str, name: str) -> str:
@@ -253,6 +398,13 @@ def read_yaml(path: str | Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{p}: malformed YAML{pos}: {getattr(exc, 'problem', exc)}") from None
+
+
+def with_num_classes(cfg: RunConfig, num_classes: int) -> RunConfig:
+    """A copy of ``cfg`` for data with ``num_classes`` classes (presets and spaces adapt to the
+    data; an explicit config file must match it)."""
+    out = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes))
+    return out.validate()
 
 
 def run_config_from_dict(data: Any, where: str) -> RunConfig:

@@ -21,31 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .config import DataSpec
 from .errors import DataError
+
+__all__ = ["DataSpec", "Splits", "load_data", "check_num_classes", "stratified_split"]
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 PATHMNIST_URL = "https://zenodo.org/records/10519652/files/pathmnist.npz?download=1"
 CACHE_LIMIT_BYTES = 2 << 30  # decode once into memory below this size
-
-
-@dataclass
-class DataSpec:
-    path: Optional[str] = None  # None = built-in digits
-    img_size: int = 224
-    split_index: Optional[str] = None
-    external_test: Optional[str] = None
-    val_frac: float = 0.15
-    test_frac: float = 0.15
-    seed: int = 0
-    augment: bool = True  # flips + 90-degree rotations (histology has no orientation)
-    mean: Sequence[float] = (0.5, 0.5, 0.5)
-    std: Sequence[float] = (0.5, 0.5, 0.5)
-    download: bool = False
-    max_per_split: Optional[int] = None  # cap each split (stratified) for quick runs
-
-    @property
-    def label(self) -> str:
-        return "builtin:digits (scikit-learn load_digits, 8x8 upsampled)" if self.path is None else str(self.path)
 
 
 @dataclass
@@ -191,7 +174,14 @@ def load_split_index(path: str | Path, n: int) -> dict:
         for j, v in enumerate(idx[key]):
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
                 raise DataError(f"{p}: {key}[{j}] = {v!r} is out of range (the folder has {n} images)")
-    return {k: list(idx[k]) for k in ("train_idx", "val_idx", "test_idx")}
+    keys = ("train_idx", "val_idx", "test_idx")
+    for i, a in enumerate(keys):  # a sample in two splits is leakage: the reported accuracy would be wrong
+        for b in keys[i + 1:]:
+            shared = sorted(set(idx[a]) & set(idx[b]))
+            if shared:
+                raise DataError(f"{p}: {a} and {b} overlap ({len(shared)} samples, e.g. index {shared[0]}); "
+                                "splits must be disjoint")
+    return {k: list(idx[k]) for k in keys}
 
 
 def _cap(labels: Sequence[int], cap: Optional[int], seed: int) -> list[int]:

@@ -35,3 +35,15 @@ def one_line(exc: BaseException) -> str:
         if last.startswith(prefix):
             last = last[len(prefix):]
     return last
+
+
+def exit_status(exc: BaseException) -> tuple[int, str]:
+    """The CLI's one mapping from an exception to (exit code, the line it prints)."""
+    if isinstance(exc, HovitError):
+        return 2, f"error: {one_line(exc)}"
+    if isinstance(exc, TrialFailed):
+        return 1, f"failed: {one_line(exc)}"
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    return 1, (f"internal error: {type(exc).__name__}: {one_line(exc)} "
+               "(set HOVIT_NAS_DEBUG=1 for the traceback)")

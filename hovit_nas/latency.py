@@ -2,7 +2,7 @@
 
 eval mode, ``inference_mode``, a given batch and resolution, warm-up, then N timed runs;
 median and IQR in ms. CUDA: events around each run, synchronised; optional CUDA-graph replay.
-CPU: a fixed, recorded thread count. The device lock (locks.py) keeps concurrent trials
+CPU: a fixed, recorded thread count. The device guard (device.py) keeps concurrent trials
 from computing on the device while it is timed.
 
 Anchoring: a shared VM's speed drifts by tens of percent for seconds at a time (see
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .locks import exclusive_device
+from .device import DeviceGuard
 
 
 @dataclass
@@ -84,16 +84,6 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def resolve_device(device: Optional[str] = None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        from .errors import HovitError
-        raise HovitError(f"device {device!r} requested but CUDA is not available")
-    return d
-
-
 @contextlib.contextmanager
 def _threads(n: Optional[int]):
     old = torch.get_num_threads()
@@ -113,19 +103,38 @@ class Anchor:
     ms: float
 
 
+@dataclass
+class Calibration:
+    """A study's anchor as stored with it: which model (its config), its calibrated latency, and
+    the device and thread count it was calibrated on (a resume must match them)."""
+    name: str
+    ms: float
+    config: dict
+    device: str
+    threads: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        return cls(d["name"], float(d["ms"]), d.get("config") or {}, d["device"], int(d["threads"]))
+
+
 @torch.inference_mode()
 def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str | torch.device = "cpu",
                     warmup: int = 10, runs: int = 50, threads: Optional[int] = None,
-                    cuda_graph: bool = False, in_chans: int = 3, lock: bool = True,
+                    cuda_graph: bool = False, in_chans: int = 3, guard: Optional[DeviceGuard] = None,
                     min_time_s: float = 1.0, anchor: Optional[Anchor] = None) -> Latency:
     """Median/IQR over ``runs`` timed forwards -- more for fast models, until at least
     ``min_time_s`` is timed: a few ms of timing cannot average out a shared machine's noise.
-    With ``anchor``, candidate and reference are timed in alternating short blocks (module docstring)."""
+    With ``anchor``, candidate and reference are timed in alternating short blocks (module docstring).
+    ``guard`` (default: this device's) is held exclusively while timing."""
     dev = torch.device(device)
     models = [model.eval().to(dev)] + ([anchor.model.eval().to(dev)] if anchor else [])
     x = torch.randn(batch, in_chans, img_size, img_size, device=dev)
-    guard = exclusive_device(str(dev)) if lock else contextlib.nullcontext()
-    with guard, _threads(threads) as n_threads:
+    guard = guard or DeviceGuard.of(dev)
+    with guard.exclusive(), _threads(threads) as n_threads:
         if dev.type == "cuda":
             times = _time_cuda(models, x, warmup, runs, cuda_graph, min_time_s)
         else:

@@ -16,6 +16,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from . import study as st
+from .config import run_config_from_dict
 from .errors import HovitError
 
 
@@ -49,16 +50,14 @@ def reference_point(study: optuna.Study, complete: list[FrozenTrial]) -> tuple[f
 
 
 def _arch(t: FrozenTrial) -> str:
-    cfg = t.user_attrs.get("config")
-    if not cfg:
+    if not t.user_attrs.get("config"):
         return json.dumps(t.params)
-    m = cfg["model"]
-    st_ = " ".join(f"{s['blocks']}:{s['keep'] or s['blocks']}" + ("" if s["downsample"] == "none" else f"/{s['downsample'][:4]}")
-                   for s in m["stages"])
-    p = cfg.get("prune", {})
-    pruned = any((s["keep"] or s["blocks"]) < s["blocks"] for s in m["stages"])
-    extra = f" tau {p['tau_start']:.2g}->{p['tau_end']:.2g} r{p['lora_rank']}" if pruned else ""
-    return f"[{st_}] head {m['head_width']}{extra}"
+    cfg = run_config_from_dict(t.user_attrs["config"], f"trial {t.number}")
+    stages = " ".join(f"{s.blocks}:{s.kept}" + ("" if s.downsample == "none" else f"/{s.downsample[:4]}")
+                      for s in cfg.model.stages)
+    p = cfg.prune
+    extra = f" tau {p.tau_start:.2g}->{p.tau_end:.2g} r{p.lora_rank}" if cfg.model.pruned else ""
+    return f"[{stages}] head {cfg.model.head_width}{extra}"
 
 
 def summarise(study: optuna.Study) -> dict:
@@ -212,7 +211,7 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
     t = study.trials[row["trial"]]
     a = t.user_attrs
     doc = {
-        "study": study.study_name, "storage": storage, "trial": t.number,
+        "study": study.study_name, "storage": st.shown(storage), "trial": t.number,
         "chosen_by": (f"trial {trial} by number" if trial is not None else
                       f"max accuracy with latency <= {max_latency} ms" if max_latency is not None else "knee of the front"),
         "pinned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -226,5 +225,5 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
     p = Path(out)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(f"# Pinned from study {study.study_name!r}, trial {t.number}. "
-                 f"Reproduce: hovit-nas train --config {p}\n" + yaml.safe_dump(doc, sort_keys=False))
+                 f"Reproduce: {st.command('hovit-nas', 'train', '--config', p)}\n" + yaml.safe_dump(doc, sort_keys=False))
     return p, doc

@@ -23,22 +23,21 @@ from typing import Any, Callable, Optional
 
 import optuna
 
-from .config import (RunConfig, TrainConfig, dump_run_config, from_dict, read_yaml, run_config_from_dict,
-                     to_dict)
+from .config import (LatencyConfig, RunConfig, TrainConfig, dump_run_config, from_dict, read_yaml,
+                     run_config_from_dict, to_dict)
 from .errors import ConfigError
 
-SPACE_DIRS = (Path.cwd() / "search_spaces", Path(__file__).resolve().parents[1] / "search_spaces")
-PARAM_KEYS = {"type", "choices", "low", "high", "step", "log", "per_stage", "stages", "when"}
-TOP_KEYS = {"name", "description", "base", "params", "fixed_point", "trials", "latency", "builtin_data",
-            "reference_point"}
+
+def _space_dirs() -> list[Path]:
+    """Where a space name is looked up, at call time: ./search_spaces (the user's own), then the package's."""
+    from importlib.resources import files
+
+    return [Path.cwd() / "search_spaces", Path(str(files("hovit_nas") / "spaces"))]
+
+
 
 
 # ------------------------------------------------------------- what each parameter name sets
-
-# anchor: time each candidate alternately with the fixed point (latency.py); false = raw timing
-LATENCY_KEYS = {"batch", "runs", "warmup", "threads", "anchor"}
-LATENCY_DEFAULTS = {"batch": 1, "runs": 30, "warmup": 10, "anchor": True}
-
 
 def _parse_blocks(v: Any) -> tuple[int, Optional[int]]:
     if isinstance(v, int) and not isinstance(v, bool):
@@ -106,7 +105,7 @@ class Space:
     description: str = ""
     fixed_point: str = "hovit_b"
     trials: int = 20
-    latency: dict = field(default_factory=lambda: dict(LATENCY_DEFAULTS))
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     builtin_data: dict = field(default_factory=dict)  # budget overrides for the built-in demo data
     reference_point: dict = field(default_factory=dict)  # for hypervolume: {accuracy, latency_ms}
     source: str = ""
@@ -201,7 +200,7 @@ class Space:
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "base": to_dict(self.base),
                 "params": {p.name: _param_dict(p) for p in self.params}, "fixed_point": self.fixed_point,
-                "trials": self.trials, "latency": self.latency, "reference_point": self.reference_point}
+                "trials": self.trials, "latency": to_dict(self.latency), "reference_point": self.reference_point}
 
 
 def _param_dict(p: Param) -> dict:
@@ -224,11 +223,12 @@ def resolve_space_path(name_or_file: str) -> Path:
         if not p.is_file():
             raise ConfigError(f"{p}: no such search-space file")
         return p
-    for d in SPACE_DIRS:
+    dirs = _space_dirs()
+    for d in dirs:
         cand = d / f"{name_or_file}.yaml"
         if cand.is_file():
             return cand
-    known = sorted({q.stem for d in SPACE_DIRS if d.is_dir() for q in d.glob("*.yaml")})
+    known = sorted({q.stem for d in dirs if d.is_dir() for q in d.glob("*.yaml")})
     raise ConfigError(f"unknown search space {name_or_file!r} (known: {', '.join(known) or 'none'}; or give a file)")
 
 
@@ -238,38 +238,70 @@ def load_space(name_or_file: str) -> Space:
     return space_from_dict(data, str(path))
 
 
+@dataclass
+class ParamFile:
+    """One entry of a space file's ``params`` (see the module docstring)."""
+
+    type: str = "categorical"
+    choices: Optional[list] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None
+    log: bool = False
+    per_stage: Optional[bool] = None
+    stages: Optional[list[int]] = None
+    when: Optional[str] = None
+
+
+@dataclass
+class ReferencePoint:
+    """Hypervolume reference; latency defaults to 2x HoViT-B's measured latency."""
+
+    accuracy: float = 0.0
+    latency_ms: Optional[float] = None
+
+
+@dataclass
+class SpaceFile:
+    """A search-space file as written: validated on load by ``config.from_dict``."""
+
+    name: str
+    base: dict  # a RunConfig, checked with its own messages
+    params: dict
+    description: str = ""
+    fixed_point: str = "hovit_b"
+    trials: int = 20
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    builtin_data: dict = field(default_factory=dict)
+    reference_point: ReferencePoint = field(default_factory=ReferencePoint)
+
+
+def _schema(cls: type, data: Any, where: str) -> Any:
+    """``from_dict`` with errors prefixed by the file (and field) they come from."""
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {str(exc).removeprefix('top level: ')}") from None
+
+
 def space_from_dict(data: Any, where: str) -> Space:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level")
-    unknown = sorted(set(data) - TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
-    for key in ("name", "base", "params"):
-        if key not in data:
-            raise ConfigError(f"{where}: missing required key {key!r}")
-    base = run_config_from_dict(data["base"], f"{where}: base")
-    if not isinstance(data["params"], dict) or not data["params"]:
+    f: SpaceFile = _schema(SpaceFile, data, where)
+    base = run_config_from_dict(f.base, f"{where}: base")
+    if not isinstance(f.params, dict) or not f.params:
         raise ConfigError(f"{where}: params must be a non-empty mapping")
-    params = [_parse_param(name, spec, base, f"{where}: params.{name}") for name, spec in data["params"].items()]
+    params = [_parse_param(name, spec, base, f"{where}: params.{name}") for name, spec in f.params.items()]
     from .models import PRESETS
-    fp = data.get("fixed_point", "hovit_b")
-    if fp not in PRESETS:
-        raise ConfigError(f"{where}: fixed_point {fp!r} is not a preset ({', '.join(PRESETS)})")
-    trials = data.get("trials", 20)
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+    if f.fixed_point not in PRESETS:
+        raise ConfigError(f"{where}: fixed_point {f.fixed_point!r} is not a preset ({', '.join(PRESETS)})")
+    if f.trials < 1:
         raise ConfigError(f"{where}: trials must be a positive integer")
-    lat = {**LATENCY_DEFAULTS, **(data.get("latency") or {})}
-    if set(lat) - LATENCY_KEYS:
-        raise ConfigError(f"{where}: latency: unknown key {sorted(set(lat) - LATENCY_KEYS)[0]!r}")
-    if not isinstance(lat["anchor"], bool):
-        raise ConfigError(f"{where}: latency.anchor must be true or false")
-    ref = data.get("reference_point") or {}
-    if set(ref) - {"accuracy", "latency_ms"}:
-        raise ConfigError(f"{where}: reference_point: keys are accuracy, latency_ms")
-    space = Space(name=str(data["name"]), base=base, params=params, description=data.get("description", ""),
-                  fixed_point=fp, trials=trials, latency=lat, builtin_data=data.get("builtin_data") or {},
-                  reference_point=ref, source=where)
-    bad_builtin = set(space.builtin_data) - {f for f in to_dict(TrainConfig())} - {"img_size", "trials"}
+    f.latency.validate(f"{where}: latency")
+    ref = {k: v for k, v in to_dict(f.reference_point).items() if v is not None}
+    if not isinstance(f.builtin_data, dict):
+        raise ConfigError(f"{where}: builtin_data must be a mapping")
+    space = Space(name=str(f.name), base=base, params=params, description=f.description, fixed_point=f.fixed_point,
+                  trials=f.trials, latency=f.latency, builtin_data=f.builtin_data, reference_point=ref, source=where)
+    bad_builtin = set(space.builtin_data) - set(to_dict(TrainConfig())) - {"img_size", "trials"}
     if bad_builtin:
         raise ConfigError(f"{where}: builtin_data: unknown key {sorted(bad_builtin)[0]!r}")
     _check_buildable(space, where)
@@ -283,44 +315,42 @@ def _parse_param(name: str, spec: Any, base: RunConfig, where: str) -> Param:
         raise ConfigError(f"{where}: unknown parameter {name!r} (known: {', '.join(sorted(TARGETS))})")
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping like {{type: int, low: 1, high: 4}}")
-    unknown = sorted(set(spec) - PARAM_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(PARAM_KEYS))})")
+    f: ParamFile = _schema(ParamFile, spec, where)
     per_stage = TARGETS[name][0]
-    if bool(spec.get("per_stage", per_stage)) != per_stage:
+    if f.per_stage is not None and f.per_stage != per_stage:
         raise ConfigError(f"{where}: per_stage must be {str(per_stage).lower()} for {name!r}")
-    t = spec.get("type", "categorical")
-    if t not in ("categorical", "int", "float"):
-        raise ConfigError(f"{where}: type must be categorical, int or float, got {t!r}")
-    p = Param(name, t, log=bool(spec.get("log", False)), when=spec.get("when"))
-    if p.when not in (None, "pruning"):
-        raise ConfigError(f"{where}: when must be 'pruning', got {p.when!r}")
-    if t == "categorical":
-        ch = spec.get("choices")
-        if not isinstance(ch, list) or not ch:
+    if f.type not in ("categorical", "int", "float"):
+        raise ConfigError(f"{where}: type must be categorical, int or float, got {f.type!r}")
+    if f.when not in (None, "pruning"):
+        raise ConfigError(f"{where}: when must be 'pruning', got {f.when!r}")
+    p = Param(name, f.type, log=f.log, when=f.when)
+    if f.type == "categorical":
+        if not isinstance(f.choices, list) or not f.choices:
             raise ConfigError(f"{where}: choices must be a non-empty list")
-        if len(set(map(str, ch))) != len(ch):
+        if len(set(map(str, f.choices))) != len(f.choices):
             raise ConfigError(f"{where}: choices has duplicates")
-        p.choices = ch
+        p.choices = f.choices
     else:
         for k in ("low", "high"):
-            if not isinstance(spec.get(k), (int, float)) or isinstance(spec.get(k), bool):
+            if getattr(f, k) is None:
                 raise ConfigError(f"{where}: {k} must be a number")
-        p.low, p.high, p.step = spec["low"], spec["high"], spec.get("step")
+        num = int if f.type == "int" else float
+        if f.type == "int" and not all(float(v).is_integer() for v in (f.low, f.high, f.step or 1)):
+            raise ConfigError(f"{where}: int parameters need integer low/high/step")
+        p.low, p.high = num(f.low), num(f.high)
+        p.step = None if f.step is None else num(f.step)
         if p.low > p.high:
-            raise ConfigError(f"{where}: impossible range low={p.low} > high={p.high}")
+            raise ConfigError(f"{where}: impossible range low={spec['low']} > high={spec['high']}")
         if p.log and p.low <= 0:
-            raise ConfigError(f"{where}: log scale needs low > 0, got {p.low}")
+            raise ConfigError(f"{where}: log scale needs low > 0, got {spec['low']}")
         if p.log and p.step not in (None, 1):
             raise ConfigError(f"{where}: step and log cannot be combined")
-        if t == "int" and not all(float(v).is_integer() for v in (p.low, p.high, p.step or 1)):
-            raise ConfigError(f"{where}: int parameters need integer low/high/step")
         if p.step is not None and p.step <= 0:
             raise ConfigError(f"{where}: step must be > 0")
     if per_stage:
         n = len(base.model.stages)
-        stages = spec.get("stages", list(range(n)))
-        if not isinstance(stages, list) or not stages or any(not isinstance(i, int) or not 0 <= i < n for i in stages):
+        stages = list(range(n)) if f.stages is None else f.stages
+        if not stages or any(not 0 <= i < n for i in stages):
             raise ConfigError(f"{where}: stages must list stage indices in 0..{n - 1}")
         p.stages = stages
     return p

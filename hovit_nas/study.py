@@ -1,20 +1,30 @@
-"""The multi-objective Optuna study: storage, samplers, the HoViT-B fixed point, trial records.
+"""The multi-objective Optuna study: storage, heartbeat, samplers, the HoViT-B fixed point, the
+trial budget, and what a trial records.
 
 A thin layer over Optuna: ``create_study`` on any SQLAlchemy URL, NSGA-II/TPE/random samplers,
 ``enqueue_trial`` for the fixed point, user attrs for everything a trial measured, so that
 ``hovit-nas pareto``, ``pin`` and ``optuna-dashboard`` read the same records whichever executor
 wrote them.
+
+Liveness is Optuna's RDB heartbeat: the process that owns a running trial records a heartbeat
+every ``interval`` seconds; a trial whose heartbeat is older than ``grace`` seconds, on any host,
+is failed by the next driver that looks. Optuna skips a RUNNING trial that has no heartbeat at
+all, which is what a driver killed between ``ask`` and its first beat leaves behind; our storage
+also counts those as stale once they are older than the grace period.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
-import math
 import os
-import socket
+import shlex
+import sys
+import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -24,9 +34,77 @@ from .space import Space
 
 DIRECTIONS = ["maximize", "minimize"]
 OBJECTIVES = ["accuracy", "latency_ms"]
-SAMPLERS = ("nsga2", "tpe", "random")
 FIXED_POINT_ATTR = "fixed_point"
-ANCHOR_ATTR = "latency_anchor"  # {name, ms, config, device, threads}: see search.ensure_anchor
+ANCHOR_ATTR = "latency_anchor"  # latency.Calibration as a dict: see executors/common.ensure_anchor
+DUPLICATE_ATTR = "duplicate_of"
+Log = Callable[[str], None]
+# We drive ask/tell ourselves and run our own heartbeat thread (Heartbeats below), which is what
+# Optuna warns about when a heartbeat storage is used outside Study.optimize.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+# ----------------------------------------------------------------------------------- storage
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """How often a live trial says so, and how long silence means its owner is dead.
+
+    A beat comes from a thread, so a long epoch or latency measurement does not delay it; the
+    grace period covers six missed beats, e.g. a SQLite write lock held by other drivers."""
+
+    interval: int = 10
+    grace: int = 60
+
+    @classmethod
+    def from_env(cls) -> "Heartbeat":
+        """``HOVIT_NAS_HEARTBEAT=INTERVAL[,GRACE]`` (seconds) overrides the defaults."""
+        raw = os.environ.get("HOVIT_NAS_HEARTBEAT")
+        if not raw:
+            return cls()
+        try:
+            parts = [int(v) for v in raw.split(",")]
+            hb = cls(parts[0], parts[1] if len(parts) > 1 else 6 * parts[0])
+        except (ValueError, IndexError):
+            raise HovitError(f"HOVIT_NAS_HEARTBEAT={raw!r}: expected INTERVAL[,GRACE] in whole seconds") from None
+        if hb.interval < 1 or hb.grace <= hb.interval:
+            raise HovitError(f"HOVIT_NAS_HEARTBEAT={raw!r}: needs INTERVAL >= 1 and GRACE > INTERVAL")
+        return hb
+
+
+class Storage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage with the heartbeat on, where a RUNNING trial that never beat (its
+    driver died right after creating it) is stale once it is older than the grace period."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = set(super()._get_stale_trial_ids(study_id))
+        now = _dt.datetime.now()
+        silent = [t for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                  if t._trial_id not in stale and t.datetime_start is not None
+                  and (now - t.datetime_start).total_seconds() > self.grace_period]
+        if silent:
+            from optuna.storages._rdb import models
+
+            with self.scoped_session() as session:
+                beating = {h.trial_id for h in session.query(models.TrialHeartbeatModel).filter(
+                    models.TrialHeartbeatModel.trial_id.in_([t._trial_id for t in silent]))}
+            stale |= {t._trial_id for t in silent if t._trial_id not in beating}
+        return sorted(stale)
+
+
+def storage_of(study: optuna.Study) -> Storage:
+    """The study's RDB storage (Optuna wraps it in a cache)."""
+    return getattr(study._storage, "_backend", study._storage)
+
+
+def shown(url: str) -> str:
+    """A storage URL fit to print or write: the password masked."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparseable storage URL>"
 
 
 def default_storage(study_name: str, root: str | Path = "studies") -> str:
@@ -47,9 +125,22 @@ def absolute_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str, create: bool = True) -> optuna.storages.RDBStorage:
-    """An RDB storage for ``url``; any problem with the URL is one line naming it.
-    ``create=False`` (reading commands) refuses to make a new SQLite file."""
+def study_dir(study_name: str, storage: str, out: Optional[str | Path] = None) -> Path:
+    """Where a study's artefacts go (plots, pinned configs, Ray's experiment state): ``out`` when
+    given, else the folder of its SQLite file, else ``./studies/<study>`` for a server storage."""
+    if out is not None:
+        return Path(out).expanduser().resolve()
+    from sqlalchemy.engine import make_url
+
+    u = make_url(storage)
+    if u.get_backend_name() == "sqlite" and u.database:
+        return Path(u.database).expanduser().resolve().parent
+    return (Path("studies") / study_name).resolve()
+
+
+def open_storage(url: str, create: bool = True) -> Storage:
+    """A heartbeat-enabled RDB storage for ``url``; any problem with the URL is one line naming it
+    (password masked). ``create=False`` (reading commands) refuses to make a new SQLite file."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -57,36 +148,44 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.RDBStorage:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
         raise StorageError(f"invalid storage URL {url!r}: {exc}") from None
-    shown = parsed.render_as_string(hide_password=True)
+    masked = shown(url)
     kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            raise StorageError(f"invalid storage URL {shown!r}: an in-memory SQLite study would be lost; give a file")
+            raise StorageError(f"invalid storage URL {masked!r}: an in-memory SQLite study would be lost; give a file")
         db = Path(parsed.database).expanduser()
         if not create and not db.is_file():
-            raise StorageError(f"{db}: no such study database (storage {shown!r})")
+            raise StorageError(f"{db}: no such study database (storage {masked!r})")
         db.parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 120}}
     else:
         kwargs = {"pool_pre_ping": True}
+    hb = Heartbeat.from_env()
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_compatibility_check=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return Storage(url, engine_kwargs=kwargs, heartbeat_interval=hb.interval, grace_period=hb.grace)
         except Exception as exc:  # noqa: BLE001
             racing = any(k in str(exc) for k in ("UNIQUE constraint", "already exists", "database is locked",
                                                   "duplicate key"))
             if not racing or attempt == 4:
-                _raise_storage_error(exc, shown)
+                _raise_storage_error(exc, masked)
             time.sleep(0.5 * (attempt + 1))  # another process is creating the schema right now
     raise AssertionError("unreachable")
 
 
-def _raise_storage_error(exc: Exception, shown: str) -> None:
+def _raise_storage_error(exc: Exception, masked: str) -> None:
     if isinstance(exc, ImportError):
-        raise StorageError(f"storage URL {shown!r}: database driver missing ({exc.name or exc}); "
+        raise StorageError(f"storage URL {masked!r}: database driver missing ({exc.name or exc}); "
                            "for PostgreSQL install hovit-nas[postgres]") from None
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    raise StorageError(f"cannot open storage {shown!r}: {type(exc).__name__}: {msg}") from None
+    raise StorageError(f"cannot open storage {masked!r}: {type(exc).__name__}: {msg}") from None
+
+
+# ---------------------------------------------------------------------------------- samplers
+
+SAMPLERS = ("nsga2", "tpe", "random")
 
 
 def make_sampler(name: str = "nsga2", seed: Optional[int] = None, population: int = 8,
@@ -102,6 +201,15 @@ def make_sampler(name: str = "nsga2", seed: Optional[int] = None, population: in
     raise HovitError(f"unknown sampler {name!r}; one of {', '.join(SAMPLERS)}")
 
 
+def driver_seed(seed: Optional[int], created: bool) -> Optional[int]:
+    """The driver that creates a study samples with ``seed`` (reproducible); any other driver
+    (a resume, or a second one at once) mixes in its own start, so it does not replay the
+    first driver's proposals."""
+    if seed is None or created:
+        return seed
+    return (seed * 1_000_003 + time.time_ns() + os.getpid()) % 2**32
+
+
 def constraints_func(trial: FrozenTrial) -> list[float]:
     """Optuna constraint values (<= 0 is feasible), recorded by the trial as a user attr."""
     return list(trial.user_attrs.get("constraints", [0.0]))
@@ -110,6 +218,8 @@ def constraints_func(trial: FrozenTrial) -> list[float]:
 def population_for(trials: int) -> int:
     return max(4, min(50, trials // 3))
 
+
+# ------------------------------------------------------------------------ study + fixed point
 
 def create_or_load(name: str, storage: str, space: Space, sampler: optuna.samplers.BaseSampler,
                    study_attrs: dict) -> tuple[optuna.Study, bool]:
@@ -137,6 +247,9 @@ def create_or_load(name: str, storage: str, space: Space, sampler: optuna.sample
     return study, created
 
 
+COMPATIBLE = ("space", "data", "metric", "latency_batch", "latency_anchored", "img_size")
+
+
 def check_compatible(study: optuna.Study, attrs: dict) -> None:
     """Resuming with a different space/data/metric would mix incomparable trials: refuse."""
     if [d.name.lower() for d in study.directions] != DIRECTIONS:
@@ -144,7 +257,7 @@ def check_compatible(study: optuna.Study, attrs: dict) -> None:
     have = dict(study.user_attrs)
     if "latency_batch" in have:  # studies from before anchoring timed raw
         have.setdefault("latency_anchored", False)
-    for key in ("space", "data", "metric", "latency_batch", "latency_anchored", "img_size"):
+    for key in COMPATIBLE:
         if key in attrs and key in have and have[key] != attrs[key]:
             hint = " (or --latency-anchor/--no-latency-anchor to match)" if key == "latency_anchored" else ""
             raise HovitError(f"study {study.study_name!r} was created with {key}={_short(have[key])}, not "
@@ -156,96 +269,129 @@ def _short(v) -> str:
     return s if len(s) < 60 else s[:57] + "..."
 
 
-def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def requeue_fixed_point(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """An interrupted (never a genuinely failed) HoViT-B trial goes back in the queue. Only the
+    process that moved it to FAIL calls this, so the fixed point still completes exactly once."""
+    if FIXED_POINT_ATTR not in trial.user_attrs:
         return False
-    except PermissionError:
-        return True
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    study.enqueue_trial(params, user_attrs={FIXED_POINT_ATTR: trial.user_attrs[FIXED_POINT_ATTR]})
     return True
 
 
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Mark RUNNING trials whose owning driver process (on this host) is gone as FAIL.
-
-    A stale HoViT-B trial is enqueued again, by whichever process wins its FAIL transition,
-    so the fixed point is still evaluated exactly once to completion.
-    """
-    failed = []
-    host = socket.gethostname()
+def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
+    """Record ``reason`` and move a RUNNING trial to FAIL; re-queue it if it was the fixed point.
+    True for the one process whose transition won (another may be failing it at the same time)."""
     storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.user_attrs.get("owner", "")
-        h, _, pid = owner.rpartition(":")
-        if h == host and pid.isdigit() and not _pid_alive(int(pid)):
-            try:
-                storage.set_trial_user_attr(t._trial_id, "fail_reason", f"stale: driver {owner} is gone")
-                if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                    continue
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # another process got there first
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    requeue_fixed_point(study, storage.get_trial(trial._trial_id))
+    return True
+
+
+def fail_stale_trials(study: optuna.Study, log: Log | None = None) -> list[int]:
+    """Fail the trials whose owner stopped beating (a dead driver or worker, on any host)."""
+    storage = storage_of(study)
+    grace = storage.grace_period
+    failed = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        t = storage.get_trial(trial_id)
+        if t.state == TrialState.RUNNING and fail_trial(study, t, f"stale: no heartbeat for over {grace} s "
+                                                                  "(its driver or worker died)"):
             failed.append(t.number)
-            requeue_fixed_point(study, t)
+            if log:
+                log(f"trial #{t.number} was left RUNNING by a dead driver (no heartbeat for over {grace} s): "
+                    "marked FAIL" + ("; HoViT-B queued again" if FIXED_POINT_ATTR in t.user_attrs else ""))
     return failed
 
 
-def requeue_fixed_point(study: optuna.Study, trial) -> None:
-    """An interrupted (never a genuinely failed) HoViT-B trial goes back in the queue. Only the
-    process that moved it to FAIL calls this, so the fixed point still completes exactly once."""
-    if FIXED_POINT_ATTR in trial.user_attrs:
-        params = trial.params or trial.system_attrs.get("fixed_params", {})
-        study.enqueue_trial(params, user_attrs={FIXED_POINT_ATTR: trial.user_attrs[FIXED_POINT_ATTR]})
+class Heartbeats:
+    """A background thread that records a heartbeat for every trial this process runs."""
+
+    def __init__(self, storage: Storage):
+        self.storage, self.ids, self._stop = storage, set(), threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="hovit-heartbeat", daemon=True)
+        self._thread.start()
+
+    def add(self, trial_id: int) -> None:
+        self.storage.record_heartbeat(trial_id)
+        with self._lock:
+            self.ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self.ids.discard(trial_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.storage.heartbeat_interval):
+            with self._lock:
+                ids = list(self.ids)
+            for trial_id in ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # noqa: BLE001 - a storage hiccup must not kill the trial
+                    print(f"heartbeat for trial id {trial_id} failed: {type(exc).__name__}", file=sys.stderr)
+
+    def close(self) -> None:
+        self._stop.set()
 
 
-def fail_interrupted_trials(study: optuna.Study) -> list[int]:
-    """After Ctrl-C in this process: trials it owned that Optuna failed get their reason."""
-    me, out = owner_id(), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.user_attrs.get("owner") == me and "fail_reason" not in t.user_attrs:
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted (Ctrl-C)")
-            requeue_fixed_point(study, t)
-            out.append(t.number)
-    return out
+# -------------------------------------------------------------------------------- the budget
+
+def counts(study: optuna.Study) -> tuple[int, int, int]:
+    """(finished, running, waiting fixed points): what the trial budget counts. A duplicate
+    config (never trained) and a failed trial do not use up the budget."""
+    done = running = waiting = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and DUPLICATE_ATTR not in t.user_attrs:
+            done += 1
+        elif t.state == TrialState.RUNNING and DUPLICATE_ATTR not in t.user_attrs:
+            running += 1
+        elif t.state == TrialState.WAITING and FIXED_POINT_ATTR in t.user_attrs:
+            waiting += 1
+    return done, running, waiting
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return counts(study)[0]
 
 
-def record_result(set_attr, result: dict, spec_max_latency: Optional[float] = None,
-                  spec_max_params: Optional[float] = None) -> None:
-    """Write a trial's measurements as user attrs (``set_attr(key, value)``), JSON-safe."""
-    keep = ("status", "accuracy", "latency_ms", "latency", "params", "params_dense", "val", "test",
-            "selected_blocks", "history", "device", "metric", "wall_s", "data", "reason", "config")
-    for k in keep:
-        if k in result:
-            set_attr(k, _json_safe(result[k]))
-    cons = []
-    if spec_max_latency is not None:
-        cons.append(result["latency_ms"] - spec_max_latency)
-    if spec_max_params is not None:
-        cons.append(result["params"] / 1e6 - spec_max_params)
-    set_attr("constraints", cons or [0.0])
+def within_budget(study: optuna.Study, trial: FrozenTrial | optuna.Trial, budget: int) -> bool:
+    """After ``ask``: may this trial run? Trials are numbered in creation order, so of several
+    drivers racing for the last slot, the lower numbers win. A fixed point always runs."""
+    if FIXED_POINT_ATTR in trial.user_attrs:
+        return True
+    ahead = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number
+                and DUPLICATE_ATTR not in t.user_attrs
+                and (t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+                     or (t.state == TrialState.WAITING and FIXED_POINT_ATTR in t.user_attrs)))
+    return ahead < budget
 
 
-def _json_safe(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v
+def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> Optional[int]:
+    """The number of an earlier trial with the same parameters that finished or is running."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+        if t.number != trial.number and DUPLICATE_ATTR not in t.user_attrs and t.params == trial.params:
+            return t.number
+    return None
+
+
+def record(set_attr: Callable[[str, object], None], attrs: dict) -> None:
+    """Write a trial's measurements as user attrs."""
+    for k, v in attrs.items():
+        set_attr(k, v)
 
 
 def fixed_point_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if FIXED_POINT_ATTR in t.user_attrs]
 
+
+# ------------------------------------------------------------------------- finding a study
 
 def find_studies(root: str | Path = "studies") -> list[tuple[str, str]]:
     """(study name, storage URL) for every default SQLite study under ``root``."""
@@ -287,4 +433,9 @@ def load(study: str, storage: str) -> optuna.Study:
         return optuna.load_study(study_name=study, storage=st)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage=st)]
-        raise HovitError(f"no study {study!r} in {storage} (has: {', '.join(names) or 'none'})") from None
+        raise HovitError(f"no study {study!r} in {shown(storage)} (has: {', '.join(names) or 'none'})") from None
+
+
+def command(*args: object) -> str:
+    """A command line a user can paste: every argument shell-quoted."""
+    return shlex.join(str(a) for a in args)

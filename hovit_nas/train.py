@@ -16,21 +16,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from timm.utils import random_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from .config import RunConfig, TrainConfig, dump_run_config
+from .config import RunConfig, TrainConfig, dump_run_config, run_config_from_dict, to_dict
 from .data import Splits, check_num_classes
+from .device import NO_GUARD, DeviceGuard, resolve_device
 from .errors import HovitError, TrialFailed
-from .latency import measure_latency, resolve_device
-from .locks import compute_slot
-from .metrics import classification_metrics, confusion
+from .metrics import classification_metrics
 from .models import add_lora, count_params, create_hovit, export, save_exported, set_tau, tau_at
 from .models.gating import gates
 
 CHECKPOINT = "checkpoint.pt"
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RunResult:
     selected_blocks: list
     val: dict
     test: dict
-    latency: Optional[dict]
+    latency: Optional[dict] = None  # filled by callers that time the exported model
     history: list = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -58,14 +59,6 @@ class RunResult:
         return p
 
 
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _phases(cfg: RunConfig) -> list[tuple[str, int]]:
     t = cfg.train
     if cfg.model.pruned:
@@ -73,7 +66,20 @@ def _phases(cfg: RunConfig) -> list[tuple[str, int]]:
     return [("dense", t.epochs_dense + t.epochs_prune)]
 
 
-def _optimizer(model, cfg: RunConfig, phase: str, total_steps: int):
+def make_schedule(opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int, warmup_steps: int = 0):
+    """The one per-step LR schedule for HoViT phases and baselines alike: linear warm-up, then
+    cosine to 0 (or one-cycle, or constant)."""
+    total_steps = max(total_steps, 1)
+    if t.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                   total_steps=total_steps)
+    if t.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)) * 0.5 * (
+            1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+
+def _optimizer(model: nn.Module, cfg: RunConfig, phase: str, total_steps: int):
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
     gate_ids = {id(g.logits) for g in gates(model)}
@@ -82,16 +88,8 @@ def _optimizer(model, cfg: RunConfig, phase: str, total_steps: int):
         groups.append({"params": [g.logits for g in gates(model)], "lr": t.lr * cfg.prune.gate_lr_mult,
                        "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
-    total_steps = max(total_steps, 1)
-    if t.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total_steps)
-    elif t.schedule == "cosine":
-        warm = int(t.warmup_epochs * total_steps / max(1, sum(n for _, n in _phases(cfg))))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warm)) * 0.5 * (
-            1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    return opt, sched
+    warm = int(t.warmup_epochs * total_steps / max(1, sum(n for _, n in _phases(cfg))))
+    return opt, make_schedule(opt, t, total_steps, warm)
 
 
 def _prepare_phase(model, cfg: RunConfig, phase: str) -> None:
@@ -101,45 +99,66 @@ def _prepare_phase(model, cfg: RunConfig, phase: str) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model, dataset, num_classes: int, device: torch.device, batch_size: int = 256) -> dict:
+def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, device: torch.device,
+             guard: DeviceGuard = NO_GUARD, batch_size: int = 256) -> dict:
     model.eval()
     preds, labels = [], []
     batches = iter(DataLoader(dataset, batch_size=batch_size, shuffle=False))
     while True:
-        with compute_slot(str(device)):  # loading and compute both count as using the device
+        with guard.shared():  # loading and compute both count as using the device
             batch = next(batches, None)
             if batch is None:
                 break
             x, y = batch
             preds.append(model(x.to(device, non_blocking=True)).argmax(1).cpu())
         labels.append(y)
-    y_true = torch.cat(labels).numpy() if labels else np.zeros(0, np.int64)
-    y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
-    return classification_metrics(confusion(y_true, y_pred, num_classes))
+    y_true = torch.cat(labels).numpy() if labels else []
+    y_pred = torch.cat(preds).numpy() if preds else []
+    return classification_metrics(y_true, y_pred, num_classes)
 
 
-def train_loader(dataset, t: TrainConfig, dev: torch.device, generator: torch.Generator) -> DataLoader:
+def train_loader(dataset: Dataset, t: TrainConfig, dev: torch.device, generator: torch.Generator) -> DataLoader:
     return DataLoader(dataset, batch_size=t.batch_size, shuffle=True, generator=generator,
                       drop_last=len(dataset) > t.batch_size, num_workers=t.num_workers,
                       pin_memory=dev.type == "cuda", persistent_workers=t.num_workers > 0)
 
 
-def fit_epochs(model, loader, val_set, num_classes: int, opt, sched, t: TrainConfig, dev: torch.device,
-               phase: str, epochs: int, first_epoch: int = 0, steps: Optional[int] = None,
+@dataclass
+class Loop:
+    """What one phase's epochs run over: fixed for the phase."""
+
+    model: nn.Module
+    loader: DataLoader
+    val_set: Dataset
+    num_classes: int
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    train: TrainConfig
+    device: torch.device
+    guard: DeviceGuard = NO_GUARD
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps per epoch: the whole loader, or the quick-run cap."""
+        cap = self.train.max_steps_per_epoch
+        return min(len(self.loader), cap) if cap else len(self.loader)
+
+
+def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
                step_hook: Callable[[int, int], None] | None = None,
                end_epoch: Callable[[dict], None] | None = None) -> None:
     """The training loop: AdamW steps under the device's shared slot, NaN check, val per epoch."""
+    model, dev, t, steps = loop.model, loop.device, loop.train, loop.steps
     amp = dev.type == "cuda" and t.amp
-    steps = steps or len(loader)
     for epoch in range(first_epoch, epochs):
         model.train()
         t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
-        batches = iter(loader)
+        batches = iter(loop.loader)
         bar = _StepBar(f"{phase} {epoch + 1}/{epochs}", steps)
         for step in range(steps):
             if step_hook is not None:
                 step_hook(epoch * steps + step, epochs * steps)
-            with compute_slot(str(dev)):  # loading + augmentation + step: no latency timing meanwhile
+            with loop.guard.shared():  # loading + augmentation + step: no latency timing meanwhile
                 batch = next(batches, None)
                 if batch is None:
                     break
@@ -150,19 +169,19 @@ def fit_epochs(model, loader, val_set, num_classes: int, opt, sched, t: TrainCon
                 if not torch.isfinite(loss):
                     raise TrialFailed(f"loss became {loss.item()} (NaN/inf) in phase {phase}, "
                                       f"epoch {epoch + 1}, step {step + 1}")
-                opt.zero_grad(set_to_none=True)
+                loop.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
-            sched.step()
+                loop.opt.step()
+            loop.sched.step()
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.update(loss_sum / seen, correct / seen)
         bar.close()
-        val = evaluate(model, val_set, num_classes, dev)
+        val = evaluate(model, loop.val_set, loop.num_classes, dev, loop.guard)
         rec = {"phase": phase, "epoch": epoch + 1, "epochs": epochs, "loss": loss_sum / max(seen, 1),
                "train_top1": correct / max(seen, 1), "val_top1": val["top1"],
-               "lr": opt.param_groups[0]["lr"], "s": round(time.time() - t0, 2)}
+               "lr": loop.opt.param_groups[0]["lr"], "s": round(time.time() - t0, 2)}
         if end_epoch is not None:
             end_epoch(rec)
 
@@ -190,50 +209,36 @@ class _StepBar:
             self.progress.stop()
 
 
-def _steps(loader, t: TrainConfig) -> int:
-    """Optimizer steps per epoch: the whole loader, or the quick-run cap."""
-    return min(len(loader), t.max_steps_per_epoch) if t.max_steps_per_epoch else len(loader)
+def _log_default(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
-def train_plain(model, splits: Splits, t: TrainConfig, device, log: Callable[[str], None] = None,
+def train_plain(model: nn.Module, splits: Splits, t: TrainConfig, device, log: Optional[Log] = None,
                 name: str = "model") -> dict:
     """Dense training of any classifier (the timm baselines in ``bench --data``); test metrics."""
     log = log or _log_default
     dev = resolve_device(device)
-    seed_everything(t.seed)
+    random_seed(t.seed)
     model.to(dev)
     epochs = t.epochs_dense + t.epochs_prune
     loader = train_loader(splits.train, t, dev, torch.Generator().manual_seed(t.seed))
-    steps = _steps(loader, t)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps * epochs))
-    fit_epochs(model, loader, splits.val, splits.num_classes, opt, sched, t, dev, "dense", epochs, steps=steps,
+    loop = Loop(model, loader, splits.val, splits.num_classes, opt, None, t, dev)
+    loop.sched = make_schedule(opt, t, loop.steps * epochs, int(t.warmup_epochs * loop.steps))
+    fit_epochs(loop, "dense", epochs,
                end_epoch=lambda r: log(f"[{name}] epoch {r['epoch']}/{r['epochs']}  loss {r['loss']:.4f}  "
                                        f"val {r['val_top1']:.3f}  ({r['s']:.1f}s)"))
     return evaluate(model, splits.test, splits.num_classes, dev)
 
 
-def _log_default(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.device | None = "auto",
-                       out_dir: str | Path | None = None, resume: bool = False,
-                       latency: bool = True, latency_batch: int = 1, latency_runs: int = 30,
-                       threads: Optional[int] = None, log: Callable[[str], None] | None = _log_default,
-                       on_epoch: Callable[[dict], None] | None = None) -> RunResult:
-    """The whole run: train (both phases), export, evaluate val/test, measure latency."""
-    t_start = time.time()
-    log = log or (lambda _m: None)
-    check_num_classes(splits, cfg.model.num_classes)
-    dev = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
-    out = Path(out_dir) if out_dir else None
-    seed_everything(cfg.train.seed)
-    with compute_slot(str(dev)):
+def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = NO_GUARD,
+        out: Optional[Path] = None, resume: bool = False, log: Log = _log_default,
+        on_epoch: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
+    """Both phases (dense, then gates + LoRA), one checkpoint per epoch under ``out``; returns
+    the trained (unexported) model and the per-epoch history."""
+    random_seed(cfg.train.seed)
+    with guard.shared():
         model = create_hovit(cfg).to(dev)
-    params_dense = count_params(model)
     phases = _phases(cfg)
     history: list[dict] = []
     start_phase, start_epoch, state = 0, 0, None
@@ -246,17 +251,17 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
     for phase_idx, (phase, epochs) in enumerate(phases):
         if phase_idx < start_phase:
             continue  # finished before the checkpoint; its weights come with the checkpoint
-        with compute_slot(str(dev)):
+        with guard.shared():
             _prepare_phase(model, cfg, phase)
         loader_gen = torch.Generator().manual_seed(t.seed + phase_idx)
-        loader = train_loader(splits.train, t, dev, loader_gen)
-        steps = _steps(loader, t)
-        opt, sched = _optimizer(model, cfg, phase, steps * epochs)
+        loop = Loop(model, train_loader(splits.train, t, dev, loader_gen), splits.val, cfg.model.num_classes,
+                    None, None, t, dev, guard)
+        loop.opt, loop.sched = _optimizer(model, cfg, phase, loop.steps * epochs)
         first_epoch = 0
         if state is not None and phase_idx == start_phase:
             model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optim"])
-            sched.load_state_dict(state["sched"])
+            loop.opt.load_state_dict(state["optim"])
+            loop.sched.load_state_dict(state["sched"])
             torch.set_rng_state(state["rng"])
             loader_gen.set_state(state["loader_rng"])
             first_epoch = start_epoch
@@ -266,45 +271,70 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
             tau_hook = lambda gstep, total: set_tau(model, tau_at(  # noqa: E731
                 gstep, total, cfg.prune.tau_start, cfg.prune.tau_end, cfg.prune.tau_schedule))
 
-        def end_epoch(rec, _phase_idx=phase_idx, _opt=opt, _sched=sched, _gen=loader_gen):
+        def end_epoch(rec, _phase_idx=phase_idx, _loop=loop, _gen=loader_gen):
             if rec["phase"] == "prune" and gates(model):
                 rec["tau"] = gates(model)[0].tau
             history.append(rec)
             log(f"[{cfg.name}] {rec['phase']} epoch {rec['epoch']}/{rec['epochs']}  loss {rec['loss']:.4f}  "
                 f"train {rec['train_top1']:.3f}  val {rec['val_top1']:.3f}  ({rec['s']:.1f}s)")
             if out is not None:
-                _save_checkpoint(out, cfg, model, _opt, _sched, _gen, _phase_idx, rec["epoch"], history)
+                _save_checkpoint(out, cfg, model, _loop.opt, _loop.sched, _gen, _phase_idx, rec["epoch"], history)
             if on_epoch is not None:
                 on_epoch(dict(rec, global_epoch=len(history)))
 
-        fit_epochs(model, loader, splits.val, cfg.model.num_classes, opt, sched, t, dev, phase, epochs,
-                   first_epoch, steps, step_hook=tau_hook, end_epoch=end_epoch)
+        fit_epochs(loop, phase, epochs, first_epoch, step_hook=tau_hook, end_epoch=end_epoch)
+    return model, history
 
-    with compute_slot(str(dev)):
+
+def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.device | None = "auto", *,
+                       out_dir: str | Path | None = None, resume: bool = False, guard: DeviceGuard = NO_GUARD,
+                       log: Optional[Log] = _log_default,
+                       on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+    """Train (both phases), export, evaluate val/test; with ``out_dir``, write the run's files.
+    Latency is the caller's: it is a property of the exported model (``result.exported``)."""
+    t_start = time.time()
+    log = log or (lambda _m: None)
+    check_num_classes(splits, cfg.model.num_classes)
+    dev = resolve_device(device)
+    out = Path(out_dir) if out_dir else None
+    model, history = fit(cfg, splits, dev, guard, out, resume, log, on_epoch)
+    with guard.shared():
         deployed = export(model)
-    val = evaluate(deployed, splits.val, cfg.model.num_classes, dev)
-    test = evaluate(deployed, splits.test, cfg.model.num_classes, dev)
+    val = evaluate(deployed, splits.val, cfg.model.num_classes, dev, guard)
+    test = evaluate(deployed, splits.test, cfg.model.num_classes, dev, guard)
     selected = [s.gate.selected() if s.gate is not None else list(range(len(s.blocks))) for s in model.stages]
-    lat = None
-    if latency:
-        lat = measure_latency(deployed, cfg.model.img_size, batch=latency_batch, device=dev,
-                              runs=latency_runs, threads=threads, in_chans=cfg.model.in_chans).to_dict()
-    result = RunResult(cfg.name, run_config_dict(cfg), splits.description, str(dev), params_dense,
-                       count_params(deployed), selected, val, test, lat, history, round(time.time() - t_start, 2))
+    dense = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)  # before adapters
+    result = RunResult(cfg.name, to_dict(cfg), splits.description, str(dev), dense,
+                       count_params(deployed), selected, val, test, None, history, round(time.time() - t_start, 2))
     result.exported = deployed  # not serialised: for callers that keep using the model
     if out is not None:
-        save_exported(deployed, out / "model.safetensors", extra={"name": cfg.name, "selected_blocks": selected})
-        result.save(out / "result.json")
-        (out / "config.yaml").write_text(dump_run_config(cfg))
+        save_run(out, result, cfg)
     log(f"[{cfg.name}] exported {result.params_exported / 1e6:.2f} M params; val top1 {val['top1']:.4f} "
-        f"test top1 {test['top1']:.4f} f1 {test['f1_macro']:.4f}"
-        + (f"; latency {lat['median_ms']:.2f} ms (batch {latency_batch}, {lat['device_name']})" if lat else ""))
+        f"test top1 {test['top1']:.4f} f1 {test['f1_macro']:.4f}")
     return result
 
 
-def run_config_dict(cfg: RunConfig) -> dict:
-    from .config import to_dict
-    return to_dict(cfg)
+def save_run(out: Path, result: RunResult, cfg: RunConfig) -> None:
+    """A run directory: the deployable model, the result, and the config that reproduces it."""
+    save_exported(result.exported, out / "model.safetensors",
+                  extra={"name": cfg.name, "selected_blocks": result.selected_blocks})
+    result.save(out / "result.json")
+    (out / "config.yaml").write_text(dump_run_config(cfg))
+
+
+def export_checkpoint(run_dir: str | Path) -> nn.Module:
+    """The deployable model of a run directory's last checkpoint (kept blocks, LoRA merged, BN fused)."""
+    run = Path(run_dir)
+    if not (run / CHECKPOINT).is_file():
+        raise HovitError(f"{run}: not a run directory (no {CHECKPOINT})")
+    state = _read_checkpoint(run / CHECKPOINT)
+    import yaml
+
+    cfg = run_config_from_dict(yaml.safe_load(state["config"]), f"{run / CHECKPOINT}:config")
+    model = create_hovit(cfg)
+    _prepare_phase(model, cfg, _phases(cfg)[state["phase_idx"]][0])
+    model.load_state_dict(state["model"])
+    return export(model)
 
 
 def _save_checkpoint(out: Path, cfg, model, opt, sched, loader_gen, phase_idx, epoch, history) -> None:
@@ -322,10 +352,14 @@ def _load_checkpoint(out: Optional[Path], cfg: RunConfig) -> dict:
     path = out / CHECKPOINT
     if not path.is_file():
         raise HovitError(f"{path}: no checkpoint to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise HovitError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None
+    state = _read_checkpoint(path)
     if state["config"] != dump_run_config(cfg):
         raise HovitError(f"{path}: checkpoint was written for a different config; use the same --config")
     return state
+
+
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise HovitError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None

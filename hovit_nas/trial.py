@@ -1,4 +1,4 @@
-"""One trial as a pure function: (config, budget, data spec, device) -> metrics.
+"""One trial as a pure function: (config, budget, data spec, device guard) -> TrialResult.
 
 Executors only decide *where* this runs (in-process or on Ray); nothing here knows which.
 Latency is a property of the exported model's architecture, so it is measured first, before
@@ -7,19 +7,21 @@ infeasible without spending any training on it.
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import torch
 
-from .config import RunConfig, run_config_from_dict, to_dict
-from .data import DataSpec, Splits, load_data
+from .config import DataSpec, LatencyConfig, Limits, RunConfig, run_config_from_dict, to_dict
+from .data import Splits, load_data
+from .device import DeviceGuard, resolve_device
+from . import faults
 from .errors import TrialFailed
-from .latency import Anchor, calibrate, measure_latency, resolve_device
-from .locks import compute_slot
+from .latency import Anchor, Calibration, calibrate, measure_latency
 from .models import count_params, create_hovit, export
-from .space import LATENCY_DEFAULTS
+from .train import train_and_evaluate
 
 _DATA: dict[str, Splits] = {}  # per-process cache: trials in one worker share the decoded data
 _ANCHOR_MODELS: dict[str, torch.nn.Module] = {}  # per-process: the reference skeleton, built once
@@ -32,10 +34,61 @@ class TrialSpec:
     device: str = "auto"
     threads: Optional[int] = None
     metric: str = "top1"  # top1 | f1_macro (validation)
-    latency: dict = field(default_factory=lambda: dict(LATENCY_DEFAULTS))
-    max_latency_ms: Optional[float] = None
-    max_params_m: Optional[float] = None
-    anchor: Optional[dict] = None  # {name, ms, config}: the study's calibrated reference (latency.py)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    limits: Limits = field(default_factory=Limits)
+    anchor: Optional[Calibration] = None  # the study's calibrated reference
+
+    @property
+    def latency_threads(self) -> int:
+        """CPU threads a latency measurement uses: the space's, else the trial's, else torch's."""
+        return self.latency.threads or self.threads or torch.get_num_threads()
+
+
+@dataclass
+class TrialResult:
+    """What one trial measured. ``status`` is ``ok`` (trained) or ``infeasible`` (a limit was
+    broken: latency and params are known, nothing was trained)."""
+
+    status: str
+    latency_ms: float
+    latency: dict
+    params: int
+    config: dict
+    device: str
+    metric: str
+    constraints: list[float]  # Optuna constraint values, <= 0 feasible (Limits.check)
+    reason: Optional[str] = None
+    accuracy: Optional[float] = None  # validation ``metric``
+    val: Optional[dict] = None
+    test: Optional[dict] = None
+    params_dense: Optional[int] = None
+    selected_blocks: Optional[list] = None
+    history: Optional[list] = None
+    data: Optional[str] = None
+    wall_s: float = 0.0
+
+    @property
+    def feasible(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def values(self) -> list[float]:
+        """The study's objectives: (validation accuracy, latency ms)."""
+        return [self.accuracy, self.latency_ms]
+
+    def user_attrs(self) -> dict:
+        """The record a study keeps (JSON-safe; absent fields left out)."""
+        return {k: _json_safe(v) for k, v in asdict(self).items() if v is not None}
+
+
+def _json_safe(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
 
 
 def get_data(spec: DataSpec) -> Splits:
@@ -54,64 +107,62 @@ def _anchor_model(cfg_dict: dict) -> torch.nn.Module:
     return _ANCHOR_MODELS[key]
 
 
-def latency_threads(spec: TrialSpec) -> int:
-    """CPU threads a latency measurement uses: the space's, else the trial's, else torch's."""
-    return spec.latency.get("threads") or spec.threads or torch.get_num_threads()
+def _anchor(calibration: Optional[Calibration]) -> Optional[Anchor]:
+    if calibration is None:
+        return None
+    return Anchor(calibration.name, _anchor_model(calibration.config), calibration.ms)
 
 
 def _protocol(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> dict:
     lat = spec.latency
-    return dict(batch=lat.get("batch", 1), device=device, runs=lat.get("runs", 30), warmup=lat.get("warmup", 10),
-                threads=latency_threads(spec), in_chans=cfg.model.in_chans)
+    return dict(batch=lat.batch, device=device, runs=lat.runs, warmup=lat.warmup, threads=spec.latency_threads,
+                in_chans=cfg.model.in_chans)
 
 
-def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> dict:
+def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> Calibration:
     """Time the reference (the space's fixed point, exported) alone over a long window, once per
     study, on the trials' device and protocol; every trial then scales by this one figure."""
     dev = resolve_device(spec.device)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     cfg_dict = to_dict(cfg)
-    with compute_slot(str(dev)):
+    with DeviceGuard.of(dev).shared():
         model = _anchor_model(cfg_dict)
     a = calibrate(name, model, cfg.model.img_size, **_protocol(cfg, spec, dev))
-    return {"name": name, "ms": a.ms, "config": cfg_dict, "device": str(dev), "threads": latency_threads(spec)}
+    return Calibration(name, a.ms, cfg_dict, str(dev), spec.latency_threads)
 
 
-def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> tuple[dict, int]:
-    with compute_slot(str(device)):  # building is compute too; the measurement below is exclusive
+def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device, guard: DeviceGuard) -> tuple[dict, int]:
+    with guard.shared():  # building is compute too; the measurement below is exclusive
         deployed = export(create_hovit(cfg))
-        anchor = (Anchor(spec.anchor["name"], _anchor_model(spec.anchor["config"]), spec.anchor["ms"])
-                  if spec.anchor else None)
-    lat = measure_latency(deployed, cfg.model.img_size, anchor=anchor, **_protocol(cfg, spec, device))
+        anchor = _anchor(spec.anchor)
+    lat = measure_latency(deployed, cfg.model.img_size, guard=guard, anchor=anchor, **_protocol(cfg, spec, device))
     return lat.to_dict(), count_params(deployed)
 
 
-def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
-              log: Callable[[str], None] | None = None) -> dict:
-    """Train, prune, export and evaluate one config; raises TrialFailed on NaN / out of memory."""
-    from .train import train_and_evaluate
-
+def run_trial(spec: TrialSpec, log: Callable[[str], None] | None = None,
+              on_epoch: Callable[[dict], None] | None = None, guard: Optional[DeviceGuard] = None) -> TrialResult:
+    """Latency first (cheap, known before training), then train, export and evaluate.
+    Out-of-memory becomes TrialFailed with its reason; a NaN loss already is one."""
     t0 = time.time()
     cfg = spec.config
     dev = resolve_device(spec.device)
+    guard = guard or DeviceGuard.of(dev)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     try:
-        lat, params = skeleton_latency(cfg, spec, dev)
-        out = {"status": "ok", "latency_ms": lat["median_ms"], "latency": lat, "params": params,
-               "config": to_dict(cfg), "device": str(dev), "metric": spec.metric}
-        reasons = []
-        if spec.max_latency_ms is not None and lat["median_ms"] > spec.max_latency_ms:
-            reasons.append(f"latency {lat['median_ms']:.2f} ms > max {spec.max_latency_ms} ms")
-        if spec.max_params_m is not None and params / 1e6 > spec.max_params_m:
-            reasons.append(f"params {params / 1e6:.2f} M > max {spec.max_params_m} M")
+        faults.reached("latency")
+        lat, params = skeleton_latency(cfg, spec, dev, guard)
+        constraints, reasons = spec.limits.check(lat["median_ms"], params)
+        result = TrialResult("ok", lat["median_ms"], lat, params, to_dict(cfg), str(dev), spec.metric, constraints)
         if reasons:
-            out.update(status="infeasible", reason="; ".join(reasons) + " (not trained)", wall_s=time.time() - t0)
-            return out
-        with compute_slot(str(dev)):
+            result.status, result.reason = "infeasible", "; ".join(reasons) + " (not trained)"
+            result.wall_s = round(time.time() - t0, 2)
+            return result
+        with guard.shared():
             splits = get_data(spec.data)
-        r = train_and_evaluate(cfg, splits, dev, latency=False, threads=spec.threads, log=log, on_epoch=on_epoch)
+        faults.reached("training")
+        r = train_and_evaluate(cfg, splits, dev, guard=guard, log=log, on_epoch=on_epoch)
     except torch.cuda.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {dev}: {str(exc).splitlines()[0]}") from None
     except MemoryError:
@@ -123,12 +174,14 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
     finally:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    out.update(accuracy=r.val[spec.metric], val=r.val, test=r.test, params_dense=r.params_dense,
-               selected_blocks=r.selected_blocks, history=r.history, data=r.data, wall_s=round(time.time() - t0, 2))
-    return out
+    result.accuracy, result.val, result.test = r.val[spec.metric], r.val, r.test
+    result.params_dense, result.selected_blocks, result.history, result.data = (
+        r.params_dense, r.selected_blocks, r.history, r.data)
+    result.wall_s = round(time.time() - t0, 2)
+    return result
 
 
-def remeasure(records: dict[int, dict], anchor: Optional[dict] = None, rounds: int = 2,
+def remeasure(records: dict[int, dict], anchor: Optional[Calibration | dict] = None, rounds: int = 2,
               min_time_s: float = 0.5) -> dict[int, list]:
     """Re-time trials' exported skeletons alone, with the protocol each recorded (batch, threads,
     the study's anchor). ``records``: trial number -> its user attrs. Rounds interleave the
@@ -137,7 +190,7 @@ def remeasure(records: dict[int, dict], anchor: Optional[dict] = None, rounds: i
     for n, attrs in records.items():
         cfg = run_config_from_dict(attrs["config"], f"trial {n}")
         models[n] = (export(create_hovit(cfg)), cfg)
-    ref = Anchor(anchor["name"], _anchor_model(anchor["config"]), anchor["ms"]) if anchor else None
+    ref = _anchor(Calibration.from_dict(anchor) if isinstance(anchor, dict) else anchor)
     out: dict[int, list] = {n: [] for n in models}
     for _ in range(rounds):
         for n, (model, cfg) in models.items():

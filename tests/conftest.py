@@ -12,6 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HOVIT_NAS_SHARED", ROOT.parent / "shared")) / "data"
 os.environ.setdefault("HOVIT_NAS_LOCK_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "hovit-nas-test-locks"))
+# a short heartbeat grace, so tests that kill a driver see its trials failed within seconds
+os.environ.setdefault("HOVIT_NAS_HEARTBEAT", "2,10")
 
 
 def write_image(path: Path, rng: np.random.Generator, size: int = 32, fmt: str | None = None, tint: int = 0) -> Path:

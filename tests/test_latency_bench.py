@@ -4,6 +4,7 @@ import time
 from torch import nn
 
 from conftest import run_cli
+from hovit_nas.device import NO_GUARD
 from hovit_nas.latency import Anchor, calibrate, measure_latency
 from hovit_nas.models import create_hovit, export, hovit_b, hovit_s
 
@@ -24,7 +25,7 @@ class _Sleeper(nn.Module):
 
 def test_anchoring_cancels_a_machine_that_slows_down():
     cand, anchor = _Sleeper(2.0), Anchor("ref", _Sleeper(4.0), ms=4.0)
-    kw = dict(img_size=8, device="cpu", warmup=1, runs=20, min_time_s=0.05, lock=False)
+    kw = dict(img_size=8, device="cpu", warmup=1, runs=20, min_time_s=0.05, guard=NO_GUARD)
     _Machine.speed = 1.0
     raw_fast, anc_fast = measure_latency(cand, **kw), measure_latency(cand, anchor=anchor, **kw)
     _Machine.speed = 2.0

@@ -1,6 +1,5 @@
 import multiprocessing as mp
-import subprocess
-import sys
+import time
 
 import optuna
 import pytest
@@ -66,50 +65,76 @@ def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path):
     from dataclasses import replace
     from pathlib import Path
 
-    from hovit_nas.search import SearchSpec, ensure_anchor, prepare
+    from hovit_nas.config import SearchConfig
+    from hovit_nas.executors.common import ensure_anchor
+    from hovit_nas.latency import Calibration
+    from hovit_nas.search import prepare
     from spaces import tiny_space
 
-    spec = SearchSpec(space=str(tiny_space(tmp_path)), storage=f"sqlite:///{tmp_path / 'a.db'}")
+    spec = SearchConfig(space=str(tiny_space(tmp_path)), storage=f"sqlite:///{tmp_path / 'a.db'}")
     calls, lines = [], []
 
     def calibrate(_):
         calls.append(1)
-        return {"name": "hovit_b", "ms": 1.5, "device": "cpu", "threads": 1}
+        return Calibration("hovit_b", 1.5, {}, "cpu", 1)
 
     def never(_):
         raise AssertionError("a resumed study must reuse its anchor")
 
     first = prepare(spec, lines.append)
     ensure_anchor(first, "cpu", None, lines.append, run=calibrate)
-    assert first.trial_template.anchor["ms"] == 1.5 and calls == [1]
+    assert first.trial_template.anchor.ms == 1.5 and calls == [1]
     assert any("latency anchor: hovit_b calibrated at 1.500 ms" in m for m in lines)
     again = prepare(spec, lines.append)
     assert not again.created
     ensure_anchor(again, "cpu", None, lines.append, run=never)
-    assert again.trial_template.anchor["ms"] == 1.5
+    assert again.trial_template.anchor.ms == 1.5
     two = tmp_path / "two" / "tiny.yaml"  # the same space, its latency now timed with 2 threads
     two.parent.mkdir()
     two.write_text(Path(spec.space).read_text().replace("threads: 1", "threads: 2"))
     with pytest.raises(HovitError, match="calibrated on cpu with 1 threads, this run uses cpu with 2"):
         ensure_anchor(prepare(replace(spec, space=str(two)), lines.append), "cpu", None, lines.append, run=never)
-    off = SearchSpec(space=spec.space, storage=f"sqlite:///{tmp_path / 'b.db'}", latency_anchor=False)
+    off = SearchConfig(space=spec.space, storage=f"sqlite:///{tmp_path / 'b.db'}", latency_anchor=False)
     raw = prepare(off, lines.append)
     ensure_anchor(raw, "cpu", None, lines.append, run=never)
     assert raw.trial_template.anchor is None and "latency_anchor" not in raw.study.user_attrs
 
 
-def test_stale_running_trials_of_dead_drivers_fail(tmp_path):
+def test_stale_trials_fail_by_heartbeat_including_one_that_never_beat(tmp_path, monkeypatch):
+    """A trial whose owner stopped beating, and one whose driver died before its first beat, are
+    failed; a beating one is not; a stale fixed point is queued again, exactly once."""
+    monkeypatch.setenv("HOVIT_NAS_HEARTBEAT", "1,3")
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study, _ = _open(url)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    t_dead, t_alive = study.ask(), study.ask()
-    t_dead.set_user_attr("owner", f"{st.socket.gethostname()}:{int(dead.stdout)}")
-    t_alive.set_user_attr("owner", st.owner_id())
-    assert st.fail_stale_trials(study) == [t_dead.number]
+    fixed, silent, dead, alive = study.ask(), study.ask(), study.ask(), study.ask()
+    assert st.FIXED_POINT_ATTR in fixed.user_attrs  # the enqueued HoViT-B, killed before its first beat
+    st.storage_of(study).record_heartbeat(dead._trial_id)  # beat once, then its driver died
+    beats = st.Heartbeats(st.storage_of(study))
+    beats.add(alive._trial_id)
+    try:
+        time.sleep(4.5)
+        lines = []
+        failed = st.fail_stale_trials(study, lines.append)
+        assert sorted(failed) == sorted([fixed.number, silent.number, dead.number])
+        assert st.fail_stale_trials(study) == []  # already failed: nobody fails them twice
+    finally:
+        beats.close()
     states = {t.number: t.state for t in study.get_trials()}
-    assert states[t_dead.number] == optuna.trial.TrialState.FAIL
-    assert states[t_alive.number] == optuna.trial.TrialState.RUNNING
-    assert "stale: driver" in study.trials[t_dead.number].user_attrs["fail_reason"]
+    assert states[alive.number] == optuna.trial.TrialState.RUNNING
+    assert all(states[n] == optuna.trial.TrialState.FAIL for n in failed)
+    assert "no heartbeat" in study.trials[dead.number].user_attrs["fail_reason"]
+    assert sum("left RUNNING by a dead driver" in m for m in lines) == 3
+    assert any("HoViT-B queued again" in m for m in lines)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs[st.FIXED_POINT_ATTR] == "hovit_b"
+
+
+def test_budget_slots_go_to_the_lowest_trial_numbers(tmp_path):
+    study, _ = _open(f"sqlite:///{tmp_path / 'study.db'}")
+    trials = [study.ask() for _ in range(4)]  # the fixed point, then three racing drivers' trials
+    assert [st.within_budget(study, t, 2) for t in trials] == [True, True, False, False]
+    study.tell(trials[1], state=optuna.trial.TrialState.FAIL)  # a failed trial frees its slot
+    assert st.within_budget(study, trials[2], 2) and not st.within_budget(study, trials[3], 2)
 
 
 @pytest.mark.parametrize("url, match", [

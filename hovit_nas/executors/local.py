@@ -1,61 +1,125 @@
-"""In-process executor: ``study.optimize`` calling the pure trial function."""
+"""In-process executor: ask a trial, run the pure trial function, tell the study.
+
+Our own small loop rather than ``study.optimize``, because a shared study needs three things
+before a trial trains: a slot in the trial budget that several drivers share, a check that the
+config was not trained already, and a heartbeat from the moment the trial exists.
+"""
 from __future__ import annotations
 
-from typing import Callable
+import time
+from typing import Callable, Optional
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from .. import faults
 from .. import study as st
+from ..device import resolve_device
 from ..errors import HovitError, TrialFailed
-from ..latency import resolve_device
-from ..search import Prepared, ProgressReporter, SearchSpec, ensure_anchor, trial_spec_for
 from ..trial import run_trial
+from .common import Prepared, ProgressReporter, ensure_anchor
+
+Log = Callable[[str], None]
+MAX_DUPLICATE_STREAK = 50  # proposals in a row already trained: the space is (nearly) exhausted
 
 
-def make_objective(prep: Prepared, log: Callable[[str], None]):
-    def objective(trial: optuna.Trial):
-        trial.set_user_attr("owner", st.owner_id())
-        cfg = prep.space.suggest(trial)
-        spec = trial_spec_for(prep, cfg)
-        try:
-            result = run_trial(spec, log=lambda m: log(f"    #{trial.number} {m.split('] ', 1)[-1]}"))
-        except TrialFailed as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            raise
-        except HovitError:
-            raise  # bad input: abort the search (the trial is recorded as FAIL by Optuna)
-        except Exception as exc:  # noqa: BLE001 - a crashing config must not stop the study
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-            raise TrialFailed(str(exc)) from exc
-        st.record_result(trial.set_user_attr, result, spec.max_latency_ms, spec.max_params_m)
-        if result["status"] != "ok":
-            raise optuna.TrialPruned(result.get("reason", ""))
-        return result["accuracy"], result["latency_ms"]
-
-    return objective
-
-
-def run_local(prep: Prepared, spec: SearchSpec, log: Callable[[str], None]) -> None:
-    remaining = prep.trials - st.finished_count(prep.study)
-    if remaining <= 0:
+def run_local(prep: Prepared, log: Log) -> None:
+    if st.finished_count(prep.study) >= prep.trials:
         log(f"study already has {prep.trials} finished trials; raise --trials to run more")
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ensure_anchor(prep, str(resolve_device(spec.device)), spec.threads, log)
-    try:
-        _optimize(prep, spec, log, remaining)
-    except KeyboardInterrupt:
-        failed = st.fail_interrupted_trials(prep.study)
-        if failed:
-            log(f"marked interrupted trials {failed} failed")
-        raise
+    ensure_anchor(prep, str(resolve_device(prep.config.device)), prep.config.threads, log)
+    _Driver(prep, log).run()
 
 
-def _optimize(prep: Prepared, spec: SearchSpec, log: Callable[[str], None], remaining: int) -> None:
-    prep.study.optimize(
-        make_objective(prep, log), n_trials=remaining + 2 * max(1, remaining // 4), timeout=spec.timeout,
-        catch=(TrialFailed,), gc_after_trial=True,
-        callbacks=[MaxTrialsCallback(prep.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-                   ProgressReporter(prep.trials, log)])
+class _Driver:
+    def __init__(self, prep: Prepared, log: Log):
+        self.prep, self.study, self.log = prep, prep.study, log
+        self.report = ProgressReporter(prep.trials, log)
+        remaining = prep.trials - st.finished_count(prep.study)
+        self.failures_left = 2 * max(1, remaining // 4)  # configs that crash; beyond this, stop
+        self.duplicates = 0
+        self.poll = min(5.0, st.storage_of(prep.study).heartbeat_interval)
+
+    def run(self) -> None:
+        deadline = time.time() + self.prep.config.timeout if self.prep.config.timeout else None
+        beats = st.Heartbeats(st.storage_of(self.study))
+        current: Optional[optuna.Trial] = None
+        try:
+            while self._wants_more(deadline):
+                current = self.study.ask()
+                faults.reached("created")
+                beats.add(current._trial_id)
+                self._one(current)
+                beats.discard(current._trial_id)
+                current = None
+        except BaseException as exc:
+            if current is not None:  # Ctrl-C or bad input mid-trial: never leave it RUNNING
+                reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"aborted: {exc}"
+                if st.fail_trial(self.study, self.study._storage.get_trial(current._trial_id), reason):
+                    self.log(f"marked interrupted trial #{current.number} failed")
+            raise
+        finally:
+            beats.close()
+
+    def _wants_more(self, deadline: Optional[float]) -> bool:
+        """True when a trial should start now; waits while other drivers' trials may fill the budget."""
+        while True:
+            st.fail_stale_trials(self.study, self.log)
+            done, running, _ = st.counts(self.study)
+            if done >= self.prep.trials:
+                return False
+            if deadline is not None and time.time() > deadline:
+                self.log("timeout reached; no new trials started")
+                return False
+            if self.failures_left <= 0:
+                self.log("stopping: too many trials failed (see their fail_reason in the study)")
+                return False
+            if self.duplicates >= MAX_DUPLICATE_STREAK:
+                self.log(f"stopping: the last {self.duplicates} proposals were all configs trained already "
+                         "(is the space exhausted?)")
+                return False
+            if done + running < self.prep.trials:
+                return True
+            time.sleep(self.poll)  # the rest of the budget is running elsewhere: wait for it to finish or fail
+
+    def _one(self, trial: optuna.Trial) -> None:
+        study, prep = self.study, self.prep
+        if not st.within_budget(study, trial, prep.trials):
+            trial.set_user_attr("fail_reason", "not run: other drivers took the last trials of the budget")
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        cfg = prep.space.suggest(trial)
+        earlier = st.duplicate_of(study, trial)
+        if earlier is not None:
+            trial.set_user_attr(st.DUPLICATE_ATTR, earlier)
+            trial.set_user_attr("reason", f"duplicate of trial #{earlier}: the same config is not trained again")
+            study.tell(trial, state=TrialState.PRUNED)
+            self.log(f"trial #{trial.number}: same config as trial #{earlier}; recorded as its duplicate, not trained")
+            self.duplicates += 1
+            return
+        self.duplicates = 0
+        spec = prep.trial_spec(cfg)
+        try:
+            result = run_trial(spec, log=lambda m: self.log(f"    #{trial.number} {m.split('] ', 1)[-1]}"))
+        except HovitError:
+            raise  # bad input: abort the search (run() fails the trial)
+        except TrialFailed as exc:
+            self._failed(trial, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a crashing config must not stop the study
+            self._failed(trial, f"{type(exc).__name__}: {exc}")
+            return
+        st.record(trial.set_user_attr, result.user_attrs())
+        faults.reached("write")
+        if result.feasible:
+            study.tell(trial, result.values)
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+        self.report(study, study._storage.get_trial(trial._trial_id))
+
+    def _failed(self, trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("fail_reason", reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.failures_left -= 1
+        self.report(self.study, self.study._storage.get_trial(trial._trial_id))

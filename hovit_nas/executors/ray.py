@@ -2,18 +2,19 @@
 
 The search algorithm is Ray's ``OptunaSearch`` on the *same* storage and study name, so
 ``hovit-nas pareto``, ``pin`` and ``optuna-dashboard`` read the same records as after a local
-run. Our subclass fixes what a multi-objective NAS study needs:
+run. Our subclass adds what a shared multi-objective NAS study needs:
 
+- the trial budget, shared with every other driver, is checked before and after each ``ask``;
+  a config already trained is recorded as a duplicate and never sent to a worker;
+- the driver records a heartbeat for every trial it has open, so if it dies, the next driver
+  fails those trials; a worker that dies is reported by Tune and its trial is FAIL;
 - a trial without final metrics (stopped by ASHA, or infeasible under a constraint) is told as
   PRUNED, never COMPLETE, so a low-fidelity accuracy cannot reach the Pareto front;
-- a trial that raised is told as FAIL; its reason is already a user attr (written by the trial);
 - trials still open when the driver stops (Ctrl-C) are told FAIL ("interrupted") on the way out.
 
 The trainable is the same pure ``run_trial`` the local executor calls; it writes its user attrs
-straight into the storage. Latency is kept honest under concurrency by the per-device lock
-(locks.py): a measurement waits for, and blocks, other trials' compute on that device; and by
-the study's anchor (latency.py), calibrated once in a Ray task with the trials' resources, which
-cancels what the lock cannot stop (worker start-up, the Tune loop, other tenants).
+straight into the storage. The storage URL reaches workers through the environment, never
+through Tune's pickled experiment state (it may hold a password).
 """
 from __future__ import annotations
 
@@ -21,39 +22,73 @@ import os
 import signal
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import optuna
 from optuna.trial import TrialState
 
+from .. import faults
 from .. import study as st
 from ..config import run_config_from_dict, to_dict
+from ..device import DeviceGuard
 from ..errors import HovitError, TrialFailed
-from ..locks import compute_slot
-
-if TYPE_CHECKING:
-    from ..search import Prepared, SearchSpec
+from .common import Prepared, ProgressReporter, ensure_anchor
 
 # Kept light at import time (no torch): Ray unpickles the trainable in fresh workers, and the
-# heavy imports below happen inside the device's shared slot, so they never overlap a latency
+# heavy imports happen inside the device's shared slot, so they never overlap a latency
 # measurement of another trial on this node.
 
 FINAL = "final"
+STORAGE_ENV = "HOVIT_NAS_STORAGE_URL"
+Log = Callable[[str], None]
 
 
 def _searcher_class():
+    from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
 
     class HovitOptunaSearch(OptunaSearch):
-        def __init__(self, *args, reporter: Optional[Callable] = None, interrupt: Optional["_Interrupt"] = None,
-                     **kwargs):
+        def __init__(self, *args, prep: Prepared, log: Log, interrupt: "_Interrupt", **kwargs):
             super().__init__(*args, **kwargs)
-            self._reporter, self._interrupt = reporter, interrupt
+            self._prep, self._log, self._interrupt = prep, log, interrupt
+            self._reporter = ProgressReporter(prep.trials, log)
+            self._beats = st.Heartbeats(st.storage_of(self._ot_study))
+
+        def suggest(self, trial_id: str):
+            study, budget = self._ot_study, self._prep.trials
+            while True:
+                st.fail_stale_trials(study, self._log)
+                done, running, _ = st.counts(study)
+                if done >= budget:
+                    return Searcher.FINISHED
+                if done + running >= budget:
+                    return None  # the rest of the budget is running: Tune asks again later
+                config = super().suggest(trial_id)
+                ot_trial = self._ot_trials[trial_id]
+                faults.reached("created")
+                self._beats.add(ot_trial._trial_id)
+                if not st.within_budget(study, ot_trial, budget):
+                    ot_trial.set_user_attr("fail_reason", "not run: other drivers took the last trials of the budget")
+                    self._close(trial_id, TrialState.FAIL)
+                    return None
+                earlier = st.duplicate_of(study, ot_trial)
+                if earlier is None:
+                    return config
+                ot_trial.set_user_attr(st.DUPLICATE_ATTR, earlier)
+                ot_trial.set_user_attr("reason", f"duplicate of trial #{earlier}: the same config is not trained again")
+                self._log(f"trial #{ot_trial.number}: same config as trial #{earlier}; recorded as its duplicate, "
+                          "not trained")
+                self._close(trial_id, TrialState.PRUNED)
+
+        def _close(self, trial_id: str, state: TrialState, values=None) -> None:
+            ot_trial = self._ot_trials.pop(trial_id)
+            self._beats.discard(ot_trial._trial_id)
+            self._ot_study.tell(ot_trial, values, state=state)
 
         def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
-            if self._interrupt and self._interrupt.requested and not (result and result.get(FINAL)):
+            if self._interrupt.requested and not (result and result.get(FINAL)):
                 return  # stopped by Ctrl-C, not by the scheduler: fail_open_trials records it as interrupted
             ot_trial = self._ot_trials[trial_id]
             if error:
@@ -65,13 +100,13 @@ def _searcher_class():
                 if result and not result.get(FINAL):
                     ot_trial.set_user_attr("reason", f"stopped early by the scheduler after epoch "
                                                      f"{result.get('epoch', '?')}")
+            faults.reached("write")
             try:
-                self._ot_study.tell(ot_trial, values, state=state)
-            except Exception as exc:  # noqa: BLE001 - e.g. already finished elsewhere
-                optuna.logging.get_logger(__name__).warning(f"tell failed for trial {ot_trial.number}: {exc}")
+                self._close(trial_id, state, values)
+            except Exception as exc:  # noqa: BLE001 - e.g. already failed as stale by another driver
+                self._log(f"trial #{ot_trial.number}: could not record its end ({type(exc).__name__}: {exc})")
             self._completed_trials.add(trial_id)
-            if self._reporter is not None:
-                self._reporter(self._ot_study, self._ot_study.trials[ot_trial.number])
+            self._reporter(self._ot_study, self._ot_study._storage.get_trial(ot_trial._trial_id))
 
         def save(self, checkpoint_path: str) -> None:
             """The study in the Optuna storage *is* the search state; Tune's pickled copy of live
@@ -85,16 +120,14 @@ def _searcher_class():
 
         def fail_open_trials(self, reason: str) -> list[int]:
             failed = []
-            for trial_id, ot_trial in self._ot_trials.items():
+            for trial_id, ot_trial in list(self._ot_trials.items()):
                 if trial_id not in self._completed_trials:
-                    try:
-                        ot_trial.set_user_attr("fail_reason", reason)
-                        self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
+                    self._beats.discard(ot_trial._trial_id)
+                    frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+                    if frozen.state == TrialState.RUNNING and st.fail_trial(self._ot_study, frozen, reason):
                         failed.append(ot_trial.number)
-                        st.requeue_fixed_point(self._ot_study, self._ot_study.trials[ot_trial.number])
-                    except Exception:  # noqa: BLE001
-                        pass
                     self._completed_trials.add(trial_id)
+            self._beats.close()
             return failed
 
     return HovitOptunaSearch
@@ -137,28 +170,37 @@ class _Interrupt:
         return StopOnInterrupt()
 
 
-def _define_by_run(prep: "Prepared"):
-    owner = st.owner_id()
-
+def _define_by_run(prep: Prepared):
     def define(trial) -> dict:
-        trial.set_user_attr("owner", owner)
         cfg = prep.space.suggest(trial)
         return {"optuna_trial_number": trial.number, "run_config": to_dict(cfg)}
 
     return define
 
 
-def make_trainable(prep: "Prepared", device: str, threads: Optional[int]):
+def _storage_url(fallback: Optional[str]) -> str:
+    url = os.environ.get(STORAGE_ENV) or fallback
+    if not url:
+        raise HovitError(f"this Ray worker has no storage URL: set {STORAGE_ENV} on the cluster's nodes "
+                         "(the URL holds a password, so it is not shipped with the trials)")
+    return url
+
+
+def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
     """The function Ray runs: rebuild the config, run the pure trial, write attrs, report."""
     template = prep.trial_template
-    storage_url, study_name = prep.storage, prep.study_name
+    from sqlalchemy.engine import make_url
+
+    fallback = None if make_url(prep.storage).password else prep.storage  # never pickle a password
+    study_name = prep.study_name
 
     def hovit_trial(config: dict) -> None:
         from ray import tune
 
-        with compute_slot(device):
+        guard = DeviceGuard.of(device)
+        with guard.shared():
             from ..trial import run_trial
-        storage = st.open_storage(storage_url)
+        storage = st.open_storage(_storage_url(fallback))
         trial_id = storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(study_name), config["optuna_trial_number"])
 
@@ -172,35 +214,38 @@ def make_trainable(prep: "Prepared", device: str, threads: Optional[int]):
             # every report carries every key (Tune checks presence); only the final one has values
             result = run_trial(spec, on_epoch=lambda rec: tune.report(
                 {"epoch": rec["global_epoch"], "val_top1_epoch": rec["val_top1"], "loss": rec["loss"], FINAL: False,
-                 "status": "running", "accuracy": None, "latency_ms": None}), log=None)
+                 "status": "running", "accuracy": None, "latency_ms": None}), log=None, guard=guard)
         except TrialFailed as exc:
             set_attr("fail_reason", str(exc))
             raise
         except Exception as exc:  # noqa: BLE001
             set_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise
-        st.record_result(set_attr, result, spec.max_latency_ms, spec.max_params_m)
+        st.record(set_attr, result.user_attrs())
         epochs = spec.config.train.epochs_dense + spec.config.train.epochs_prune
-        tune.report({FINAL: True, "status": result["status"], "accuracy": result.get("accuracy"),
-                     "latency_ms": result["latency_ms"], "epoch": epochs + 1,
-                     "val_top1_epoch": result.get("val", {}).get("top1"), "loss": None})
+        tune.report({FINAL: True, "status": result.status, "accuracy": result.accuracy,
+                     "latency_ms": result.latency_ms, "epoch": epochs + 1,
+                     "val_top1_epoch": (result.val or {}).get("top1"), "loss": None})
 
     return hovit_trial
 
 
-def _init_ray(address: Optional[str], log: Callable[[str], None]):
+def _init_ray(address: Optional[str], storage: str, log: Log) -> bool:
+    """Start (or join) Ray. Workers get the storage URL from their environment: a local Ray
+    inherits the driver's; a cluster's job gets it in its runtime environment."""
     import ray
 
-    env = {k: os.environ[k] for k in ("HOVIT_NAS_LOCK_DIR", "PYTHONPATH") if k in os.environ}
-    runtime_env = {"env_vars": env} if env else None
     if ray.is_initialized():
         return False
+    env = {k: os.environ[k] for k in ("HOVIT_NAS_LOCK_DIR", "PYTHONPATH", "HOVIT_NAS_HEARTBEAT") if k in os.environ}
     try:
         if address:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+            env[STORAGE_ENV] = storage
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         else:
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env,
-                     log_to_driver=False)
+            os.environ[STORAGE_ENV] = storage  # inherited by the local Ray's processes only
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                     runtime_env={"env_vars": env} if env else None, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise HovitError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
     res = ray.cluster_resources()
@@ -209,50 +254,47 @@ def _init_ray(address: Optional[str], log: Callable[[str], None]):
     return True
 
 
-def run_ray(prep: "Prepared", spec: "SearchSpec", log: Callable[[str], None]) -> None:
+def run_ray(prep: Prepared, log: Log) -> None:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from ..search import ProgressReporter, ensure_anchor
-
-    r = spec.ray
-    cpus, gpus = float(r.get("cpus_per_trial") or 1), float(r.get("gpus_per_trial") or 0)
+    cfg, r = prep.config, prep.config.ray
+    cpus, gpus = float(r.cpus_per_trial or 1), float(r.gpus_per_trial or 0)
     remaining = prep.trials - st.finished_count(prep.study)
     if remaining <= 0:
         log(f"study already has {prep.trials} finished trials; raise --trials to run more")
         return
-    started = _init_ray(r.get("address"), log)
+    started = _init_ray(r.address, prep.storage, log)
     try:
         if gpus > 0 and ray.cluster_resources().get("GPU", 0) < gpus:
             raise HovitError(f"--gpus-per-trial {gpus:g} but the Ray cluster has "
                              f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
-        max_conc = r.get("max_concurrent") or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
-        device = "cuda" if gpus > 0 else ("cpu" if spec.device in ("auto", "cpu") else spec.device)
-        threads = spec.threads or max(1, int(cpus))
+        max_conc = r.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+        device = "cuda" if gpus > 0 else ("cpu" if cfg.device in ("auto", "cpu") else cfg.device)
+        threads = cfg.threads or max(1, int(cpus))
         ensure_anchor(prep, device, threads, log,
                       run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
-        reporter = ProgressReporter(prep.trials, log)
         interrupt = _Interrupt()
         searcher = _searcher_class()(
             space=_define_by_run(prep), metric=["accuracy", "latency_ms"], mode=["max", "min"],
             sampler=prep.study.sampler, study_name=prep.study_name, storage=st.open_storage(prep.storage),
-            reporter=reporter, interrupt=interrupt)
+            prep=prep, log=log, interrupt=interrupt)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune
         scheduler = (ASHAScheduler(time_attr="epoch", metric="val_top1_epoch", mode="max", max_t=epochs + 1,
-                                   grace_period=1, reduction_factor=2) if r.get("asha") else FIFOScheduler())
-        storage_path = os.path.abspath(os.path.join("studies", prep.study_name, "ray"))
+                                   grace_period=1, reduction_factor=2) if r.asha else FIFOScheduler())
         tuner = tune.Tuner(
             tune.with_resources(make_trainable(prep, device, threads), {"cpu": cpus, "gpu": gpus}),
             tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_conc),
-                                        scheduler=scheduler, num_samples=remaining, reuse_actors=True,
-                                        time_budget_s=spec.timeout),
-            run_config=tune.RunConfig(name="trials", storage_path=storage_path, verbose=0, stop=interrupt.stopper(),
+                                        scheduler=scheduler, num_samples=-1, reuse_actors=True,
+                                        time_budget_s=cfg.timeout),
+            run_config=tune.RunConfig(name="trials", storage_path=str(prep.out_dir / "ray"), verbose=0,
+                                      stop=interrupt.stopper(),
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
         )
         log(f"ray: {remaining} trials, {max_conc} at a time, {cpus:g} CPU + {gpus:g} GPU each on {device}"
-            + (", ASHA early stopping" if r.get("asha") else ""))
+            + (", ASHA early stopping (validation accuracy only)" if r.asha else ""))
         # Ctrl-C is ours (exit 130, open trials marked failed), not Tune's
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         try:

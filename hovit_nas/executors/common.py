@@ -1,0 +1,107 @@
+"""What every executor shares: the prepared search, the trial template, the study's latency
+anchor, and the progress line. Executors import this module, never the dispatcher (search.py)."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from .. import study as st
+from ..config import RunConfig, SearchConfig
+from ..errors import HovitError
+from ..latency import Calibration
+from ..space import Space
+from ..trial import TrialSpec, calibrate_anchor
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Prepared:
+    """A search ready to run: its space, study, budget and the template every trial starts from."""
+
+    config: SearchConfig
+    space: Space
+    study: optuna.Study
+    study_name: str
+    storage: str
+    trials: int
+    trial_template: TrialSpec
+    created: bool
+    out_dir: Path  # the study's artefacts (study.study_dir)
+
+    def trial_spec(self, config: RunConfig) -> TrialSpec:
+        t = copy.copy(self.trial_template)
+        t.config = config
+        return t
+
+
+ANCHOR_WAIT_S = 60
+
+
+def ensure_anchor(prep: Prepared, device: str, threads: Optional[int], log: Log,
+                  run: Callable[[Callable[[], Calibration]], Calibration] = lambda calibrate: calibrate()) -> None:
+    """One calibrated reference per study, so every trial's latency scales by the same figure.
+    ``device``/``threads`` are the trials'; ``run`` runs the calibration where trials run (a Ray
+    task for Ray). The process that created the study calibrates; one that joins a fresh study
+    waits for it; a resumed study reuses what it stored, and refuses a device or latency thread
+    count other than the one it was calibrated with."""
+    if not prep.trial_template.latency.anchor:
+        return
+    t = copy.copy(prep.trial_template)
+    t.device, t.threads = device, threads
+    stored = _wait_for_anchor(prep)
+    if stored is None:
+        space = prep.space
+        anchor = run(lambda: calibrate_anchor(space.fixed_point, space.fixed_point_config(), t))
+        prep.study.set_user_attr(st.ANCHOR_ATTR, anchor.to_dict())
+        log(f"latency anchor: {anchor.name} calibrated at {anchor.ms:.3f} ms on {anchor.device} "
+            f"({anchor.threads} threads); each trial is timed alternately with it, reported as ratio x this")
+    else:
+        anchor = Calibration.from_dict(stored)
+        if anchor.device.split(":")[0] != device.split(":")[0] or anchor.threads != t.latency_threads:
+            raise HovitError(f"study {prep.study_name!r}: its latency anchor was calibrated on {anchor.device} "
+                             f"with {anchor.threads} threads, this run uses {device} with {t.latency_threads}; run "
+                             f"it the same way (--device/--threads/--cpus-per-trial) or use --study NEW_NAME")
+    prep.trial_template.anchor = anchor
+
+
+def _wait_for_anchor(prep: Prepared) -> Optional[dict]:
+    """A driver that joined a fresh study waits (a while) for its creator's calibration."""
+    deadline = time.time() + ANCHOR_WAIT_S
+    while True:
+        stored = prep.study.user_attrs.get(st.ANCHOR_ATTR)
+        if stored is not None or prep.created or st.finished_count(prep.study) or time.time() > deadline:
+            return stored
+        time.sleep(1)
+
+
+class ProgressReporter:
+    """One line per finished trial: done/total, the trial's figures, the front so far."""
+
+    def __init__(self, total: int, log: Log):
+        self.total, self.log, self.t0 = total, log, time.time()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = st.finished_count(study)
+        a = trial.user_attrs
+        if trial.state == TrialState.COMPLETE:
+            what = (f"{a.get('metric', 'acc')} {trial.values[0]:.4f}  latency {trial.values[1]:.2f} ms  "
+                    f"params {a.get('params', 0) / 1e6:.2f} M  ({a.get('wall_s', 0):.0f}s)")
+        elif trial.state == TrialState.PRUNED:
+            what = f"pruned: {a.get('reason', 'stopped early')}"
+        else:
+            what = f"FAILED: {a.get('fail_reason', 'unknown')}"
+        fp = " [HoViT-B fixed point]" if st.FIXED_POINT_ATTR in a else ""
+        front = study.best_trials if done else []
+        best = max(front, key=lambda t: t.values[0]) if front else None
+        fastest = min(front, key=lambda t: t.values[1]) if front else None
+        summary = (f" | front {len(front)}: best {best.values[0]:.4f} @ {best.values[1]:.2f} ms, "
+                   f"fastest {fastest.values[1]:.2f} ms @ {fastest.values[0]:.4f}") if best else ""
+        self.log(f"[{done}/{self.total}] trial #{trial.number}{fp}: {what}{summary}  "
+                 f"[{time.time() - self.t0:.0f}s]")

@@ -1,0 +1,33 @@
+"""Fault injection for the chaos benchmark (benchmarks/chaos.py); inert unless asked for.
+
+``HOVIT_NAS_FAULT=POINT[:N[:DELAY]]`` SIGKILLs this process DELAY seconds (default 0) after it
+reaches POINT for the N-th time (default the first). Points: ``created`` (a trial was just
+created, nothing recorded yet), ``latency`` (its latency measurement starts), ``training`` (its
+training starts), ``write`` (its results are recorded, its final state not yet).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+POINTS = ("created", "latency", "training", "write")
+_seen: dict[str, int] = {}
+
+
+def reached(point: str) -> None:
+    spec = os.environ.get("HOVIT_NAS_FAULT")
+    if not spec:
+        return
+    name, _, rest = spec.partition(":")
+    if name != point:
+        return
+    nth, _, delay = rest.partition(":")
+    _seen[point] = _seen.get(point, 0) + 1
+    if _seen[point] != int(nth or 1):
+        return
+    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
+    if float(delay or 0) > 0:
+        threading.Timer(float(delay), kill).start()
+    else:
+        kill()
