@@ -322,6 +322,39 @@ def search(space, data, data_options, study_name, storage, trials, timeout, samp
     run_search(cfg, log=_log)
 
 
+@main.command()
+@click.option("--study", "study_name", default=None, help="The search's study (default: the only one under ./studies).")
+@click.option("--storage", default=None, help="SQLAlchemy URL of the study storage.")
+@data_option
+@data_options
+@click.option("--top-k", type=int, default=4, show_default=True, help="Front candidates to retrain (by val score).")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Further seeds per candidate (>= 2).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads per run.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@grouped(
+    "ray", _ray_config,
+    (("--ray-address",), "address", dict(default=None, help="auto | ray://host:10001 (default: start a local Ray).")),
+    (("--cpus-per-trial",), "cpus_per_trial", dict(type=float, default=1.0, show_default=True)),
+    (("--gpus-per-trial",), "gpus_per_trial", dict(type=float, default=0.0, show_default=True)),
+    (("--max-concurrent",), "max_concurrent", dict(type=int, default=None, help="Runs at once on Ray.")),
+)
+def confirm(study_name, storage, data, data_options, top_k, seeds, device, threads, executor, ray):
+    """Retrain the top-k front trials and HoViT-B over further seeds (study <study>-confirm), so
+    that `pin` chooses on confirmed figures. Re-running resumes."""
+    from . import study as st
+    from .confirm import ConfirmConfig, confirmed, format_table, run_confirm
+
+    _quiet_optuna()
+    name, url = st.resolve_study(study_name, storage)
+    cfg = ConfirmConfig(study=name, storage=st.absolute_url(url), data=data, data_options=data_options, top_k=top_k,
+                        seeds=seeds, device=device, threads=threads, executor=executor, ray=ray)
+    run_confirm(cfg, _log)
+    parent = st.load(name, url)
+    click.echo(format_table(confirmed(parent), parent.user_attrs.get("metric", "top1")))
+    click.echo(f"next: {st.command('hovit-nas', 'pin', '--study', name, '--storage', st.shown(url))}")
+
+
 def _study_opts(fn):
     fn = click.option("--storage", default=None, help="SQLAlchemy URL of the study storage.")(fn)
     return click.option("--study", "study_name", default=None, help="Study name (default: the only one under ./studies).")(fn)
@@ -374,4 +407,15 @@ def pin(study_name, storage, max_latency, knee, trial, out):
     o = doc["objectives"]
     click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
                + f", {doc['params'] / 1e6:.2f} M params -> {path}")
+    c = doc["confirmation"]
+    if doc["confirmed"]:
+        vs = c["val_minus_fixed_point"]
+        click.echo(f"confirmed over {c['n']} seeds: val {c['val']['mean']:.4f} ± {c['val']['sd']:.4f}, test "
+                   f"{c['test']['mean']:.4f} ± {c['test']['sd']:.4f}" + (
+                       "" if vs is None else f"; val − HoViT-B {vs['mean']:+.4f} (95 % interval "
+                                             f"{vs['ci95'][0]:+.4f} .. {vs['ci95'][1]:+.4f})"))
+    else:
+        click.echo("UNCONFIRMED: chosen on one seed's validation score; "
+                   f"`{st.command('hovit-nas', 'confirm', '--study', name, '--storage', st.shown(url))}` "
+                   "retrains the top candidates and HoViT-B over more seeds")
     click.echo(f"reproduce: {st.command('hovit-nas', 'train', '--config', path)}")

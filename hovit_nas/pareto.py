@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import study as st
 from .config import run_config_from_dict
+from .confirm import confirmed, format_table
 from .errors import HovitError
 
 
@@ -89,6 +90,7 @@ def summarise(study: optuna.Study) -> dict:
         "counts": counts, "reference_point": {"accuracy": ref_acc, "latency_ms": ref_lat, "why": ref_why},
         "hypervolume": hv, "hypervolume_history": history, "fixed_point": fixed,
         "front": [_row(t) for t in front], "all": [_row(t) for t in complete],
+        "confirmed": confirmed(study),  # trial -> Confirmed (confirm.py); {} before `hovit-nas confirm`
     }
 
 
@@ -122,6 +124,7 @@ def format_report(rep: dict) -> str:
     else:
         lines.append(f"HoViT-B (trial {fp['trial']}, {fp['accuracy']:.4f} @ {fp['latency_ms']:.2f} ms) is dominated "
                      f"by trials {fp['dominated_by']}")
+    lines.append(format_table(rep["confirmed"], rep["metric"]))
     return "\n".join(lines)
 
 
@@ -168,6 +171,17 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
             else:
                 fig.add_vline(x=row["latency_ms"], line_dash="dot", line_color="#1f77b4", row=1, col=1,
                               annotation_text=row["model"], annotation_textangle=-90)
+    conf = rep["confirmed"]
+    if conf:
+        at = {r["trial"]: r for r in rep["all"]}
+        shown = [c for n, c in sorted(conf.items()) if n in at]
+        fig.add_trace(go.Scatter(
+            x=[at[c.trial]["latency_ms"] for c in shown], y=[c.mean("val") for c in shown], mode="markers",
+            name=f"confirmed: mean ± sd over {max(c.n for c in shown)} seeds",
+            error_y=dict(type="data", array=[c.sd("val") for c in shown], visible=True, color="#2ca02c"),
+            marker=dict(symbol="line-ew-open", size=18, color="#2ca02c", line=dict(width=3)),
+            text=[f"trial {c.trial} confirmed<br>val {c.mean('val'):.4f} ± {c.sd('val'):.4f}<br>"
+                  f"test {c.mean('test'):.4f} ± {c.sd('test'):.4f}" for c in shown], hoverinfo="text"), 1, 1)
     hist = rep["hypervolume_history"]
     fig.add_trace(go.Scatter(x=[h["trial"] for h in hist], y=[h["hypervolume"] for h in hist], mode="lines+markers",
                              name="hypervolume", line_shape="hv"), 1, 2)
@@ -198,24 +212,40 @@ def pick(rep: dict, max_latency: Optional[float] = None, knee: bool = False) -> 
     return min(front, key=lambda r: ((max(accs) - r["accuracy"]) / span_a) ** 2 + ((r["latency_ms"] - min(lats)) / span_l) ** 2)
 
 
+def _confirmed_front(conf: dict) -> list[dict]:
+    rows = [{"trial": n, "accuracy": c.mean("val"), "latency_ms": c.mean("latency_ms")} for n, c in conf.items()]
+    return [r for r in rows if not any(dominates((o["accuracy"], o["latency_ms"]), (r["accuracy"], r["latency_ms"]))
+                                       for o in rows)]
+
+
 def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optional[float] = None,
         knee: bool = False, trial: Optional[int] = None) -> tuple[Path, dict]:
-    """Write one trial (from the front, or any completed ``trial``) as a reproducible config."""
+    """Write one trial as a reproducible config: a given completed ``trial``, or the pick by the
+    latency rule (``max_latency`` or the knee) -- over the confirmed candidates' mean validation
+    scores when ``hovit-nas confirm`` has run, else over the search's one-seed front."""
     rep = summarise(study)
+    conf = rep["confirmed"]
+    rule = f"max accuracy with latency <= {max_latency} ms" if max_latency is not None else "knee of the front"
     if trial is not None:
         if not any(r["trial"] == trial for r in rep["all"]):
             raise HovitError(f"trial {trial} is not a completed trial of study {study.study_name!r}")
-        row = {"trial": trial}
+        row, chosen_by = {"trial": trial}, f"trial {trial} by number"
+    elif conf:
+        row = pick({"front": _confirmed_front(conf)}, max_latency, knee)
+        chosen_by = f"{rule}, on the mean validation score over {conf[row['trial']].n} confirmation seeds"
     else:
-        row = pick(rep, max_latency, knee)
+        row, chosen_by = pick(rep, max_latency, knee), f"{rule}, on one seed's validation score (unconfirmed)"
     t = study.trials[row["trial"]]
     a = t.user_attrs
+    c = conf.get(t.number)
     doc = {
-        "study": study.study_name, "storage": st.shown(storage), "trial": t.number,
-        "chosen_by": (f"trial {trial} by number" if trial is not None else
-                      f"max accuracy with latency <= {max_latency} ms" if max_latency is not None else "knee of the front"),
+        "study": study.study_name, "storage": st.shown(storage), "trial": t.number, "chosen_by": chosen_by,
+        "confirmed": c is not None,
         "pinned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "objectives": {f"val_{rep['metric']}": t.values[0], "latency_ms": t.values[1]},
+        "confirmation": c.to_dict() if c else (
+            "none: this pick rests on one seed's validation score; run `hovit-nas confirm` to retrain the front's "
+            "candidates and HoViT-B over more seeds"),
         "params": a.get("params"), "device": (a.get("latency") or {}).get("device_name"),
         "latency": a.get("latency"), "data": a.get("data"),
         "val": {k: v for k, v in (a.get("val") or {}).items() if k != "confusion"},
@@ -224,6 +254,7 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
     }
     p = Path(out)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(f"# Pinned from study {study.study_name!r}, trial {t.number}. "
+    p.write_text(f"# Pinned from study {study.study_name!r}, trial {t.number}"
+                 f"{'' if c else ' (UNCONFIRMED: one seed)'}. "
                  f"Reproduce: {st.command('hovit-nas', 'train', '--config', p)}\n" + yaml.safe_dump(doc, sort_keys=False))
     return p, doc

@@ -39,7 +39,8 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
              "num_classes": splits.num_classes, "population": st.population_for(trials)}
     constraints = cfg.limits.active
     sampler = st.make_sampler(cfg.sampler, cfg.seed, attrs["population"], constraints)
-    study, created = st.create_or_load(name, storage, space, sampler, attrs)
+    fixed = [(space.fixed_point_params(), {st.FIXED_POINT_ATTR: space.fixed_point})]
+    study, created = st.create_or_load(name, storage, sampler, attrs, fixed)
     if not created:  # its own stream, so a resumed or second driver does not replay the first one's proposals
         pop = study.user_attrs.get("population", attrs["population"])
         study.sampler = st.make_sampler(cfg.sampler, st.driver_seed(cfg.seed, created), pop, constraints)

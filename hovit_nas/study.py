@@ -37,6 +37,8 @@ OBJECTIVES = ["accuracy", "latency_ms"]
 FIXED_POINT_ATTR = "fixed_point"
 ANCHOR_ATTR = "latency_anchor"  # latency.Calibration as a dict: see executors/common.ensure_anchor
 DUPLICATE_ATTR = "duplicate_of"
+CONFIRMS_ATTR = "confirms"  # a confirmation run (confirm.py): the search trial it retrains
+REQUEUED_ATTRS = (FIXED_POINT_ATTR, CONFIRMS_ATTR, "seed")  # enqueued work that must complete once
 Log = Callable[[str], None]
 # We drive ask/tell ourselves and run our own heartbeat thread (Heartbeats below), which is what
 # Optuna warns about when a heartbeat storage is used outside Study.optimize.
@@ -221,11 +223,12 @@ def population_for(trials: int) -> int:
 
 # ------------------------------------------------------------------------ study + fixed point
 
-def create_or_load(name: str, storage: str, space: Space, sampler: optuna.samplers.BaseSampler,
-                   study_attrs: dict) -> tuple[optuna.Study, bool]:
-    """Create the study and enqueue the fixed point -- or load it. Exactly one process wins
-    the study's unique insert; only that one enqueues, so concurrent starts and resumes never
-    add a second fixed point."""
+def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler, study_attrs: dict,
+                   enqueue: list[tuple[dict, dict]], add_missing: bool = False) -> tuple[optuna.Study, bool]:
+    """Create the study and enqueue its fixed work, ``(params, user_attrs)`` pairs (the search's
+    fixed point, a confirmation's runs) -- or load it. Exactly one process wins the study's unique
+    insert; only that one enqueues, so concurrent starts and resumes never add a second fixed
+    point. ``add_missing``: a loaded study also gets the pairs it lacks (a wider confirmation)."""
     st = open_storage(storage)
     try:
         study = optuna.create_study(storage=st, study_name=name, directions=DIRECTIONS, sampler=sampler,
@@ -240,10 +243,15 @@ def create_or_load(name: str, storage: str, space: Space, sampler: optuna.sample
             study.set_metric_names(OBJECTIVES)
         for k, v in study_attrs.items():
             study.set_user_attr(k, v)
-        study.enqueue_trial(space.fixed_point_params(), user_attrs={FIXED_POINT_ATTR: space.fixed_point})
-        study.set_user_attr("fixed_point_enqueued", space.fixed_point)
+        for params, attrs in enqueue:
+            study.enqueue_trial(params, user_attrs=attrs)
     else:
         check_compatible(study, study_attrs)
+        if add_missing:
+            have = [t.system_attrs.get("fixed_params") or t.params for t in study.get_trials(deepcopy=False)]
+            for params, attrs in enqueue:
+                if params not in have:
+                    study.enqueue_trial(params, user_attrs=attrs)
     return study, created
 
 
@@ -269,13 +277,13 @@ def _short(v) -> str:
     return s if len(s) < 60 else s[:57] + "..."
 
 
-def requeue_fixed_point(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """An interrupted (never a genuinely failed) HoViT-B trial goes back in the queue. Only the
-    process that moved it to FAIL calls this, so the fixed point still completes exactly once."""
-    if FIXED_POINT_ATTR not in trial.user_attrs:
+def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """An interrupted (never a genuinely failed) fixed point or confirmation run goes back in the
+    queue. Only the process that moved it to FAIL calls this, so it still completes exactly once."""
+    attrs = {k: trial.user_attrs[k] for k in REQUEUED_ATTRS if k in trial.user_attrs}
+    if FIXED_POINT_ATTR not in attrs and CONFIRMS_ATTR not in attrs:
         return False
-    params = trial.params or trial.system_attrs.get("fixed_params", {})
-    study.enqueue_trial(params, user_attrs={FIXED_POINT_ATTR: trial.user_attrs[FIXED_POINT_ATTR]})
+    study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}), user_attrs=attrs)
     return True
 
 
@@ -289,7 +297,7 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-    requeue_fixed_point(study, storage.get_trial(trial._trial_id))
+    requeue(study, storage.get_trial(trial._trial_id))
     return True
 
 
@@ -305,7 +313,8 @@ def fail_stale_trials(study: optuna.Study, log: Log | None = None) -> list[int]:
             failed.append(t.number)
             if log:
                 log(f"trial #{t.number} was left RUNNING by a dead driver (no heartbeat for over {grace} s): "
-                    "marked FAIL" + ("; HoViT-B queued again" if FIXED_POINT_ATTR in t.user_attrs else ""))
+                    "marked FAIL" + ("; HoViT-B queued again" if FIXED_POINT_ATTR in t.user_attrs else
+                                     "; queued again" if CONFIRMS_ATTR in t.user_attrs else ""))
     return failed
 
 
@@ -393,16 +402,21 @@ def fixed_point_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 # ------------------------------------------------------------------------- finding a study
 
+def _searches(names: list[str]) -> list[str]:
+    """Study names without the confirmation studies linked to a search in the same storage."""
+    return [n for n in names if not (n.endswith("-confirm") and n.removesuffix("-confirm") in names)]
+
+
 def find_studies(root: str | Path = "studies") -> list[tuple[str, str]]:
     """(study name, storage URL) for every default SQLite study under ``root``."""
     out = []
     for db in sorted(Path(root).glob("*/study.db")):
         url = f"sqlite:///{db}"
         try:
-            for s in optuna.get_all_study_summaries(storage=url):
-                out.append((s.study_name, url))
+            names = [s.study_name for s in optuna.get_all_study_summaries(storage=url)]
         except Exception:  # noqa: BLE001 - a broken file is reported when opened explicitly
             continue
+        out += [(n, url) for n in _searches(names)]
     return out
 
 
@@ -411,7 +425,8 @@ def resolve_study(study: Optional[str], storage: Optional[str]) -> tuple[str, st
     if storage and study:
         return study, storage
     if storage:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage=open_storage(storage, create=False))]
+        names = _searches([s.study_name for s in
+                           optuna.get_all_study_summaries(storage=open_storage(storage, create=False))])
         if len(names) != 1:
             raise HovitError(f"storage holds {len(names)} studies ({', '.join(names) or 'none'}); pass --study")
         return names[0], storage

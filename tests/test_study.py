@@ -15,7 +15,11 @@ def _attrs(**kw):
 
 def _open(url, name="s"):
     sp = load_space("hovit")
-    return st.create_or_load(name, url, sp, st.make_sampler("nsga2", 0), _attrs())
+    return st.create_or_load(name, url, st.make_sampler("nsga2", 0), _attrs(), _fixed(sp))
+
+
+def _fixed(sp):
+    return [(sp.fixed_point_params(), {st.FIXED_POINT_ATTR: sp.fixed_point})]
 
 
 def _worker(url, barrier, q):
@@ -51,14 +55,14 @@ def test_resume_with_other_data_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     _open(url)
     with pytest.raises(HovitError, match="was created with data=d, not other; use --study NEW_NAME"):
-        st.create_or_load("s", url, load_space("hovit"), st.make_sampler("nsga2", 0), _attrs(data="other"))
+        st.create_or_load("s", url, st.make_sampler("nsga2", 0), _attrs(data="other"), _fixed(load_space("hovit")))
 
 
 def test_raw_timed_study_is_not_resumed_with_anchored_latency(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     _open(url)  # created with no latency_anchored attr: a study from before anchoring (raw timing)
     with pytest.raises(HovitError, match="latency_anchored=false, not true.*--no-latency-anchor"):
-        st.create_or_load("s", url, load_space("hovit"), st.make_sampler("nsga2", 0), _attrs(latency_anchored=True))
+        st.create_or_load("s", url, st.make_sampler("nsga2", 0), _attrs(latency_anchored=True), _fixed(load_space("hovit")))
 
 
 def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path):

@@ -48,14 +48,23 @@ def _searcher_class():
     from ray.tune.search.optuna import OptunaSearch
 
     class HovitOptunaSearch(OptunaSearch):
-        def __init__(self, *args, prep: Prepared, log: Log, interrupt: "_Interrupt", **kwargs):
-            super().__init__(*args, **kwargs)
-            self._prep, self._log, self._interrupt = prep, log, interrupt
-            self._reporter = ProgressReporter(prep.trials, log)
-            self._beats = st.Heartbeats(st.storage_of(self._ot_study))
+        def __init__(self, *args, budget: int, log: Log, interrupt: "_Interrupt", **kwargs):
+            super().__init__(*args, **kwargs)  # Tune pickles the searcher: keep live handles out of __init__
+            self._budget, self._log, self._interrupt = budget, log, interrupt
+            self._reporter = ProgressReporter(budget, log)
+            self._heartbeats: Optional[st.Heartbeats] = None
+
+        @property
+        def _beats(self) -> st.Heartbeats:
+            if self._heartbeats is None:
+                self._heartbeats = st.Heartbeats(st.storage_of(self._ot_study))
+            return self._heartbeats
+
+        def __getstate__(self):
+            return dict(self.__dict__, _heartbeats=None)
 
         def suggest(self, trial_id: str):
-            study, budget = self._ot_study, self._prep.trials
+            study, budget = self._ot_study, self._budget
             while True:
                 st.fail_stale_trials(study, self._log)
                 done, running, _ = st.counts(study)
@@ -127,7 +136,8 @@ def _searcher_class():
                     if frozen.state == TrialState.RUNNING and st.fail_trial(self._ot_study, frozen, reason):
                         failed.append(ot_trial.number)
                     self._completed_trials.add(trial_id)
-            self._beats.close()
+            if self._heartbeats is not None:
+                self._heartbeats.close()
             return failed
 
     return HovitOptunaSearch
@@ -280,7 +290,7 @@ def run_ray(prep: Prepared, log: Log) -> None:
         searcher = _searcher_class()(
             space=_define_by_run(prep), metric=["accuracy", "latency_ms"], mode=["max", "min"],
             sampler=prep.study.sampler, study_name=prep.study_name, storage=st.open_storage(prep.storage),
-            prep=prep, log=log, interrupt=interrupt)
+            budget=prep.trials, log=log, interrupt=interrupt)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune
         scheduler = (ASHAScheduler(time_attr="epoch", metric="val_top1_epoch", mode="max", max_t=epochs + 1,
                                    grace_period=1, reduction_factor=2) if r.asha else FIFOScheduler())
