@@ -37,15 +37,18 @@ server is unavailable is skipped with the reason (no PostgreSQL URL: no PostgreS
     python benchmarks/chaos.py [--sqlite-kills 30] [--pg-kills 15] [--ray-kills 5]
         [--pg-restart/--no-pg-restart] [--budget-sqlite N] [--budget-pg N] [--budget-ray N]
         [--budget-pg-restart N] [--points created,latency,training,write] [--nth 1,2]
-        [--seed 0] [--heartbeat 1,4] [--pg-url URL] [--out results/chaos]
+        [--seed 0] [--heartbeat 1,4] [--pg-url URL] [--code worktree|REV] [--out results/chaos]
 
 ``--points`` cycles the listed points in order instead of drawing them (so a short run covers
-each); the PostgreSQL URL defaults to $HOVIT_NAS_TEST_POSTGRES, then .ci/postgres.env.
+each); the PostgreSQL URL defaults to $HOVIT_NAS_TEST_POSTGRES, then .ci/postgres.env. The
+package is copied once at the start (``--code``: the working tree, or a git revision) and every
+driver imports that copy, so edits made while the battery runs cannot change what it tests.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -98,6 +101,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pg-quiet-wait", type=float, default=300,
                     help="wait up to S s for other PostgreSQL clients to leave before the restart")
     ap.add_argument("--driver-timeout", type=float, default=900, help="a driver running longer is killed (a hang)")
+    ap.add_argument("--code", default="worktree",
+                    help="the hovit_nas code every driver runs, copied once at the start so edits made during the "
+                         "battery cannot change it: 'worktree' (default) or a git revision, e.g. HEAD")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (studies, drivers' logs)")
     ap.add_argument("--out", default=str(ROOT / "results" / "chaos"))
@@ -114,7 +120,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def tiny_space(folder: Path, trials: int, name: str = "tiny") -> Path:
     """The hovit-cpu space on the built-in data at 32 px, 1+1 epochs of 2 steps (tests/spaces.py)."""
-    d = yaml.safe_load((ROOT / "search_spaces" / "hovit-cpu.yaml").read_text())
+    src = folder / "src" / "hovit_nas" / "spaces" / "hovit-cpu.yaml"
+    d = yaml.safe_load((src if src.is_file() else ROOT / "search_spaces" / "hovit-cpu.yaml").read_text())
     d["name"] = name
     d["trials"] = trials
     d["latency"] = {"batch": 1, "runs": 5, "warmup": 1, "threads": 1}
@@ -125,6 +132,35 @@ def tiny_space(folder: Path, trials: int, name: str = "tiny") -> Path:
     return p
 
 
+# ------------------------------------------------------------------------------- the code
+
+def _git(*args: str) -> str:
+    r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def snapshot_code(code: str, dest: Path) -> dict:
+    """Copy the package once, so the whole battery tests one version of it; say which."""
+    dest.mkdir(parents=True)
+    if code == "worktree":
+        shutil.copytree(ROOT / "hovit_nas", dest / "hovit_nas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        dirty = [ln[3:] for ln in _git("status", "--porcelain", "--", "hovit_nas").splitlines()]
+    else:
+        rev = _git("rev-parse", "--verify", f"{code}^{{commit}}")
+        if not rev:
+            sys.exit(f"--code {code}: not a git revision of {ROOT}")
+        tar = subprocess.run(["git", "archive", rev, "hovit_nas"], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+        dirty = []
+    h = hashlib.sha256()
+    for f in sorted((dest / "hovit_nas").rglob("*")):
+        if f.is_file():
+            h.update(str(f.relative_to(dest)).encode() + b"\0" + f.read_bytes())
+    return {"code": code, "git_head": _git("rev-parse", "HEAD"),
+            "revision": _git("rev-parse", code) if code != "worktree" else None,
+            "uncommitted_files": dirty, "sha256": h.hexdigest()}
+
+
 # ----------------------------------------------------------------------------- the drivers
 
 class Battery:
@@ -132,12 +168,20 @@ class Battery:
         self.a = a
         self.work = Path(tempfile.mkdtemp(prefix="hovit-chaos-"))
         (self.work / "logs").mkdir()
+        self.code = snapshot_code(a.code, self.work / "src")
         self.space = tiny_space(self.work, 10)
         self.env = dict(os.environ)
         self.env.pop("HOVIT_NAS_FAULT", None)
+        # every driver (and Ray worker: it inherits PYTHONPATH) imports the snapshot, not the live tree
         self.env.update(PYTHONUNBUFFERED="1", HOVIT_NAS_HEARTBEAT=a.heartbeat,
                         HOVIT_NAS_LOCK_DIR=str(self.work / "locks"),
-                        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+                        PYTHONPATH=os.pathsep.join([str(self.work / "src"),
+                                                    *filter(None, [os.environ.get("PYTHONPATH")])]))
+        where = subprocess.run([sys.executable, "-c", "import hovit_nas; print(hovit_nas.__file__)"], cwd=self.work,
+                               env=self.env, capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(self.work / "src")):
+            sys.exit(f"the drivers would import hovit_nas from {where or '?'}, not from the snapshot {self.work / 'src'}")
+        self.code["imported_from"] = where
         self.current: Optional[subprocess.Popen] = None
 
     def search_cmd(self, url: str, study: str, budget: int, ray: bool = False) -> list[str]:
@@ -676,8 +720,12 @@ def main(argv=None) -> int:
     b = Battery(a)
     t0, load0 = time.time(), list(os.getloadavg())
     stamp = f"{os.getpid()}-{int(t0)}"
+    c = b.code
+    code = (f"code: {'working tree' if c['code'] == 'worktree' else c['code']} at {c['git_head'][:10]}"
+            + (f" + uncommitted {', '.join(c['uncommitted_files'])}" if c["uncommitted_files"] else "")
+            + (f" (revision {c['revision'][:10]})" if c["revision"] else "") + f", sha256 {c['sha256'][:12]}")
     header = (f"hovit-nas chaos battery: {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
-              f"seed {a.seed}; HOVIT_NAS_HEARTBEAT={a.heartbeat}; work dir {b.work}")
+              f"seed {a.seed}; HOVIT_NAS_HEARTBEAT={a.heartbeat}; work dir {b.work}\n{code}")
     print(header, flush=True)
     parts: list[Part] = []
 
@@ -734,7 +782,7 @@ def main(argv=None) -> int:
         "command": shlex.join(["python", "benchmarks/chaos.py", *(sys.argv[1:] if argv is None else argv)]),
         "python": sys.executable, "cwd": os.getcwd(), "host": platform.node(), "cpus": os.cpu_count(),
         "load_avg_start_end": [load0, list(os.getloadavg())], "args": {k: v for k, v in vars(a).items()},
-        "heartbeat": a.heartbeat, "wall_s": round(wall, 1), "passed": not failed, "missed": failed,
+        "heartbeat": a.heartbeat, "code": b.code, "wall_s": round(wall, 1), "passed": not failed, "missed": failed,
         "parts": {p.name: ({"skipped": p.skipped} if p.skipped else
                            {"what": p.what, **p.figures,
                             "targets": {r[0]: {"value": r[1], "target": r[2], "pass": r[3]} for r in p.rows},

@@ -10,14 +10,15 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
 from .device import resolve_device
-from .latency import calibrate, measure_latency
+from .config import load_run_config, with_num_classes
+from .latency import calibrate, measure_latency, resolve_runtime
 from .models import BASELINES, PRESETS, count_params, create_baseline, create_hovit, export, hovit_b
 
 HOVIT_ROWS = ("hovit_b", "hovit_s", "hovit_b_attn_down", "hovit_b_dense")
@@ -26,7 +27,7 @@ REFERENCE = "efficientnet_b0"
 
 @dataclass
 class BenchConfig:
-    """What ``hovit-nas bench`` times: resolution, batch, device, and the timing protocol."""
+    """What ``hovit-nas bench`` times: resolution, batch, device, runtimes, and the timing protocol."""
 
     img_size: int = 224
     batch: int = 1
@@ -38,28 +39,42 @@ class BenchConfig:
     threads: Optional[int] = None
     cuda_graph: bool = False
     anchor: bool = True
-    models: list[str] = field(default_factory=list)  # empty: every Table 1 row
+    models: list[str] = field(default_factory=list)  # empty: every Table 1 row; a .yaml is a HoViT config
+    runtimes: list[str] = field(default_factory=lambda: ["auto"])  # auto: torch + onnxruntime on CPU
 
 
 @dataclass
 class BenchRow:
     model: str
     kind: str  # hovit (exported) | hovit-unexported | baseline
+    runtime: str
     params_m: float
     latency_ms: float
     latency_iqr_ms: float
     samples: int = 0
-    ratio_to_effnet_b0: Optional[float] = None
-    top1: Optional[float] = None
+    ratio_to_effnet_b0: Optional[float] = None  # on the same runtime
+    val_top1: Optional[float] = None
+    top1: Optional[float] = None  # test
     f1_macro: Optional[float] = None
     recall_macro: Optional[float] = None
     precision_macro: Optional[float] = None
 
 
+def _hovit_config(name: str, img_size: int, num_classes: int):
+    """A preset, or a run config file (e.g. a pinned best.yaml) for a model the search found."""
+    if name.split(":")[0] in PRESETS:
+        return PRESETS[name.split(":")[0]](img_size=img_size, num_classes=num_classes)
+    if name.endswith((".yaml", ".yml")):
+        cfg = load_run_config(name)
+        return with_num_classes(cfg, num_classes) if cfg.model.img_size == img_size else \
+            with_num_classes(replace(cfg, model=replace(cfg.model, img_size=img_size)), num_classes)
+    return None
+
+
 def _build(name: str, img_size: int, num_classes: int, train: Optional[Callable]) -> tuple:
     metrics: dict = {}
-    if name.split(":")[0] in PRESETS:
-        cfg = PRESETS[name.split(":")[0]](img_size=img_size, num_classes=num_classes)
+    cfg = _hovit_config(name, img_size, num_classes)
+    if cfg is not None:
         kind = "hovit-unexported" if name.endswith(":unexported") else "hovit"
         if train is not None and kind == "hovit":
             model, metrics = train(name, cfg)  # trained and exported
@@ -74,10 +89,24 @@ def _build(name: str, img_size: int, num_classes: int, train: Optional[Callable]
     return model.eval(), kind, metrics
 
 
+def bench_runtimes(cfg: BenchConfig, dev: torch.device) -> list[str]:
+    """``auto``: both runtimes on the CPU; on CUDA, torch, plus onnxruntime if it has the CUDA provider."""
+    out: list[str] = []
+    for r in cfg.runtimes:
+        if r == "auto":
+            import onnxruntime as ort
+            gpu_ort = "CUDAExecutionProvider" in ort.get_available_providers()
+            out += ["torch"] + (["onnxruntime"] if dev.type == "cpu" or gpu_ort else [])
+        else:
+            out.append(resolve_runtime(r, dev))
+    return list(dict.fromkeys(out))
+
+
 def run_bench(cfg: BenchConfig, train: Optional[Callable] = None, log: Callable[[str], None] = print) -> dict:
     """Build (optionally train) every model, then time them interleaved: ``rounds`` passes over
-    all models, ``runs`` samples each per pass, pooled per model. Drift on a shared machine then
-    hits every model alike, so the ratios to efficientnet_b0 are like for like.
+    all runtimes and models, ``runs`` samples each per pass, pooled per (model, runtime). Drift on
+    a shared machine then hits every model alike, so the ratios to efficientnet_b0 on the same
+    runtime are like for like.
 
     ``train(name, model_or_cfg) -> (model, metrics)`` fills the accuracy columns when given.
     """
@@ -86,41 +115,47 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None, log: Callable[
     names = list(cfg.models or [*HOVIT_ROWS, "hovit_b:unexported", *BASELINES])
     if REFERENCE not in names:
         names.append(REFERENCE)
-    built = {}
-    for name in names:
-        built[name] = _build(name, img_size, num_classes, train)
+    runtimes = bench_runtimes(cfg, dev)
+    built = {name: _build(name, img_size, num_classes, train) for name in names}
     kw = dict(batch=cfg.batch, device=dev, runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads,
               cuda_graph=cfg.cuda_graph)
-    anc = None
+    anchors: dict = {rt: None for rt in runtimes}
     if cfg.anchor:
-        anc = calibrate("hovit_b", export(create_hovit(hovit_b(img_size, num_classes))), img_size, **kw)
-        log(f"  anchor: exported HoViT-B calibrated at {anc.ms:.3f} ms; every model is timed alternately with it")
+        ref = export(create_hovit(hovit_b(img_size, num_classes)))
+        for rt in runtimes:
+            anchors[rt] = calibrate("hovit_b", ref, img_size, runtime=rt, **kw)
+            log(f"  anchor on {rt}: exported HoViT-B calibrated at {anchors[rt].ms:.3f} ms; every model is "
+                "timed alternately with it")
     lat: dict = {}
     for r in range(rounds):
         t0 = time.time()
-        for name, (model, _, _) in built.items():
-            m = measure_latency(model, img_size, anchor=anc, **kw)
-            lat[name] = lat[name].merged(m) if name in lat else m
-        log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {lat[n].median_ms:.1f}" for n in names)
+        for rt in runtimes:
+            for name, (model, _, _) in built.items():
+                m = measure_latency(model, img_size, anchor=anchors[rt], runtime=rt, **kw)
+                lat[name, rt] = lat[name, rt].merged(m) if (name, rt) in lat else m
+        log(f"  round {r + 1}/{rounds}: " + "; ".join(
+            f"{rt}: " + ", ".join(f"{n} {lat[n, rt].median_ms:.1f}" for n in names) for rt in runtimes)
             + f" ms ({time.time() - t0:.0f}s)")
     rows = []
-    for name, (model, kind, metrics) in built.items():
-        rows.append(BenchRow(name, kind, round(count_params(model) / 1e6, 3), round(lat[name].median_ms, 3),
-                             round(lat[name].iqr_ms, 3), lat[name].runs, **{k: metrics.get(k) for k in
-                                                            ("top1", "f1_macro", "recall_macro", "precision_macro")}))
-    ref = lat[REFERENCE].median_ms
-    for r in rows:
-        r.ratio_to_effnet_b0 = round(r.latency_ms / ref, 3)
-    any_lat = lat[REFERENCE]
+    for rt in runtimes:
+        ref_ms = lat[REFERENCE, rt].median_ms
+        for name, (model, kind, metrics) in built.items():
+            rows.append(BenchRow(Path(name).stem if name.endswith((".yaml", ".yml")) else name, kind, rt,
+                                 round(count_params(model) / 1e6, 3), round(lat[name, rt].median_ms, 3),
+                                 round(lat[name, rt].iqr_ms, 3), lat[name, rt].runs,
+                                 round(lat[name, rt].median_ms / ref_ms, 3),
+                                 **{k: metrics.get(k) for k in ("val_top1", "top1", "f1_macro", "recall_macro",
+                                                                "precision_macro")}))
+    any_lat = lat[REFERENCE, runtimes[0]]
     return {"img_size": img_size, "batch": cfg.batch, "device": str(dev), "device_name": any_lat.device_name,
             "threads": any_lat.threads, "runs": cfg.runs * rounds, "rounds": rounds, "warmup": cfg.warmup,
-            "cuda_graph": any_lat.cuda_graph, "torch": torch.__version__,
-            "anchor": {"name": anc.name, "ms": anc.ms} if anc else None, "rows": [asdict(r) for r in rows]}
+            "cuda_graph": any_lat.cuda_graph, "torch": torch.__version__, "runtimes": runtimes,
+            "anchor": {rt: a.ms for rt, a in anchors.items() if a} or None, "rows": [asdict(r) for r in rows]}
 
 
 def format_table(report: dict) -> str:
-    cols = ["model", "params_m", "latency_ms", "latency_iqr_ms", "samples", "ratio_to_effnet_b0",
-            "top1", "f1_macro", "recall_macro", "precision_macro"]
+    cols = ["model", "runtime", "params_m", "latency_ms", "latency_iqr_ms", "samples", "ratio_to_effnet_b0",
+            "val_top1", "top1", "f1_macro", "recall_macro", "precision_macro"]
     rows = report["rows"]
     have = [c for c in cols if any(r.get(c) is not None for r in rows)]
     fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -130,7 +165,9 @@ def format_table(report: dict) -> str:
              f"batch {report['batch']}, {report['img_size']} px, median of >= {report['runs']} runs per model "
              f"(>= 1 s timed per round, {report.get('rounds', 1)} interleaved rounds)"
              + (", CUDA graph" if report.get("cuda_graph") else "")
-             + (f", anchored to HoViT-B at {report['anchor']['ms']:.3f} ms" if report.get("anchor") else "")]
+             + (", anchored to HoViT-B on each runtime (" + ", ".join(f"{k} {v:.3f} ms" for k, v in
+                                                                     report["anchor"].items()) + ")"
+                if report.get("anchor") else "")]
     for i, row in enumerate(table):
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
         if i == 0:

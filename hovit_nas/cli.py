@@ -150,7 +150,7 @@ def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epoc
 @data_options
 @click.option("--device", default="auto")
 def eval_cmd(model_path, data, data_options, device):
-    """Evaluate an exported model (a .safetensors file or a run directory) on a dataset."""
+    """Evaluate an exported model (.safetensors, .onnx, or a run directory) on a dataset."""
     import json
     from dataclasses import replace
 
@@ -164,7 +164,11 @@ def eval_cmd(model_path, data, data_options, device):
     if p.is_dir():
         p = p / "model.safetensors"
     dev = resolve_device(device)
-    model = load_exported(p, dev)
+    if p.suffix == ".onnx":
+        from .models.onnx import load_onnx
+        model = load_onnx(p, dev)
+    else:
+        model = load_exported(p, dev)
     splits = load_data(DataSpec.of(data, model.config.img_size, 0, replace(data_options, augment=False)))
     check_num_classes(splits, model.config.num_classes)
     res = {name: evaluate(model, ds, splits.num_classes, dev) for name, ds in (("val", splits.val), ("test", splits.test))}
@@ -176,14 +180,22 @@ def eval_cmd(model_path, data, data_options, device):
 
 @main.command("export")
 @click.argument("run_dir")
-@click.option("--out", "out", default=None, help="Output .safetensors (default RUN_DIR/model.safetensors).")
-def export_cmd(run_dir, out):
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx"]), default="safetensors", show_default=True,
+              help="onnx: dynamic batch axis, checked against PyTorch with onnxruntime on export.")
+@click.option("--out", "out", default=None, help="Output file (default RUN_DIR/model.safetensors or model.onnx).")
+def export_cmd(run_dir, fmt, out):
     """Export a training checkpoint: keep selected blocks, merge LoRA, fuse BN."""
     from .models import count_params, save_exported
     from .train import export_checkpoint
 
     deployed = export_checkpoint(run_dir)
-    dest = save_exported(deployed, out or Path(run_dir) / "model.safetensors")
+    if fmt == "onnx":
+        from .models.onnx import TOLERANCE, save_onnx
+        dest, check = save_onnx(deployed, out or Path(run_dir) / "model.onnx")
+        click.echo(f"checked with onnxruntime against PyTorch: max abs difference {check.max_abs:.2e}, "
+                   f"max relative {check.max_rel:.2e} (allowed {TOLERANCE:g})")
+    else:
+        dest = save_exported(deployed, out or Path(run_dir) / "model.safetensors")
     click.echo(f"exported {count_params(deployed) / 1e6:.3f} M params -> {dest}")
 
 
@@ -191,6 +203,7 @@ def _bench_config(**v):
     from .bench import BenchConfig
 
     v["models"] = v["models"].split(",") if v["models"] else []
+    v["runtimes"] = v["runtimes"].split(",")
     return BenchConfig(**v)
 
 
@@ -206,7 +219,10 @@ def _bench_config(**v):
     (("--warmup",), "warmup", dict(type=int, default=10, show_default=True)),
     (("--threads",), "threads", dict(type=int, default=None, help="CPU threads (recorded).")),
     (("--cuda-graph",), "cuda_graph", dict(is_flag=True, help="Replay a captured CUDA graph (GPU only).")),
-    (("--models",), "models", dict(default=None, help="Comma-separated subset (default: all rows).")),
+    (("--models",), "models", dict(default=None, help="Comma-separated subset (default: all rows); a .yaml "
+                                                       "is a HoViT run config, e.g. a pinned best.yaml.")),
+    (("--runtimes",), "runtimes", dict(default="auto", show_default=True,
+                                       help="Comma-separated: torch, onnxruntime; auto = both on CPU.")),
     (("--anchor/--no-anchor",), "anchor", dict(default=True, show_default=True,
                                                help="Time every model alternately with an exported HoViT-B.")),
 )
@@ -244,11 +260,11 @@ def _bench_trainer(cfg, data, data_options, epochs, max_steps):
         torch.set_num_threads(cfg.threads)
 
     def trainer(name, model_or_cfg):
-        if name in PRESETS:  # HoViT: both phases + export; returns the exported model
+        if name in PRESETS or name.endswith((".yaml", ".yml")):  # HoViT: both phases + export
             run_cfg = with_num_classes(model_or_cfg, splits.num_classes)
             run_cfg.train = t
             r = train_and_evaluate(run_cfg, splits, cfg.device, log=_log)
-            return r.exported, r.test
+            return r.exported, {**r.test, "val_top1": r.val["top1"]}
         return model_or_cfg, train_plain(model_or_cfg, splits, t, cfg.device, name=name, log=_log)
 
     return trainer, splits.num_classes
@@ -298,6 +314,9 @@ def _ray_config(**v):
 @click.option("--latency-batch", type=int, default=None, help="Batch size of the latency objective (space default 1).")
 @click.option("--latency-anchor/--no-latency-anchor", default=None,
               help="Time each candidate alternately with HoViT-B, cancelling machine drift (space default: on).")
+@click.option("--runtime", type=click.Choice(["auto", "torch", "onnxruntime"]), default=None,
+              help="Where latency is timed: onnxruntime, torch (eager), or auto = onnxruntime on CPU, torch on "
+                   "CUDA (space default: auto). A study keeps its runtime.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @grouped(
     "ray", _ray_config,
@@ -309,7 +328,7 @@ def _ray_config(**v):
                                                   "(ASHA; latency is ignored); they are PRUNED.")),
 )
 def search(space, data, data_options, study_name, storage, trials, timeout, sampler, seed, device, threads, metric,
-           limits, latency_batch, latency_anchor, executor, ray):
+           limits, latency_batch, latency_anchor, runtime, executor, ray):
     """Multi-objective search (accuracy up, latency down); HoViT-B is always the first trial."""
     from .config import SearchConfig
     from .search import run_search
@@ -318,7 +337,7 @@ def search(space, data, data_options, study_name, storage, trials, timeout, samp
     cfg = SearchConfig(space=space, data=data, data_options=data_options, study=study_name, storage=storage,
                        trials=trials, timeout=timeout, sampler=sampler, seed=seed, device=device, threads=threads,
                        metric=metric, limits=limits, latency_batch=latency_batch, latency_anchor=latency_anchor,
-                       executor=executor, ray=ray)
+                       runtime=runtime, executor=executor, ray=ray)
     run_search(cfg, log=_log)
 
 

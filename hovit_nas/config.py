@@ -188,6 +188,7 @@ class LatencyConfig:
     warmup: int = 10
     threads: Optional[int] = None  # None: the trial's threads, else torch's default
     anchor: bool = True
+    runtime: str = "auto"  # torch | onnxruntime | auto (onnxruntime on CPU, torch on CUDA): latency.py
 
     def validate(self, where: str = "latency") -> "LatencyConfig":
         for name in ("batch", "runs"):
@@ -197,7 +198,12 @@ class LatencyConfig:
             raise ConfigError(f"{where}.warmup: must be >= 0, got {self.warmup}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"{where}.threads: must be >= 1, got {self.threads}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"{where}.runtime: unknown {self.runtime!r}; one of {', '.join(RUNTIMES)}")
         return self
+
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
 @dataclass
@@ -304,6 +310,7 @@ class SearchConfig:
     limits: Limits = field(default_factory=Limits)
     latency_batch: Optional[int] = None
     latency_anchor: Optional[bool] = None  # None: the space's latency.anchor
+    runtime: Optional[str] = None  # None: the space's latency.runtime
     executor: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -311,7 +318,8 @@ class SearchConfig:
         if self.trials is not None and (isinstance(self.trials, bool) or self.trials < 1):
             raise ConfigError(f"--trials must be >= 1 (or omitted for the space's default), got {self.trials}")
         for name, value, allowed in (("metric", self.metric, METRICS), ("sampler", self.sampler, SAMPLERS),
-                                     ("executor", self.executor, EXECUTORS)):
+                                     ("executor", self.executor, EXECUTORS),
+                                     ("runtime", self.runtime or "auto", RUNTIMES)):
             if value not in allowed:
                 raise ConfigError(f"unknown {name} {value!r}; one of {', '.join(allowed)}")
         if self.latency_batch is not None and self.latency_batch < 1:

@@ -117,7 +117,9 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
     configs = {n: c if c.model.num_classes == splits.num_classes else with_num_classes(c, splits.num_classes)
                for n, c in configs.items()}
     latency = from_dict(LatencyConfig, space_def.get("latency") or {}, "latency")
-    latency.batch, latency.anchor = a.get("latency_batch", latency.batch), a.get("latency_anchored", latency.anchor)
+    latency.batch = a.get("latency_batch", latency.batch)
+    latency.runtime = a.get("latency_runtime", "torch")
+    latency.anchor = st.ANCHOR_ATTR in a  # timed like its search: anchored to the same calibration, or raw
     name = confirm_name(cfg.study)
     pairs = [({"candidate": t.number, "seed": s},
               {st.CONFIRMS_ATTR: t.number, "seed": s,
@@ -125,6 +127,7 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
                   else {})}) for t in cands for s in cfg.seed_list]
     attrs = {"confirms_study": cfg.study, "metric": a.get("metric", "top1"), "data": a.get("data"),
              "img_size": a.get("img_size"), "latency_batch": latency.batch, "latency_anchored": latency.anchor,
+             "latency_runtime": latency.runtime,
              "space": f"{a.get('space')}{SUFFIX}", "num_classes": splits.num_classes}
     if st.ANCHOR_ATTR in a:
         attrs[st.ANCHOR_ATTR] = a[st.ANCHOR_ATTR]  # the search's calibration: figures stay comparable
@@ -176,7 +179,7 @@ def paired(candidate: dict[int, float], reference: dict[int, float]) -> Optional
 
     mean, sd = statistics.fmean(d), statistics.stdev(d)
     half = student_t.ppf(0.975, len(d) - 1) * sd / math.sqrt(len(d))
-    return Paired(mean, mean - half, mean + half, len(d))
+    return Paired(mean, float(mean - half), float(mean + half), len(d))
 
 
 @dataclass

@@ -18,6 +18,7 @@ import contextlib
 import math
 import platform
 import time
+import weakref
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -44,6 +45,7 @@ class Latency:
     cuda_graph: bool
     torch_version: str
     samples_ms: list = field(default_factory=list, repr=False)
+    runtime: str = "torch"  # torch (eager) | onnxruntime
     anchor: Optional[str] = None  # reference model timed alongside; then median_ms = ratio x anchor_ms
     anchor_ms: Optional[float] = None  # the reference's calibrated latency
     raw_median_ms: Optional[float] = None  # the candidate's own median in one window (drifts; not pooled)
@@ -121,27 +123,67 @@ class Calibration:
         return cls(d["name"], float(d["ms"]), d.get("config") or {}, d["device"], int(d["threads"]))
 
 
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def resolve_runtime(runtime: str, device: str | torch.device) -> str:
+    """``auto``: onnxruntime on the CPU (what CPU deployments run, and where eager PyTorch
+    mis-ranks model families), PyTorch (CUDA events, optional graphs) on a GPU."""
+    if runtime == "auto":
+        return "torch" if torch.device(device).type == "cuda" else "onnxruntime"
+    if runtime not in RUNTIMES:
+        from .errors import HovitError
+        raise HovitError(f"unknown latency runtime {runtime!r}; one of auto, {', '.join(RUNTIMES)}")
+    return runtime
+
+
+_SESSIONS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _onnx_runner(model: nn.Module, x: torch.Tensor, threads: int, dev: torch.device):
+    """A zero-argument call of ``model`` on onnxruntime (the session cached per model, so the
+    study's anchor is exported once per process)."""
+    from .models.onnx import onnx_bytes, session
+
+    key = (tuple(x.shape[1:]), threads, str(dev))
+    cache = _SESSIONS.setdefault(model, {})
+    if key not in cache:
+        cache[key] = session(onnx_bytes(model, x.shape[-1], x.shape[1]), threads, str(dev))
+    sess, feed = cache[key], {"images": x.cpu().numpy()}
+    return lambda: sess.run(None, feed)
+
+
 @torch.inference_mode()
 def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str | torch.device = "cpu",
                     warmup: int = 10, runs: int = 50, threads: Optional[int] = None,
                     cuda_graph: bool = False, in_chans: int = 3, guard: Optional[DeviceGuard] = None,
-                    min_time_s: float = 1.0, anchor: Optional[Anchor] = None) -> Latency:
+                    min_time_s: float = 1.0, anchor: Optional[Anchor] = None, runtime: str = "torch") -> Latency:
     """Median/IQR over ``runs`` timed forwards -- more for fast models, until at least
     ``min_time_s`` is timed: a few ms of timing cannot average out a shared machine's noise.
     With ``anchor``, candidate and reference are timed in alternating short blocks (module docstring).
-    ``guard`` (default: this device's) is held exclusively while timing."""
+    ``guard`` (default: this device's) is held exclusively while timing. ``runtime`` is where the
+    model runs: ``torch`` (eager) or ``onnxruntime`` (the model exported to ONNX, all graph
+    optimisations, the same thread count); the anchor runs on the same runtime."""
     dev = torch.device(device)
     models = [model.eval().to(dev)] + ([anchor.model.eval().to(dev)] if anchor else [])
     x = torch.randn(batch, in_chans, img_size, img_size, device=dev)
     guard = guard or DeviceGuard.of(dev)
-    with guard.exclusive(), _threads(threads) as n_threads:
-        if dev.type == "cuda":
-            times = _time_cuda(models, x, warmup, runs, cuda_graph, min_time_s)
-        else:
-            cuda_graph = False
-            times = _time_cpu(models, x, warmup, runs, min_time_s)
+    if runtime == "onnxruntime":
+        n = threads or torch.get_num_threads()
+        with guard.shared():  # exporting is compute; the timing below is exclusive
+            fns = [_onnx_runner(m, x, n, dev) for m in models]
+        with guard.exclusive():
+            times = _time_host(fns, warmup, runs, min_time_s)
+        n_threads, cuda_graph = n, False
+    else:
+        with guard.exclusive(), _threads(threads) as n_threads:
+            if dev.type == "cuda":
+                times = _time_cuda(models, x, warmup, runs, cuda_graph, min_time_s)
+            else:
+                cuda_graph = False
+                times = _time_host([lambda m=m: m(x) for m in models], warmup, runs, min_time_s)
     like = Latency(0.0, 0.0, 0.0, 0.0, 0, warmup, batch, img_size, str(dev), device_name(dev), n_threads,
-                   cuda_graph, torch.__version__)
+                   cuda_graph, torch.__version__, runtime=runtime)
     if anchor is None:
         return summarise(times[0][0], like)
     # each candidate sample scaled by its neighbouring anchor block: drift between blocks cancels
@@ -180,17 +222,18 @@ def _blocks(fns: list, timed, runs: int, min_time_s: float) -> list[list[list[fl
     return blocks
 
 
-def _time_cpu(models: list[nn.Module], x: torch.Tensor, warmup: int, runs: int, min_time_s: float) -> list:
+def _time_host(fns: list, warmup: int, runs: int, min_time_s: float) -> list:
+    """Wall-clock timing of calls that return when their work is done (CPU, onnxruntime)."""
     for _ in range(warmup):
-        for m in models:
-            m(x)
+        for f in fns:
+            f()
 
     def timed(f) -> float:
         t0 = time.perf_counter()
         f()
         return (time.perf_counter() - t0) * 1e3
 
-    return _blocks([lambda m=m: m(x) for m in models], timed, runs, min_time_s)
+    return _blocks(fns, timed, runs, min_time_s)
 
 
 def _time_cuda(models: list[nn.Module], x: torch.Tensor, warmup: int, runs: int, cuda_graph: bool,

@@ -84,6 +84,7 @@ def summarise(study: optuna.Study) -> dict:
     return {
         "study": study.study_name, "metric": study.user_attrs.get("metric", "top1"),
         "data": study.user_attrs.get("data"), "latency_batch": study.user_attrs.get("latency_batch"),
+        "runtime": study.user_attrs.get("latency_runtime", "torch"),
         "device": next((t.user_attrs.get("latency", {}).get("device_name") for t in complete), None),
         "img_size": study.user_attrs.get("img_size"),
         "threads": next((t.user_attrs.get("latency", {}).get("threads") for t in complete), None),
@@ -106,7 +107,7 @@ def format_report(rep: dict) -> str:
     lines = [f"study {rep['study']}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed"
              + (f", {c['RUNNING']} running" if c["RUNNING"] else "")
              + f"; data: {rep['data']}; device: {rep['device']}",
-             f"objectives: val {rep['metric']} (max), latency ms at batch {rep['latency_batch']} (min)",
+             f"objectives: val {rep['metric']} (max), latency ms at batch {rep['latency_batch']} on {rep['runtime']} (min)",
              f"Pareto front ({len(rep['front'])} trials):",
              f"  {'trial':>5}  {rep['metric']:>8}  {'latency':>9}  {'params':>7}  {'test':>6}  architecture"]
     for r in rep["front"]:
@@ -129,13 +130,15 @@ def format_report(rep: dict) -> str:
 
 
 def load_bench(path: Optional[str | Path], rep: dict) -> Optional[dict]:
-    """Baselines from a ``hovit-nas bench`` JSON measured on the same device and batch."""
+    """Baselines from a ``hovit-nas bench`` JSON measured on the same device, batch, resolution,
+    threads and runtime as the study (its rows on other runtimes are left out)."""
     if not path or not Path(path).is_file():
         return None
     bench = json.loads(Path(path).read_text())
     same = (bench.get("device_name") == rep["device"] and bench.get("batch") == rep["latency_batch"]
             and bench.get("img_size") == rep.get("img_size") and bench.get("threads") == rep.get("threads"))
-    return bench if same else None
+    rows = [r for r in bench.get("rows", []) if r.get("runtime", "torch") == rep["runtime"]]
+    return dict(bench, rows=rows) if same and rows else None
 
 
 def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
@@ -185,7 +188,8 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
     hist = rep["hypervolume_history"]
     fig.add_trace(go.Scatter(x=[h["trial"] for h in hist], y=[h["hypervolume"] for h in hist], mode="lines+markers",
                              name="hypervolume", line_shape="hv"), 1, 2)
-    fig.update_xaxes(title_text=f"latency (ms, batch {rep['latency_batch']}, {rep['device']})", row=1, col=1)
+    fig.update_xaxes(title_text=f"latency (ms, batch {rep['latency_batch']}, {rep['runtime']}, {rep['device']})",
+                     row=1, col=1)
     fig.update_yaxes(title_text=f"validation {rep['metric']}", row=1, col=1)
     fig.update_xaxes(title_text="trial number", row=1, col=2)
     fig.update_yaxes(title_text="hypervolume", row=1, col=2)

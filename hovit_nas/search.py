@@ -8,6 +8,8 @@ from typing import Callable
 
 from . import study as st
 from .config import DataSpec, SearchConfig, with_num_classes
+from .device import resolve_device
+from .latency import resolve_runtime
 from .executors.common import Prepared
 from .space import load_space
 from .trial import TrialSpec, get_data
@@ -28,14 +30,19 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
     if splits.num_classes != space.base.model.num_classes:
         space = copy.copy(space)
         space.base = with_num_classes(space.base, splits.num_classes)
-    latency = replace(space.latency, **{k: v for k, v in (("batch", cfg.latency_batch),
-                                                          ("anchor", cfg.latency_anchor)) if v is not None})
+    latency = replace(space.latency, **{k: v for k, v in (("batch", cfg.latency_batch), ("anchor", cfg.latency_anchor),
+                                                          ("runtime", cfg.runtime)) if v is not None})
+    trial_device = "cuda" if cfg.executor == "ray" and cfg.ray.gpus_per_trial > 0 else resolve_device(cfg.device)
+    latency.runtime = resolve_runtime(latency.runtime, trial_device)
     name = cfg.study or (f"{space.name}-builtin" if builtin else space.name)
     storage = st.absolute_url(cfg.storage or st.default_storage(name))
+    if cfg.runtime is None:  # a resumed study keeps the runtime it was timed on, unless --runtime says otherwise
+        latency.runtime = st.recorded_runtime(name, storage) or latency.runtime
     trials = cfg.trials or space.trials
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
              "data_sizes": splits.sizes, "metric": cfg.metric, "latency_batch": latency.batch,
-             "latency_anchored": latency.anchor, "img_size": space.base.model.img_size,
+             "latency_anchored": latency.anchor, "latency_runtime": latency.runtime,
+             "img_size": space.base.model.img_size,
              "num_classes": splits.num_classes, "population": st.population_for(trials)}
     constraints = cfg.limits.active
     sampler = st.make_sampler(cfg.sampler, cfg.seed, attrs["population"], constraints)
@@ -49,7 +56,7 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
         f"{st.finished_count(study)}/{trials} trials done); artefacts in {out_dir}")
     st.fail_stale_trials(study, log)
     log(f"data: {splits.description} {splits.sizes}; objectives: val {cfg.metric} (max), "
-        f"latency ms at batch {latency.batch} (min)")
+        f"latency ms at batch {latency.batch} on {latency.runtime} (min)")
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads, metric=cfg.metric,
                          latency=latency, limits=cfg.limits)
     return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir)

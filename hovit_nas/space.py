@@ -62,11 +62,24 @@ def _attr(section: str, attr: str) -> tuple[Callable, Callable]:
             lambda cfg, i, v: setattr(getattr(cfg, section), attr, v))
 
 
+def _set_width(cfg: RunConfig, i: int, v: Any) -> None:
+    dim, _, heads = str(v).partition(":")
+    s = cfg.model.stages[i]
+    s.dim, s.heads = int(dim), int(heads or s.heads)
+
+
+def _get_width(cfg: RunConfig, i: int) -> str:
+    s = cfg.model.stages[i]
+    return f"{s.dim}:{s.heads}"
+
+
 TARGETS: dict[str, tuple[bool, Callable, Callable]] = {  # name -> (per stage, get, set)
     "blocks": (True, _get_blocks, _set_blocks),
+    "width": (True, _get_width, _set_width),  # "DIM:HEADS"; stage 0's width is the stem's output width
     "downsample": (True, lambda c, i: c.model.stages[i].downsample,
                    lambda c, i, v: setattr(c.model.stages[i], "downsample", v)),
-    **{k: (False, *_attr("model", k)) for k in ("head_width", "key_dim", "attn_ratio", "mlp_ratio", "drop_path")},
+    **{k: (False, *_attr("model", k)) for k in ("head_width", "key_dim", "attn_ratio", "mlp_ratio", "drop_path",
+                                                 "stem_dim")},
     **{k: (False, *_attr("prune", k)) for k in ("tau_start", "tau_end", "tau_schedule", "lora_rank", "lora_alpha",
                                                  "gate_lr_mult")},
     **{k: (False, *_attr("train", k)) for k in ("lr", "weight_decay", "batch_size", "label_smoothing")},
@@ -369,6 +382,8 @@ def _check_buildable(space: Space, where: str) -> None:
                         if n is not None and not 1 <= n <= m:
                             raise ConfigError(f"keep {n} not in 1..{m}")
                     TARGETS[p.name][2](cfg, i, int(v) if p.type == "int" else v)
+                    if p.name == "width" and i == 0 and cfg.model.stages[0].downsample == "none":
+                        cfg.model.stem_dim = None  # the stem follows stage 0's width
                     cfg.validate()
                 except (ConfigError, ValueError, TypeError) as exc:
                     raise ConfigError(f"{where}: params.{p.name}: value {v!r} cannot build a model ({exc})") from None

@@ -255,7 +255,22 @@ def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler
     return study, created
 
 
-COMPATIBLE = ("space", "data", "metric", "latency_batch", "latency_anchored", "img_size")
+def recorded_runtime(name: str, storage: str) -> Optional[str]:
+    """The latency runtime an existing study was timed on (``torch`` for studies from before
+    runtimes existed); None for a new study."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(storage)
+    if u.get_backend_name() == "sqlite" and not Path(u.database or "").expanduser().is_file():
+        return None
+    try:
+        attrs = optuna.load_study(study_name=name, storage=open_storage(storage)).user_attrs
+    except KeyError:
+        return None
+    return attrs.get("latency_runtime", "torch" if "latency_batch" in attrs else None)
+
+
+COMPATIBLE = ("space", "data", "metric", "latency_batch", "latency_anchored", "latency_runtime", "img_size")
 
 
 def check_compatible(study: optuna.Study, attrs: dict) -> None:
@@ -263,11 +278,13 @@ def check_compatible(study: optuna.Study, attrs: dict) -> None:
     if [d.name.lower() for d in study.directions] != DIRECTIONS:
         raise HovitError(f"study {study.study_name!r} is not a hovit-nas accuracy/latency study")
     have = dict(study.user_attrs)
-    if "latency_batch" in have:  # studies from before anchoring timed raw
+    if "latency_batch" in have:  # studies from before anchoring timed raw, on PyTorch eager
         have.setdefault("latency_anchored", False)
+        have.setdefault("latency_runtime", "torch")
     for key in COMPATIBLE:
         if key in attrs and key in have and have[key] != attrs[key]:
-            hint = " (or --latency-anchor/--no-latency-anchor to match)" if key == "latency_anchored" else ""
+            hint = {"latency_anchored": " (or --latency-anchor/--no-latency-anchor to match)",
+                    "latency_runtime": f" (or --runtime {have[key]} to match)"}.get(key, "")
             raise HovitError(f"study {study.study_name!r} was created with {key}={_short(have[key])}, not "
                              f"{_short(attrs[key])}; use --study NEW_NAME for a new study{hint}")
 

@@ -215,7 +215,8 @@ def _log_default(msg: str) -> None:
 
 def train_plain(model: nn.Module, splits: Splits, t: TrainConfig, device, log: Optional[Log] = None,
                 name: str = "model") -> dict:
-    """Dense training of any classifier (the timm baselines in ``bench --data``); test metrics."""
+    """Dense training of any classifier (the timm baselines in ``bench --data``): test metrics,
+    plus the validation top-1 as ``val_top1``."""
     log = log or _log_default
     dev = resolve_device(device)
     random_seed(t.seed)
@@ -228,7 +229,8 @@ def train_plain(model: nn.Module, splits: Splits, t: TrainConfig, device, log: O
     fit_epochs(loop, "dense", epochs,
                end_epoch=lambda r: log(f"[{name}] epoch {r['epoch']}/{r['epochs']}  loss {r['loss']:.4f}  "
                                        f"val {r['val_top1']:.3f}  ({r['s']:.1f}s)"))
-    return evaluate(model, splits.test, splits.num_classes, dev)
+    val = evaluate(model, splits.val, splits.num_classes, dev)
+    return {**evaluate(model, splits.test, splits.num_classes, dev), "val_top1": val["top1"]}
 
 
 def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = NO_GUARD,

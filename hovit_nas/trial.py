@@ -116,7 +116,7 @@ def _anchor(calibration: Optional[Calibration]) -> Optional[Anchor]:
 def _protocol(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> dict:
     lat = spec.latency
     return dict(batch=lat.batch, device=device, runs=lat.runs, warmup=lat.warmup, threads=spec.latency_threads,
-                in_chans=cfg.model.in_chans)
+                in_chans=cfg.model.in_chans, runtime=lat.runtime)
 
 
 def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> Calibration:
@@ -197,5 +197,6 @@ def remeasure(records: dict[int, dict], anchor: Optional[Calibration | dict] = N
             rec = records[n]["latency"]
             out[n].append(measure_latency(model, cfg.model.img_size, batch=rec["batch"], threads=rec["threads"],
                                           runs=10, warmup=rec["warmup"], in_chans=cfg.model.in_chans,
-                                          device=rec["device"], min_time_s=min_time_s, anchor=ref))
+                                          device=rec["device"], min_time_s=min_time_s, anchor=ref,
+                                          runtime=rec.get("runtime", "torch")))
     return out

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from .. import faults
 from .. import study as st
 from ..device import resolve_device
-from ..errors import HovitError, TrialFailed
+from ..errors import ConfigError, HovitError, TrialFailed, one_line
 from ..trial import run_trial
 from .common import Prepared, ProgressReporter, ensure_anchor
 
@@ -89,7 +89,11 @@ class _Driver:
             trial.set_user_attr("fail_reason", "not run: other drivers took the last trials of the budget")
             study.tell(trial, state=TrialState.FAIL)
             return
-        cfg = prep.space.suggest(trial)
+        try:
+            cfg = prep.space.suggest(trial)
+        except ConfigError as exc:  # a combination the space allows but no model has: not fatal
+            self._failed(trial, f"config cannot be built: {one_line(exc)}")
+            return
         earlier = st.duplicate_of(study, trial)
         if earlier is not None:
             trial.set_user_attr(st.DUPLICATE_ATTR, earlier)

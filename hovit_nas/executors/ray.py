@@ -31,7 +31,7 @@ from .. import faults
 from .. import study as st
 from ..config import run_config_from_dict, to_dict
 from ..device import DeviceGuard
-from ..errors import HovitError, TrialFailed
+from ..errors import ConfigError, HovitError, TrialFailed, one_line
 from .common import Prepared, ProgressReporter, ensure_anchor
 
 # Kept light at import time (no torch): Ray unpickles the trainable in fresh workers, and the
@@ -72,7 +72,13 @@ def _searcher_class():
                     return Searcher.FINISHED
                 if done + running >= budget:
                     return None  # the rest of the budget is running: Tune asks again later
-                config = super().suggest(trial_id)
+                try:
+                    config = super().suggest(trial_id)
+                except ConfigError as exc:  # a combination the space allows but no model has: not fatal
+                    ot_trial = self._ot_trials[trial_id]
+                    ot_trial.set_user_attr("fail_reason", f"config cannot be built: {one_line(exc)}")
+                    self._close(trial_id, TrialState.FAIL)
+                    continue
                 ot_trial = self._ot_trials[trial_id]
                 faults.reached("created")
                 self._beats.add(ot_trial._trial_id)

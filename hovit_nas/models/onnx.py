@@ -1,0 +1,130 @@
+"""Thin glue over torch.onnx and onnxruntime: the deployable model as ONNX, checked on export.
+
+Many users deploy with ONNX Runtime, where the latency ranking across model families differs
+from PyTorch eager (depthwise convolutions are cheap there). So the exported model can be
+written as ONNX (dynamic batch axis, checked against PyTorch by onnxruntime on export), timed on
+onnxruntime (latency.py), and evaluated from the ``.onnx`` file (``eval``).
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ArchConfig, from_dict, to_dict
+from ..errors import HovitError
+
+FORMAT = "hovit-nas/onnx/1"
+TOLERANCE = 1e-4  # max |onnx - torch| / max |torch| accepted on export
+
+
+def onnx_bytes(model: nn.Module, img_size: int, in_chans: int = 3, metadata: Optional[dict] = None) -> bytes:
+    """The model as ONNX (opset 18, batch axis dynamic), eval mode, on the CPU."""
+    import onnx
+
+    model = model.eval().cpu()
+    x = torch.randn(2, in_chans, img_size, img_size)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=18, input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    for k, v in (metadata or {}).items():
+        proto.metadata_props.add(key=k, value=v)
+    return proto.SerializeToString()
+
+
+def session(model: bytes | str | Path, threads: Optional[int] = None, device: str = "cpu"):
+    """An onnxruntime session with every graph optimisation; on CUDA the CUDA execution provider
+    when onnxruntime has it (else HovitError); ``threads`` fixes the intra-op thread count."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if str(device).startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise HovitError("onnxruntime latency on cuda needs onnxruntime-gpu (the CUDA execution provider); "
+                             "install it, or time on the CPU")
+        index = torch.device(device).index or 0
+        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    src = str(model) if isinstance(model, (str, Path)) else model
+    return ort.InferenceSession(src, sess_options=opts, providers=providers)
+
+
+@dataclass
+class OnnxCheck:
+    max_abs: float
+    max_rel: float  # max |onnx - torch| / max |torch|
+
+
+def check(model: nn.Module, onnx_model: bytes, img_size: int, in_chans: int = 3,
+          batches: tuple[int, ...] = (1, 3)) -> OnnxCheck:
+    """onnxruntime against PyTorch on random inputs at several batch sizes (the batch axis is
+    dynamic); a difference over TOLERANCE (relative) is an export error."""
+    sess = session(onnx_model)
+    model = model.eval().cpu()
+    worst_abs, scale = 0.0, 0.0
+    for b in batches:
+        x = torch.randn(b, in_chans, img_size, img_size, generator=torch.Generator().manual_seed(b))
+        with torch.no_grad():
+            ref = model(x).numpy()
+        out = sess.run(None, {"images": x.numpy()})[0]
+        worst_abs, scale = max(worst_abs, float(np.abs(out - ref).max())), max(scale, float(np.abs(ref).max()))
+    result = OnnxCheck(worst_abs, worst_abs / max(scale, 1e-12))
+    if result.max_rel > TOLERANCE:
+        raise HovitError(f"ONNX export differs from PyTorch by {result.max_rel:.2e} relative (max abs "
+                         f"{result.max_abs:.2e}), over the {TOLERANCE:g} allowed")
+    return result
+
+
+def save_onnx(model: nn.Module, path: str | Path) -> tuple[Path, OnnxCheck]:
+    """An exported HoViT as ``.onnx`` with its config in the metadata, checked on the way."""
+    cfg: ArchConfig = model.config
+    data = onnx_bytes(model, cfg.img_size, cfg.in_chans,
+                      {"format": FORMAT, "config": json.dumps(to_dict(cfg))})
+    result = check(model, data, cfg.img_size, cfg.in_chans)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p, result
+
+
+class OnnxModel(nn.Module):
+    """An ``.onnx`` file behind a module's interface (for ``evaluate``): tensors in, logits out."""
+
+    def __init__(self, path: Path, config: ArchConfig, device: str = "cpu"):
+        super().__init__()
+        self.path, self.config, self.device_ = path, config, device
+        self.sess = session(path, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.sess.run(None, {"images": x.detach().float().cpu().numpy()})[0]
+        return torch.from_numpy(out).to(x.device)
+
+
+def load_onnx(path: str | Path, device: str | torch.device = "cpu") -> OnnxModel:
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise HovitError(f"{p}: no such ONNX model")
+    try:
+        meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
+    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input
+        raise HovitError(f"{p}: not an ONNX file ({type(exc).__name__})") from None
+    if meta.get("format") != FORMAT:
+        raise HovitError(f"{p}: not a hovit-nas ONNX export (format {meta.get('format')!r})")
+    return OnnxModel(p, from_dict(ArchConfig, json.loads(meta["config"]), "model"), str(device))
