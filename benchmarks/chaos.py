@@ -8,13 +8,15 @@ Each part drives the real CLI (``python -m hovit_nas search``) on the tiny space
   life: a point from created/latency/training/write, N (the point's occurrence in this driver,
   1 or 2, so kills also land in a driver's second trial) and, for latency/training, a delay
   into that phase. The driver must die by SIGKILL (returncode -9); one that finishes the study
-  first counts as "not killed" and the budget is raised for the next cycle. After the last kill a
-  clean driver (no fault) finishes the study.
+  first counts as "not killed" and the budget is raised for the next cycle. The first kill of a
+  part always has N=1, so it lands in HoViT-B (the fixed point, which must be queued again and
+  complete exactly once). After the last kill a clean driver (no fault) finishes the study.
 - ``ray``: ``--executor ray --max-concurrent 1 --cpus-per-trial 1`` on SQLite, the driver started
-  in its own session and SIGKILLed from outside at a random time in a window (default 10-40 s
-  after start: Ray start-up, the anchor's calibration, a trial, or between trials), then its
-  process group too (what a dead terminal does); processes that outlive that are reported and
-  killed by pid. Then a clean driver resumes the study to completion.
+  in its own session and SIGKILLed from outside, then its process group too (what a dead terminal
+  does); processes that outlive that are reported and killed by pid. Odd cycles kill 0-7 s after
+  the driver's first trial appears in the study (so kills land in trials, the first in HoViT-B,
+  however long start-up takes), even cycles at a time drawn from 10-40 s after start (Ray
+  start-up, the anchor, a trial, or between trials). Then a clean driver resumes the study.
 - ``pg-restart``: a clean driver on a fresh PostgreSQL study; once it trains a trial after at
   least one finished trial, ``pg_ctl restart -m fast`` restarts the server under it. The driver
   either survives and completes, or exits non-zero with one clear line (no traceback); a re-run
@@ -65,7 +67,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import optuna
 import yaml
@@ -91,11 +93,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--points", default=None,
                     help="cycle these kill points in order (comma-separated) instead of drawing them at random")
     ap.add_argument("--nth", default="1,2", help="occurrences of the point to kill at, drawn from (default 1,2)")
-    ap.add_argument("--latency-delay-max", type=float, default=2.0,
-                    help="kill up to S s into the latency measurement (it lasts ~2-3 s here: build, export, time)")
-    ap.add_argument("--training-delay-max", type=float, default=2.5,
-                    help="kill up to S s into training (it lasts ~2-2.5 s here)")
-    ap.add_argument("--ray-kill-window", default="10,40", help="kill the Ray driver uniformly in [A,B] s after start")
+    ap.add_argument("--latency-delay-max", type=float, default=3.0,
+                    help="kill up to S s into the latency measurement (on 2 cores it lasts ~3-4 s: build, ONNX "
+                         "export, time)")
+    ap.add_argument("--training-delay-max", type=float, default=2.0,
+                    help="kill up to S s into training (on 2 cores it lasts ~2 s)")
+    ap.add_argument("--ray-kill-window", default="10,40",
+                    help="even Ray cycles: kill the driver uniformly in [A,B] s after its start")
+    ap.add_argument("--ray-trial-kill-max", type=float, default=7.0,
+                    help="odd Ray cycles: kill the driver up to S s after its first trial appears (a Ray trial lives "
+                         "~6 s here, from ask to tell)")
     ap.add_argument("--heartbeat", default="1,4", help="HOVIT_NAS_HEARTBEAT for every driver (INTERVAL,GRACE s)")
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--pg-quiet-wait", type=float, default=300,
@@ -144,7 +151,8 @@ def snapshot_code(code: str, dest: Path) -> dict:
     dest.mkdir(parents=True)
     if code == "worktree":
         shutil.copytree(ROOT / "hovit_nas", dest / "hovit_nas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        dirty = [ln[3:] for ln in _git("status", "--porcelain", "--", "hovit_nas").splitlines()]
+        dirty = sorted(set(_git("diff", "--name-only", "HEAD", "--", "hovit_nas").splitlines())
+                       | set(_git("ls-files", "--others", "--exclude-standard", "--", "hovit_nas").splitlines()))
     else:
         rev = _git("rev-parse", "--verify", f"{code}^{{commit}}")
         if not rev:
@@ -194,27 +202,34 @@ class Battery:
             return subprocess.run([sys.executable, "-m", "hovit_nas", *args], cwd=self.work, env=self.env,
                                   stdout=f, stderr=subprocess.STDOUT, timeout=300).returncode
 
-    def run(self, cmd: list[str], log: str, fault: Optional[str] = None, kill_after: Optional[float] = None,
-            timeout: Optional[float] = None) -> dict:
-        """One driver in its own session. ``kill_after``: SIGKILL it (and its process group) from
-        outside after that many seconds. Returns returncode, duration and what it left behind."""
+    def run(self, cmd: list[str], log: str, fault: Optional[str] = None,
+            kill_when: Optional[Callable[[float], bool]] = None, timeout: Optional[float] = None) -> dict:
+        """One driver in its own session. ``kill_when(seconds since start)``, asked every 0.25 s:
+        True SIGKILLs it (and its process group) from outside. Returns returncode, duration and
+        what it left behind."""
         env = dict(self.env, **({"HOVIT_NAS_FAULT": fault} if fault else {}))
         path = self.work / "logs" / log
         info: dict = {"log": log}
+        limit = timeout or self.a.driver_timeout
         t0 = time.time()
         with open(path, "w") as f:
             proc = self.current = subprocess.Popen(cmd, cwd=self.work, env=env, stdout=f, stderr=subprocess.STDOUT,
                                                    start_new_session=True)
             try:
-                try:
-                    proc.wait(timeout=kill_after if kill_after is not None else (timeout or self.a.driver_timeout))
-                except subprocess.TimeoutExpired:
-                    if kill_after is not None:
+                while proc.poll() is None:
+                    elapsed = time.time() - t0
+                    if kill_when is not None and kill_when(elapsed):
+                        info["killed_at_s"] = round(elapsed, 1)
                         info.update(external_kill(proc))
-                    else:
+                    elif elapsed > limit:
                         info["timed_out"] = True
                         _killpg(proc.pid)
                         proc.wait()
+                    else:
+                        try:
+                            proc.wait(timeout=0.25 if kill_when else min(5.0, limit - elapsed + 0.1))
+                        except subprocess.TimeoutExpired:
+                            pass
             except BaseException:
                 _killpg(proc.pid)
                 raise
@@ -309,7 +324,8 @@ def external_kill(proc: subprocess.Popen) -> dict:
 
 def _name(p) -> str:
     try:
-        return " ".join(p.cmdline()).strip()[:80] or p.name()
+        venv = str(Path(sys.executable).parent.parent) + "/"
+        return " ".join(p.cmdline()).replace(venv, "").strip()[:160] or p.name()
     except Exception:  # noqa: BLE001
         return "?"
 
@@ -319,8 +335,15 @@ def _name(p) -> str:
 def read_trials(url: str, study: str) -> Optional[list]:
     """The study's trials, read only (no schema creation, no writes); None before it exists."""
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_compatibility_check=True,
-                                         skip_table_creation=True)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        return None  # no driver has created it yet (and reading must not create it)
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_compatibility_check=True,
+                                             skip_table_creation=True)
+    except Exception as exc:  # noqa: BLE001 - the first driver died while creating the tables
+        if "no such table" in str(exc) or "does not exist" in str(exc):
+            return None
+        raise
     try:
         try:
             return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
@@ -405,7 +428,7 @@ def kill_part(b: Battery, name: str, url: str, study: str, kills: int, budget: i
     while done < kills and attempt < 2 * kills + 5:
         point = a.points[attempt % len(a.points)] if a.points else rng.choice(POINTS)
         attempt += 1
-        nth = rng.choice(a.nth)
+        nth = 1 if attempt == 1 else rng.choice(a.nth)  # the first kill lands in HoViT-B, the fixed point
         delay = {"latency": rng.uniform(0, a.latency_delay_max),
                  "training": rng.uniform(0, a.training_delay_max)}.get(point, 0.0)
         spec = f"{point}:{nth}" + (f":{delay:.2f}" if delay else "")
@@ -484,31 +507,60 @@ def finish(b: Battery, part: Part, url: str, study: str, budget: int, complete: 
 
 
 def ray_part(b: Battery, url: str, study: str, kills: int, budget: int, seed: str) -> Part:
+    """Odd cycles kill a few seconds after the driver's next trial appears in the study (RUNNING),
+    so kills land in trials (the first one in HoViT-B) whatever start-up costs; even cycles kill
+    at a time drawn from the start window (Ray start-up, the anchor, a trial, between trials)."""
     a = b.a
     lo, hi = a.ray_kill_window
-    part = Part("ray", f"Ray executor (--max-concurrent 1 --cpus-per-trial 1) on a SQLite file, driver and its "
-                       f"process group SIGKILLed at {lo:g}-{hi:g} s, HOVIT_NAS_HEARTBEAT={a.heartbeat}")
+    part = Part("ray", f"Ray executor (--max-concurrent 1 --cpus-per-trial 1) on a SQLite file; the driver and its "
+                       f"process group SIGKILLed from outside, odd cycles 0-{a.ray_trial_kill_max:g} s after its next "
+                       f"trial starts, even ones {lo:g}-{hi:g} s after start; HOVIT_NAS_HEARTBEAT={a.heartbeat}")
     part.figures.update(storage=_masked(url), study=study, budget_start=budget)
     rng = random.Random(seed)
-    done, attempt, complete, outlived = 0, 0, {}, 0
+    done, attempt, complete, outlived, in_trial = 0, 0, {}, 0, 0
     while done < kills and attempt < 2 * kills + 3:
         attempt += 1
-        at = rng.uniform(lo, hi)
-        r = b.run(b.search_cmd(url, study, budget, ray=True), f"ray-{attempt:02d}.log", kill_after=at)
+        mode = "trial" if attempt % 2 else "start"
+        before = max((t.number for t in read_trials(url, study) or []), default=-1)
+        seen: dict = {}
+        if mode == "start":
+            at = rng.uniform(lo, hi)
+            when, what = (lambda elapsed: elapsed >= at), f"at {at:.1f} s"
+        else:
+            delay = rng.uniform(0, a.ray_trial_kill_max)
+            what = f"{delay:.1f} s after its first trial starts"
+            polled = [0.0]
+
+            def when(elapsed: float) -> bool:
+                if "at" not in seen and elapsed - polled[0] >= 0.5:
+                    polled[0] = elapsed
+                    new = [t for t in read_trials(url, study) or [] if t.number > before
+                           and t.state == TrialState.RUNNING and DUPLICATE not in t.user_attrs]
+                    if new:
+                        seen.update(at=elapsed, trial=new[0].number, fixed_point=FIXED_POINT in new[0].user_attrs)
+                return "at" in seen and elapsed >= seen["at"] + delay
+
+        r = b.run(b.search_cmd(url, study, budget, ray=True), f"ray-{attempt:02d}.log", kill_when=when)
         trials = read_trials(url, study)
         was = len(complete)
         complete, gone = part.check_lost(complete, trials, f"ray kill cycle {attempt}")
         text = (b.work / "logs" / r["log"]).read_text(errors="replace")
         finished = len(re.findall(r"^\[\d+/\d+\] trial", text, re.M))
-        phase = ("start-up" if "ray: " not in text else "anchor calibration" if " trials, 1 at a time" not in text
+        phase = ("start-up" if "ray: " not in text else "before trials (anchor)" if " trials, 1 at a time" not in text
                  else f"trials ({finished} finished by this driver)")
-        part.kills.append({"cycle": attempt, "kill_at_s": round(at, 1), "phase": phase, "budget": budget,
+        left_running = [t.number for t in trials or [] if t.state == TrialState.RUNNING]
+        part.kills.append({"cycle": attempt, "mode": mode, "kill": what, "phase": phase, "budget": budget,
+                           "trial_seen": seen or None, "running_after_kill": left_running,
                            "complete_before": was, "complete_after": len(complete), "lost": gone, **r})
         if r.get("killed_externally"):
             done += 1
             outlived += bool(r.get("alive_12s"))
-            msg = (f"killed at {at:.1f} s ({phase}; {r.get('descendants', 0)} child processes, "
-                   f"{len(r.get('alive_2s', []))} alive 2 s after killpg, {len(r.get('alive_12s', []))} after 12 s)")
+            in_trial += bool(left_running)
+            target = (f"; trial #{seen['trial']}{' (HoViT-B)' if seen.get('fixed_point') else ''} appeared at "
+                      f"{seen['at']:.1f} s") if seen else ""
+            msg = (f"killed at {r['killed_at_s']:.1f} s ({phase}{target}; RUNNING left {left_running or 'none'}; "
+                   f"{r.get('descendants', 0)} child processes, {len(r.get('alive_2s', []))} alive 2 s after killpg, "
+                   f"{len(r.get('alive_12s', []))} after 12 s)")
         elif r["returncode"] == 0:
             part.not_killed += 1
             budget += max(2, kills - done)
@@ -516,10 +568,11 @@ def ray_part(b: Battery, url: str, study: str, kills: int, budget: int, seed: st
         else:
             part.unexpected.append({"cycle": attempt, "returncode": r["returncode"], "tail": r["tail"]})
             msg = f"UNEXPECTED exit {r['returncode']} after {r['duration_s']:.1f} s: {r['last_line'][:120]}"
-        print(f"ray kill {done}/{kills}: at {at:.1f} s -> {msg}; {len(complete)} complete", flush=True)
+        print(f"ray kill {done}/{kills}: {what} -> {msg}; {len(complete)} complete", flush=True)
         time.sleep(2)
     part.figures["kills_asked"], part.figures["kills_done"] = kills, done
-    part.rows.append(("kills whose Ray processes outlived killpg by 12 s (killed by pid)", outlived, "-", None))
+    part.rows += [("kills that left a trial RUNNING (landed in a trial)", in_trial, "-", None),
+                  ("kills whose Ray processes outlived killpg by 12 s (killed by pid)", outlived, "-", None)]
     finish(b, part, url, study, budget, complete, ray=True)
     return part
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shlex
 import sys
 import threading
@@ -29,8 +30,8 @@ from typing import Callable, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .config import SAMPLERS
 from .errors import HovitError, StorageError
-from .space import Space
 
 DIRECTIONS = ["maximize", "minimize"]
 OBJECTIVES = ["accuracy", "latency_ms"]
@@ -105,8 +106,8 @@ def shown(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable storage URL>"
+    except (ArgumentError, ValueError):  # unparseable: mask anything between "user:" and "@"
+        return re.sub(r"(//[^/@:]*:)[^/]*@", r"\1***@", url)
 
 
 def default_storage(study_name: str, root: str | Path = "studies") -> str:
@@ -149,7 +150,7 @@ def open_storage(url: str, create: bool = True) -> Storage:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise StorageError(f"invalid storage URL {url!r}: {exc}") from None
+        raise StorageError(f"invalid storage URL {shown(url)!r}: {shown(str(exc))}") from None
     masked = shown(url)
     kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
@@ -186,9 +187,6 @@ def _raise_storage_error(exc: Exception, masked: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- samplers
-
-SAMPLERS = ("nsga2", "tpe", "random")
-
 
 def make_sampler(name: str = "nsga2", seed: Optional[int] = None, population: int = 8,
                  constraints: bool = False) -> optuna.samplers.BaseSampler:

@@ -146,6 +146,7 @@ def test_budget_slots_go_to_the_lowest_trial_numbers(tmp_path):
     ("nosuchdb://x/y", "cannot open storage 'nosuchdb://x/y'"),
     ("sqlite://", "in-memory SQLite study would be lost"),
     ("postgresql+psycopg2://u:secret@127.0.0.1:1/db", r"cannot open storage 'postgresql\+psycopg2://u:\*\*\*@"),
+    ("postgresql://u:secret@host:notaport/db", r"invalid storage URL 'postgresql://u:\*\*\*@host:notaport/db'"),
 ])
 def test_invalid_storage_urls(url, match):
     with pytest.raises(StorageError, match=match) as exc:

@@ -14,7 +14,11 @@ run. Our subclass adds what a shared multi-objective NAS study needs:
 
 The trainable is the same pure ``run_trial`` the local executor calls; it writes its user attrs
 straight into the storage. The storage URL reaches workers through the environment, never
-through Tune's pickled experiment state (it may hold a password).
+through Tune's pickled experiment state (it may hold a password). Latency stays honest under
+concurrency through the device guard (device.py: a measurement waits for, and blocks, other
+trials' compute on that device) and the study's anchor (latency.py, calibrated once in a Ray task
+with the trials' resources), which cancels what the guard cannot stop (worker start-up, the Tune
+loop, other tenants).
 """
 from __future__ import annotations
 
