@@ -150,7 +150,8 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None, log: Callable[
     return {"img_size": img_size, "batch": cfg.batch, "device": str(dev), "device_name": any_lat.device_name,
             "threads": any_lat.threads, "runs": cfg.runs * rounds, "rounds": rounds, "warmup": cfg.warmup,
             "cuda_graph": any_lat.cuda_graph, "torch": torch.__version__, "runtimes": runtimes,
-            "anchor": {rt: a.ms for rt, a in anchors.items() if a} or None, "rows": [asdict(r) for r in rows]}
+            "anchor": {"name": "hovit_b", "ms": {rt: a.ms for rt, a in anchors.items()}} if cfg.anchor else None,
+            "rows": [asdict(r) for r in rows]}
 
 
 def format_table(report: dict) -> str:
@@ -166,7 +167,7 @@ def format_table(report: dict) -> str:
              f"(>= 1 s timed per round, {report.get('rounds', 1)} interleaved rounds)"
              + (", CUDA graph" if report.get("cuda_graph") else "")
              + (", anchored to HoViT-B on each runtime (" + ", ".join(f"{k} {v:.3f} ms" for k, v in
-                                                                     report["anchor"].items()) + ")"
+                                                                     report["anchor"]["ms"].items()) + ")"
                 if report.get("anchor") else "")]
     for i, row in enumerate(table):
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))

@@ -167,8 +167,9 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
         for row in bench["rows"]:
             if row["kind"] != "baseline":
                 continue
-            if row.get("top1") is not None:
-                fig.add_trace(go.Scatter(x=[row["latency_ms"]], y=[row["top1"]], mode="markers+text",
+            acc = row.get("val_top1") if row.get("val_top1") is not None else row.get("top1")  # the y axis is val
+            if acc is not None:
+                fig.add_trace(go.Scatter(x=[row["latency_ms"]], y=[acc], mode="markers+text",
                                          name=row["model"], text=[row["model"]], textposition="bottom center",
                                          marker=dict(symbol="diamond", size=11)), 1, 1)
             else:

@@ -41,9 +41,6 @@ class Prepared:
         return t
 
 
-ANCHOR_WAIT_S = 60
-
-
 def ensure_anchor(prep: Prepared, device: str, threads: Optional[int], log: Log,
                   run: Callable[[Callable[[], Calibration]], Calibration] = lambda calibrate: calibrate()) -> None:
     """One calibrated reference per study, so every trial's latency scales by the same figure.
@@ -55,14 +52,16 @@ def ensure_anchor(prep: Prepared, device: str, threads: Optional[int], log: Log,
         return
     t = copy.copy(prep.trial_template)
     t.device, t.threads = device, threads
-    stored = _wait_for_anchor(prep)
+    stored = _wait_for_anchor(prep, log)
     if stored is None:
         space = prep.space
         anchor = run(lambda: calibrate_anchor(space.fixed_point, space.fixed_point_config(), t))
-        prep.study.set_user_attr(st.ANCHOR_ATTR, anchor.to_dict())
-        log(f"latency anchor: {anchor.name} calibrated at {anchor.ms:.3f} ms on {anchor.device} "
-            f"({anchor.threads} threads); each trial is timed alternately with it, reported as ratio x this")
-    else:
+        stored = prep.study.user_attrs.get(st.ANCHOR_ATTR)  # another driver may have been quicker: keep its
+        if stored is None:
+            prep.study.set_user_attr(st.ANCHOR_ATTR, anchor.to_dict())
+            log(f"latency anchor: {anchor.name} calibrated at {anchor.ms:.3f} ms on {anchor.device} "
+                f"({anchor.threads} threads); each trial is timed alternately with it, reported as ratio x this")
+    if stored is not None:
         anchor = Calibration.from_dict(stored)
         if anchor.device.split(":")[0] != device.split(":")[0] or anchor.threads != t.latency_threads:
             raise HovitError(f"study {prep.study_name!r}: its latency anchor was calibrated on {anchor.device} "
@@ -71,13 +70,20 @@ def ensure_anchor(prep: Prepared, device: str, threads: Optional[int], log: Log,
     prep.trial_template.anchor = anchor
 
 
-def _wait_for_anchor(prep: Prepared) -> Optional[dict]:
-    """A driver that joined a fresh study waits (a while) for its creator's calibration."""
-    deadline = time.time() + ANCHOR_WAIT_S
+def _wait_for_anchor(prep: Prepared, log: Log) -> Optional[dict]:
+    """A driver that joined a fresh study waits for its creator's calibration, for as long as a
+    live process may stay silent (the heartbeat grace): past that, the creator is presumed dead
+    and this driver calibrates."""
+    wait = st.storage_of(prep.study).grace_period
+    deadline = time.time() + wait
+    said = False
     while True:
         stored = prep.study.user_attrs.get(st.ANCHOR_ATTR)
         if stored is not None or prep.created or st.finished_count(prep.study) or time.time() > deadline:
             return stored
+        if not said:
+            log(f"waiting up to {wait} s for the driver that created the study to calibrate its latency anchor")
+            said = True
         time.sleep(1)
 
 
