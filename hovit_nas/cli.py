@@ -291,6 +291,17 @@ def _ray_config(**v):
     return RayConfig(**v)
 
 
+def ray_options(*extra: tuple) -> Callable:
+    """Where Ray runs trials, as one ``RayConfig`` argument named ``ray``."""
+    return grouped(
+        "ray", _ray_config,
+    (("--ray-address",), "address", dict(default=None, help="auto | ray://host:10001 (default: start a local Ray).")),
+    (("--cpus-per-trial",), "cpus_per_trial", dict(type=float, default=1.0, show_default=True)),
+    (("--gpus-per-trial",), "gpus_per_trial", dict(type=float, default=0.0, show_default=True)),
+        (("--max-concurrent",), "max_concurrent", dict(type=int, default=None, help="Trials at once on Ray.")),
+        *extra)
+
+
 @main.command()
 @click.option("--space", default="hovit", show_default=True, help="Space name (search_spaces/NAME.yaml) or file.")
 @data_option
@@ -318,12 +329,7 @@ def _ray_config(**v):
               help="Where latency is timed: onnxruntime, torch (eager), or auto = onnxruntime on CPU, torch on "
                    "CUDA (space default: auto). A study keeps its runtime.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@grouped(
-    "ray", _ray_config,
-    (("--ray-address",), "address", dict(default=None, help="auto | ray://host:10001 (default: start a local Ray).")),
-    (("--cpus-per-trial",), "cpus_per_trial", dict(type=float, default=1.0, show_default=True)),
-    (("--gpus-per-trial",), "gpus_per_trial", dict(type=float, default=0.0, show_default=True)),
-    (("--max-concurrent",), "max_concurrent", dict(type=int, default=None, help="Trials at once on Ray.")),
+@ray_options(
     (("--asha",), "asha", dict(is_flag=True, help="Ray: stop trials early by validation accuracy alone "
                                                   "(ASHA; latency is ignored); they are PRUNED.")),
 )
@@ -351,13 +357,7 @@ def search(space, data, data_options, study_name, storage, trials, timeout, samp
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads per run.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@grouped(
-    "ray", _ray_config,
-    (("--ray-address",), "address", dict(default=None, help="auto | ray://host:10001 (default: start a local Ray).")),
-    (("--cpus-per-trial",), "cpus_per_trial", dict(type=float, default=1.0, show_default=True)),
-    (("--gpus-per-trial",), "gpus_per_trial", dict(type=float, default=0.0, show_default=True)),
-    (("--max-concurrent",), "max_concurrent", dict(type=int, default=None, help="Runs at once on Ray.")),
-)
+@ray_options()
 def confirm(study_name, storage, data, data_options, top_k, seeds, device, threads, executor, ray):
     """Retrain the top-k front trials and HoViT-B over further seeds (study <study>-confirm), so
     that `pin` chooses on confirmed figures. Re-running resumes."""

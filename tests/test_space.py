@@ -32,7 +32,7 @@ def test_shipped_spaces_load_and_contain_hovit_b(name):
 
 def test_validation_errors_name_file_and_field():
     _bad(lambda d: d.update(colour="red"), r"s\.yaml: unknown key 'colour'")
-    _bad(lambda d: d["params"].update(width={"type": "int", "low": 1, "high": 2}), r"params\.width: unknown parameter")
+    _bad(lambda d: d["params"].update(depth={"type": "int", "low": 1, "high": 2}), r"params\.depth: unknown parameter")
     _bad(lambda d: d["params"]["downsample"].update(choices=[]), r"params\.downsample: choices must be a non-empty")
     _bad(lambda d: d["params"]["head_width"].update(low=900), r"params\.head_width: impossible range low=900 > high=768")
     _bad(lambda d: d["params"]["tau_end"].update(low=-1.0), r"params\.tau_end: log scale needs low > 0")

@@ -65,7 +65,10 @@ def _searcher_class():
             return self._heartbeats
 
         def __getstate__(self):
-            return dict(self.__dict__, _heartbeats=None)
+            """Tune pickles the searcher into its experiment state (tuner.pkl): leave out the live
+            storage and study, whose URL may hold a password. Resuming never unpickles it: the
+            Optuna study is the search state."""
+            return dict(self.__dict__, _heartbeats=None, _storage=None, _ot_study=None)
 
         def suggest(self, trial_id: str):
             study, budget = self._ot_study, self._budget
@@ -190,9 +193,11 @@ class _Interrupt:
         return StopOnInterrupt()
 
 
-def _define_by_run(prep: Prepared):
+def _define_by_run(space):
+    """Tune pickles this with the searcher: it holds the space only (never the storage URL)."""
+
     def define(trial) -> dict:
-        cfg = prep.space.suggest(trial)
+        cfg = space.suggest(trial)
         return {"optuna_trial_number": trial.number, "run_config": to_dict(cfg)}
 
     return define
@@ -298,7 +303,7 @@ def run_ray(prep: Prepared, log: Log) -> None:
                       run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
         interrupt = _Interrupt()
         searcher = _searcher_class()(
-            space=_define_by_run(prep), metric=["accuracy", "latency_ms"], mode=["max", "min"],
+            space=_define_by_run(prep.space), metric=["accuracy", "latency_ms"], mode=["max", "min"],
             sampler=prep.study.sampler, study_name=prep.study_name, storage=st.open_storage(prep.storage),
             budget=prep.trials, log=log, interrupt=interrupt)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune
