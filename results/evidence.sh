@@ -9,3 +9,9 @@ python benchmarks/latency_repeatability.py --out results/bench/latency_repeatabi
 rm -rf studies/pcam-cpu && results/search-pcam/run.sh
 python benchmarks/ray_vs_local.py 2>&1 | tee results/ray/ray_vs_local.log
 python benchmarks/ray_vs_local.py --raw 2>&1 | tee results/ray/ray_vs_local_raw.log
+hovit-nas bench --device cpu --batch 1 --img-size 224 --runs 20 --rounds 3 --runtimes torch,onnxruntime \
+  --out results/bench-runtimes 2>&1 | tee results/bench-runtimes/bench.log
+results/confirm-pcam/run.sh
+rm -rf studies/pcam-wide-ort && results/onnx-pcam/run.sh
+python benchmarks/ray_vs_local.py --trials 6 --executors ray_1,ray_2 --tag _60s 2>&1 | tee results/ray/ray_vs_local_60s.log
+python benchmarks/chaos.py --code HEAD --out results/chaos 2>&1 | tee results/chaos/chaos.log
