@@ -14,6 +14,7 @@ import optuna
 
 from hovit_nas import study as st
 from hovit_nas.config import run_config_from_dict
+from hovit_nas.config import LatencyConfig
 from hovit_nas.trial import TrialSpec, calibrate_anchor, remeasure
 
 ap = argparse.ArgumentParser()
@@ -36,7 +37,8 @@ if anchor is None and not a.raw and fixed:
     rec, cfg = fixed[0].user_attrs["latency"], run_config_from_dict(fixed[0].user_attrs["config"], "HoViT-B trial")
     anchor = calibrate_anchor(fixed[0].user_attrs[st.FIXED_POINT_ATTR], cfg, TrialSpec(
         config=cfg, device=rec["device"], threads=rec["threads"],
-        latency={"batch": rec["batch"], "runs": 10, "warmup": rec["warmup"], "threads": rec["threads"]}))
+        latency=LatencyConfig(batch=rec["batch"], runs=10, warmup=rec["warmup"], threads=rec["threads"],
+                              runtime=rec.get("runtime", "torch")))).to_dict()
     anchor["calibrated_now"] = True
 lat = remeasure({n: t.user_attrs for n, t in trials.items()}, anchor, rounds=a.rounds)
 how = "raw timing" if anchor is None else f"anchored to {anchor['name']} at {anchor['ms']:.3f} ms" + (
