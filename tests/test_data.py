@@ -134,3 +134,13 @@ def test_real_pcam_split_folders(pcam_subset):
     s = load_data(DataSpec(path=str(pcam_subset), img_size=32, max_per_split=20))
     assert s.classes == ["0", "1"] and s.sizes == {"train": 20, "val": 20, "test": 20}
     assert sorted(Counter(_labels(s.test)).values()) == [10, 10]  # the cap is stratified
+
+
+def test_overlapping_split_indices_are_refused_naming_the_pair_and_an_index(tmp_path, class_folder):
+    p = tmp_path / "idx.json"
+    p.write_text(json.dumps({"train_idx": [0, 1, 2, 7], "val_idx": [3, 4], "test_idx": [5, 7, 8]}))
+    with pytest.raises(DataError, match=r"train_idx and test_idx overlap \(1 samples, e\.g\. index 7\); "
+                                        r"splits must be disjoint"):
+        load_data(DataSpec(path=str(class_folder), split_index=str(p)))
+    r = run_cli("train", "--config", "hovit_s", "--data", str(class_folder), "--split-index", str(p), cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "overlap" in r.stderr
