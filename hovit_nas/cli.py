@@ -58,7 +58,8 @@ def _data_options(**v):
     from .config import DataOptions
 
     return DataOptions(split_index=v["split_index"], external_test=v["external_test"], download=v["download"],
-                       max_per_split=v["max_per_split"], augment=not v["no_augment"])
+                       max_per_split=v["max_per_split"], augment=not v["no_augment"],
+                       cache_dir=v["cache_dir"])
 
 
 data_option = click.option("--data", "data", default=None,
@@ -70,6 +71,8 @@ data_options = grouped(
     (("--download",), "download", dict(is_flag=True, help="Allow downloading a MedMNIST .npz that is missing.")),
     (("--max-per-split",), "max_per_split", dict(type=int, default=None, help="Cap each split (stratified).")),
     (("--no-augment",), "no_augment", dict(is_flag=True, help="Disable flips/rotations.")),
+    (("--cache-dir",), "cache_dir", dict(default=None, help="Where decoded datasets are cached (default: "
+                                         "$HOVIT_NAS_CACHE_DIR, else ~/.cache/hovit-nas); one build per node.")),
 )
 
 

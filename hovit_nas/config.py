@@ -10,7 +10,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, ClassVar, Literal, Optional, Sequence
 
 import yaml
 
@@ -145,7 +145,10 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     max_steps_per_epoch: Optional[int] = None  # cap for quick CPU runs
-    num_workers: int = 0
+    channels_last: bool = False  # NHWC activations: for GPUs where it measurably helps (README)
+    compile: bool = False  # torch.compile the model for training (GPU; costs a compile per trial)
+    # read from older files and ignored: the dataset cache replaced DataLoader workers (data/)
+    RETIRED: ClassVar[tuple] = ("num_workers",)
 
     def validate(self, where: str = "train") -> "TrainConfig":
         for name in ("epochs_dense", "epochs_prune"):
@@ -215,6 +218,7 @@ class DataOptions:
     download: bool = False
     max_per_split: Optional[int] = None  # cap each split (stratified) for quick runs
     augment: bool = True  # flips + 90-degree rotations (histology has no orientation)
+    cache_dir: Optional[str] = None  # the dataset cache (data/cache.py); None: $HOVIT_NAS_CACHE_DIR or ~/.cache
 
 
 @dataclass
@@ -233,6 +237,7 @@ class DataSpec:
     std: Sequence[float] = (0.5, 0.5, 0.5)
     download: bool = False
     max_per_split: Optional[int] = None
+    cache_dir: Optional[str] = None  # None: resolved where the data is loaded (each Ray node its own)
 
     @classmethod
     def of(cls, path: Optional[str], img_size: int, seed: int = 0,
@@ -243,7 +248,7 @@ class DataSpec:
         absolute = (lambda v: str(Path(v).expanduser().resolve()) if v else v)  # noqa: E731
         return cls(path=absolute(path), img_size=img_size, seed=seed, split_index=absolute(o.split_index),
                    external_test=absolute(o.external_test), download=o.download, max_per_split=o.max_per_split,
-                   augment=o.augment)
+                   augment=o.augment, cache_dir=absolute(o.cache_dir))
 
     @property
     def label(self) -> str:
@@ -342,6 +347,7 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
+    data = {k: v for k, v in data.items() if k not in getattr(cls, "RETIRED", ())}
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:

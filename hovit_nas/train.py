@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from timm.utils import random_seed
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from .config import RunConfig, TrainConfig, dump_run_config, run_config_from_dict, to_dict
-from .data import Splits, check_num_classes
+from .data import Batches, Images, Splits, check_num_classes
 from .device import NO_GUARD, DeviceGuard, resolve_device
 from .errors import HovitError, TrialFailed
 from .metrics import classification_metrics
@@ -98,29 +97,31 @@ def _prepare_phase(model, cfg: RunConfig, phase: str) -> None:
         add_lora(model, cfg.prune.lora_rank, cfg.prune.lora_alpha)
 
 
+EVAL_BATCH = 512
+NAN_CHECK_EVERY = 50  # steps between the loop's only host synchronisations (NaN check, progress)
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, device: torch.device,
-             guard: DeviceGuard = NO_GUARD, batch_size: int = 256) -> dict:
+def evaluate(model: nn.Module, dataset: Images, num_classes: int, device: torch.device,
+             guard: DeviceGuard = NO_GUARD, batch_size: int = EVAL_BATCH) -> dict:
+    """Top-1 and friends over a split, read from the cache in large batches."""
     model.eval()
-    preds, labels = [], []
-    batches = iter(DataLoader(dataset, batch_size=batch_size, shuffle=False))
+    dev = torch.device(device)
+    preds = []
+    batches = iter(Batches(dataset, batch_size, dev, shuffle=False, augment=False))
     while True:
         with guard.shared():  # loading and compute both count as using the device
             batch = next(batches, None)
             if batch is None:
                 break
-            x, y = batch
-            preds.append(model(x.to(device, non_blocking=True)).argmax(1).cpu())
-        labels.append(y)
-    y_true = torch.cat(labels).numpy() if labels else []
-    y_pred = torch.cat(preds).numpy() if preds else []
-    return classification_metrics(y_true, y_pred, num_classes)
+            preds.append(model(batch[0]).argmax(1))
+    y_pred = torch.cat(preds).cpu().numpy() if preds else []
+    return classification_metrics(dataset.labels, y_pred, num_classes)
 
 
-def train_loader(dataset: Dataset, t: TrainConfig, dev: torch.device, generator: torch.Generator) -> DataLoader:
-    return DataLoader(dataset, batch_size=t.batch_size, shuffle=True, generator=generator,
-                      drop_last=len(dataset) > t.batch_size, num_workers=t.num_workers,
-                      pin_memory=dev.type == "cuda", persistent_workers=t.num_workers > 0)
+def train_loader(dataset: Images, t: TrainConfig, dev: torch.device, generator: torch.Generator) -> Batches:
+    return Batches(dataset, t.batch_size, dev, shuffle=True, generator=generator,
+                   drop_last=len(dataset) > t.batch_size, channels_last=t.channels_last)
 
 
 @dataclass
@@ -128,8 +129,8 @@ class Loop:
     """What one phase's epochs run over: fixed for the phase."""
 
     model: nn.Module
-    loader: DataLoader
-    val_set: Dataset
+    loader: Batches
+    val_set: Images
     num_classes: int
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
@@ -147,12 +148,21 @@ class Loop:
 def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
                step_hook: Callable[[int, int], None] | None = None,
                end_epoch: Callable[[dict], None] | None = None) -> None:
-    """The training loop: AdamW steps under the device's shared slot, NaN check, val per epoch."""
+    """The training loop: AdamW steps under the device's shared slot, val per epoch.
+
+    Loss and accuracy accumulate on the device, and the first non-finite step is recorded there
+    too: the host synchronises only every NAN_CHECK_EVERY steps (and at the epoch's end), so a
+    GPU is never left waiting for Python between steps."""
     model, dev, t, steps = loop.model, loop.device, loop.train, loop.steps
     amp = dev.type == "cuda" and t.amp
+    forward = torch.compile(model) if t.compile else model
     for epoch in range(first_epoch, epochs):
         model.train()
-        t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
+        t0 = time.time()
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        first_bad = torch.full((), -1, device=dev, dtype=torch.long)
+        seen = 0
         batches = iter(loop.loader)
         bar = _StepBar(f"{phase} {epoch + 1}/{epochs}", steps)
         for step in range(steps):
@@ -162,28 +172,36 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
                 batch = next(batches, None)
                 if batch is None:
                     break
-                x, y = batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True)
+                x, y = batch
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(x)
+                    logits = forward(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise TrialFailed(f"loss became {loss.item()} (NaN/inf) in phase {phase}, "
-                                      f"epoch {epoch + 1}, step {step + 1}")
                 loop.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 loop.opt.step()
             loop.sched.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            loss = loss.detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            loss_sum += loss * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            bar.update(loss_sum / seen, correct / seen)
+            if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps:
+                _check_finite(first_bad, phase, epoch)
+                bar.update(step + 1, float(loss_sum) / seen, int(correct) / seen)
+        _check_finite(first_bad, phase, epoch)
         bar.close()
         val = evaluate(model, loop.val_set, loop.num_classes, dev, loop.guard)
-        rec = {"phase": phase, "epoch": epoch + 1, "epochs": epochs, "loss": loss_sum / max(seen, 1),
-               "train_top1": correct / max(seen, 1), "val_top1": val["top1"],
+        rec = {"phase": phase, "epoch": epoch + 1, "epochs": epochs, "loss": float(loss_sum) / max(seen, 1),
+               "train_top1": int(correct) / max(seen, 1), "val_top1": val["top1"],
                "lr": loop.opt.param_groups[0]["lr"], "s": round(time.time() - t0, 2)}
         if end_epoch is not None:
             end_epoch(rec)
+
+
+def _check_finite(first_bad: torch.Tensor, phase: str, epoch: int) -> None:
+    bad = int(first_bad)
+    if bad >= 0:
+        raise TrialFailed(f"loss became nan/inf in phase {phase}, epoch {epoch + 1}, step {bad + 1}")
 
 
 class _StepBar:
@@ -200,9 +218,9 @@ class _StepBar:
             self.task = self.progress.add_task(label, total=total, stats="")
             self.progress.start()
 
-    def update(self, loss: float, acc: float) -> None:
+    def update(self, done: int, loss: float, acc: float) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, advance=1, stats=f"loss {loss:.4f} acc {acc:.3f}")
+            self.progress.update(self.task, completed=done, stats=f"loss {loss:.4f} acc {acc:.3f}")
 
     def close(self) -> None:
         if self.progress is not None:

@@ -65,6 +65,7 @@ class TrialResult:
     selected_blocks: Optional[list] = None
     history: Optional[list] = None
     data: Optional[str] = None
+    data_cache: Optional[str] = None  # the node-local dataset cache the trial read (data/cache.py)
     wall_s: float = 0.0
 
     @property
@@ -177,6 +178,7 @@ def run_trial(spec: TrialSpec, log: Callable[[str], None] | None = None,
     result.accuracy, result.val, result.test = r.val[spec.metric], r.val, r.test
     result.params_dense, result.selected_blocks, result.history, result.data = (
         r.params_dense, r.selected_blocks, r.history, r.data)
+    result.data_cache = str(splits.train.cache.parent) if splits.train.cache else None
     result.wall_s = round(time.time() - t0, 2)
     return result
 

@@ -14,6 +14,8 @@ SHARED = Path(os.environ.get("HOVIT_NAS_SHARED", ROOT.parent / "shared")) / "dat
 os.environ.setdefault("HOVIT_NAS_LOCK_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "hovit-nas-test-locks"))
 # a short heartbeat grace, so tests that kill a driver see its trials failed within seconds
 os.environ.setdefault("HOVIT_NAS_HEARTBEAT", "2,10")
+# the dataset cache of this test session: never the user's ~/.cache
+os.environ.setdefault("HOVIT_NAS_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"hovit-nas-test-cache-{os.getpid()}"))
 
 
 def write_image(path: Path, rng: np.random.Generator, size: int = 32, fmt: str | None = None, tint: int = 0) -> Path:

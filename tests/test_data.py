@@ -121,7 +121,8 @@ def test_cli_bad_data_is_one_line_exit_2(tmp_path, class_folder):
     r = run_cli("train", "--config", str(cfg), "--data", str(class_folder), "--img-size", "32",
                 "--out", str(tmp_path / "run"))  # a 9-class config file vs 3 classes on disk
     assert r.returncode == 2
-    assert "class count mismatch" in r.stderr and len(r.stderr.strip().splitlines()) == 2  # data line + error
+    lines = r.stderr.strip().splitlines()  # the cache line, the data line, the error
+    assert len(lines) == 3 and lines[0].startswith("dataset cache: ") and "class count mismatch" in lines[-1]
 
 
 def _studies(name):

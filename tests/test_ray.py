@@ -160,3 +160,43 @@ def test_kill_driver_and_rerun_resumes(tmp_path, sig):
     assert all(("stale: no heartbeat" in x) or ("interrupted" in x) for x in reasons), reasons
     if sig == signal.SIGKILL:
         assert "left RUNNING by a dead driver" in r.stderr
+
+
+def test_two_node_cluster_each_node_builds_its_own_cache_once(tmp_path):
+    """Every Ray node decodes the data once into its own cache; its trials share that copy."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    caches = {"head": tmp_path / "cache-head", "node2": tmp_path / "cache-node2"}
+    old = os.environ.get("HOVIT_NAS_CACHE_DIR")
+    try:  # a raylet's workers inherit its environment: each node gets its own default cache dir
+        os.environ["HOVIT_NAS_CACHE_DIR"] = str(caches["head"])
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        os.environ["HOVIT_NAS_CACHE_DIR"] = str(caches["node2"])
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+    finally:
+        if old is None:
+            os.environ.pop("HOVIT_NAS_CACHE_DIR", None)
+        else:
+            os.environ["HOVIT_NAS_CACHE_DIR"] = old
+    try:
+        space = tiny_space(tmp_path, trials=4)
+        env = {"HOVIT_NAS_CACHE_DIR": str(caches["head"])}  # the driver runs on the head node
+        r = run_cli("search", "--space", str(space), "--executor", "ray", "--ray-address", cluster.address,
+                    "--max-concurrent", "2", "--cpus-per-trial", "1", cwd=tmp_path, env=env, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        trials = _study(f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}").get_trials()
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == 4
+        by_cache = {}
+        for t in complete:
+            by_cache.setdefault(t.user_attrs["data_cache"], set()).add(t.user_attrs["ray_node"])
+        assert set(by_cache) == {str(c) for c in caches.values()}, by_cache  # trials ran on both nodes
+        assert all(len(nodes) == 1 for nodes in by_cache.values())  # one cache per node
+        for c in caches.values():  # built once per node (train/val/test: 3 entries), whatever ran there
+            builds = (c / "builds.log").read_text().splitlines()
+            assert len(builds) == 3, builds
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

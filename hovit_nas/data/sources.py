@@ -1,4 +1,6 @@
-"""Dataset specs: one ``--data`` string selects the dataset.
+"""Sources: what each split of a ``--data`` spec is made of. One code path for all of them:
+every source becomes per-split ``SplitSource`` records, and the cache (cache.py) turns those into
+uint8 arrays decoded once per node.
 
 - no spec: the built-in default, scikit-learn's bundled ``load_digits`` (1,797 real 8x8
   handwritten digits, 10 classes) resized to the input size, channels replicated: offline and
@@ -12,30 +14,30 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-from .config import DataSpec
-from .errors import DataError
-
-__all__ = ["DataSpec", "Splits", "load_data", "check_num_classes", "stratified_split"]
+from ..config import DataSpec
+from ..errors import DataError
+from .cache import SplitSource, Unreadable, open_or_build
+from .loader import Images
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 PATHMNIST_URL = "https://zenodo.org/records/10519652/files/pathmnist.npz?download=1"
-CACHE_LIMIT_BYTES = 2 << 30  # decode once into memory below this size
+SPLITS = ("train", "val", "test")
+Log = Callable[[str], None]
 
 
 @dataclass
 class Splits:
-    train: Dataset
-    val: Dataset
-    test: Dataset
+    train: Images
+    val: Images
+    test: Images
     classes: list[str]
     description: str
     sizes: dict = field(default_factory=dict)
@@ -45,59 +47,9 @@ class Splits:
         return len(self.classes)
 
 
-# ----------------------------------------------------------------------------------- datasets
-
-class TensorImages(Dataset):
-    """uint8 images (N, C, H, W) already at the target size, with labels."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: DataSpec, train: bool):
-        self.images, self.labels = images, labels
-        self.norm = _normaliser(spec)
-        self.augment = train and spec.augment
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return _finish(self.images[i], self.norm, self.augment), int(self.labels[i])
-
-
-class FileImages(Dataset):
-    """Lazily decoded image files (for datasets too large to cache)."""
-
-    def __init__(self, files: list[Path], labels: list[int], spec: DataSpec, train: bool):
-        self.files, self.labels = files, labels
-        self.size = spec.img_size
-        self.norm = _normaliser(spec)
-        self.augment = train and spec.augment
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        return _finish(read_image(self.files[i], self.size), self.norm, self.augment), self.labels[i]
-
-
-def _normaliser(spec: DataSpec):
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
-    return mean, std
-
-
-def _finish(img: torch.Tensor, norm, augment: bool) -> torch.Tensor:
-    x = img.float().div_(255.0)
-    if augment:
-        if torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        if torch.rand(()) < 0.5:
-            x = x.flip(-2)
-        x = torch.rot90(x, int(torch.randint(0, 4, ())), (-2, -1))
-    mean, std = norm
-    return (x - mean) / std
-
-
-def read_image(path: Path, size: int) -> torch.Tensor:
-    """Decode one file to uint8 (3, size, size); a bad file raises DataError naming it."""
+def decode(path: Path, size: int) -> np.ndarray:
+    """Decode one file to uint8 (3, size, size); a bad file raises DataError naming it. Uses PIL
+    and numpy only: it runs in the cache's decoding processes."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -105,17 +57,15 @@ def read_image(path: Path, size: int) -> torch.Tensor:
             im = im.convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8).copy()
+            arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"unreadable image {path}: {exc.__class__.__name__}: {exc}") from None
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    return arr.transpose(2, 0, 1)
 
 
-def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8)
+def read_image(path: Path, size: int) -> torch.Tensor:
+    """One decoded file as a uint8 tensor (3, size, size)."""
+    return torch.from_numpy(np.ascontiguousarray(decode(path, size)))
 
 
 # ------------------------------------------------------------------------------------ folders
@@ -192,19 +142,11 @@ def _cap(labels: Sequence[int], cap: Optional[int], seed: int) -> list[int]:
     return stratified_split(labels, 0.0, cap / n, seed)["test_idx"]
 
 
-def _materialise(files: list[Path], labels: list[int], spec: DataSpec, train: bool) -> Dataset:
-    if len(files) * 3 * spec.img_size ** 2 <= CACHE_LIMIT_BYTES:
-        imgs = torch.stack([read_image(f, spec.img_size) for f in files]) if files else \
-            torch.zeros(0, 3, spec.img_size, spec.img_size, dtype=torch.uint8)
-        return TensorImages(imgs, torch.tensor(labels, dtype=torch.long), spec, train)
-    return FileImages(files, labels, spec, train)
-
-
 def _pick(files, labels, idx):
     return [files[i] for i in idx], [labels[i] for i in idx]
 
 
-def _from_class_folder(root: Path, spec: DataSpec) -> Splits:
+def _from_class_folder(root: Path, spec: DataSpec) -> tuple[dict, list[str], str]:
     files, labels, classes = scan_class_folder(root)
     split = (load_split_index(spec.split_index, len(files)) if spec.split_index
              else stratified_split(labels, spec.val_frac, spec.test_frac, spec.seed))
@@ -218,7 +160,7 @@ def _from_class_folder(root: Path, spec: DataSpec) -> Splits:
         if ext_classes != classes:
             raise DataError(f"{spec.external_test}: classes {ext_classes} do not match {root}'s {classes}")
         parts["test"] = _pick(ext_files, ext_labels, _cap(ext_labels, spec.max_per_split, spec.seed))
-    return _splits(parts, classes, spec, f"class folder {root}")
+    return _file_sources(parts, root.name, spec, f"class folder {root}"), classes, f"class folder {root}"
 
 
 def _split_dirs(root: Path) -> Optional[dict]:
@@ -228,7 +170,7 @@ def _split_dirs(root: Path) -> Optional[dict]:
     return None
 
 
-def _from_split_folders(dirs: dict, spec: DataSpec) -> Splits:
+def _from_split_folders(dirs: dict, spec: DataSpec) -> tuple[dict, list[str], str]:
     parts, classes = {}, None
     for name, d in dirs.items():
         files, labels, cls = scan_class_folder(d)
@@ -236,21 +178,27 @@ def _from_split_folders(dirs: dict, spec: DataSpec) -> Splits:
             raise DataError(f"{d}: classes {cls} do not match train's {classes}")
         classes = cls
         parts[name] = _pick(files, labels, _cap(labels, spec.max_per_split, spec.seed))
-    return _splits(parts, classes, spec, f"split folders {dirs['train'].parent}")
+    root = dirs["train"].parent
+    return _file_sources(parts, root.name, spec, f"split folders {root}"), classes, f"split folders {root}"
 
 
-def _splits(parts: dict, classes: list[str], spec: DataSpec, description: str) -> Splits:
+def _selection(spec: DataSpec) -> dict:
+    """What selects a split's samples (the cache entry's key; the manifest checks the files)."""
+    return {k: getattr(spec, k) for k in ("path", "split_index", "external_test", "val_frac", "test_frac",
+                                          "seed", "max_per_split")}
+
+
+def _file_sources(parts: dict, dataset: str, spec: DataSpec, description: str) -> dict:
     for name, (f, _) in parts.items():
         if not f:
             raise DataError(f"{description}: the {name} split is empty")
-    ds = {name: _materialise(f, lab, spec, name == "train") for name, (f, lab) in parts.items()}
-    return Splits(ds["train"], ds["val"], ds["test"], classes, description,
-                  {k: len(v) for k, v in ds.items()})
+    return {name: SplitSource(dataset, name, _selection(spec), np.asarray(lab, dtype=np.int64), paths=f)
+            for name, (f, lab) in parts.items()}
 
 
 # --------------------------------------------------------------------------------- npz / digits
 
-def _from_npz(path: Path, spec: DataSpec) -> Splits:
+def _from_npz(path: Path, spec: DataSpec) -> tuple[dict, list[str], str]:
     if not path.is_file():
         if not spec.download:
             raise DataError(f"{path}: no such file (pass --download to fetch PathMNIST)")
@@ -263,13 +211,16 @@ def _from_npz(path: Path, spec: DataSpec) -> Splits:
     for name, key in (("train", "train"), ("val", "val"), ("test", "test")):
         if f"{key}_images" not in data or f"{key}_labels" not in data:
             raise DataError(f"{path}: missing {key}_images / {key}_labels (MedMNIST layout)")
-        imgs = torch.from_numpy(np.asarray(data[f"{key}_images"], dtype=np.uint8))
-        imgs = imgs.unsqueeze(1).expand(-1, 3, -1, -1) if imgs.ndim == 3 else imgs.permute(0, 3, 1, 2)
-        labels = torch.from_numpy(np.asarray(data[f"{key}_labels"]).reshape(-1).astype(np.int64))
+        imgs = np.asarray(data[f"{key}_images"], dtype=np.uint8)
+        imgs = imgs[:, None] if imgs.ndim == 3 else imgs.transpose(0, 3, 1, 2)
+        labels = np.asarray(data[f"{key}_labels"]).reshape(-1).astype(np.int64)
         keep = _cap(labels.tolist(), spec.max_per_split, spec.seed)
         parts[name] = (imgs[keep], labels[keep])
     n_classes = int(max(int(v[1].max()) for v in parts.values())) + 1
-    return _tensor_splits(parts, [str(i) for i in range(n_classes)], spec, f"MedMNIST npz {path}")
+    stat = path.stat()
+    origin = [[str(path), stat.st_size, stat.st_mtime_ns]]
+    return (_array_sources(parts, path.stem, spec, origin), [str(i) for i in range(n_classes)],
+            f"MedMNIST npz {path}")
 
 
 def _download(url: str, dest: Path) -> None:
@@ -284,44 +235,69 @@ def _download(url: str, dest: Path) -> None:
     tmp.rename(dest)
 
 
-def _builtin_digits(spec: DataSpec) -> Splits:
+def _builtin_digits(spec: DataSpec) -> tuple[dict, list[str], str]:
+    import sklearn
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    imgs = torch.from_numpy((d.images / 16.0 * 255.0).round().astype(np.uint8)).unsqueeze(1)
+    imgs = (d.images / 16.0 * 255.0).round().astype(np.uint8)[:, None]
     labels = d.target.astype(np.int64)
     split = stratified_split(labels, spec.val_frac, spec.test_frac, spec.seed)
     parts = {}
     for name, key in (("train", "train_idx"), ("val", "val_idx"), ("test", "test_idx")):
         idx = split[key]
         keep = [idx[i] for i in _cap(labels[idx].tolist(), spec.max_per_split, spec.seed)]
-        parts[name] = (imgs[keep].expand(-1, 3, -1, -1), torch.from_numpy(labels[keep]))
-    return _tensor_splits(parts, [str(i) for i in range(10)], spec, DataSpec().label)
+        parts[name] = (imgs[keep], labels[keep])
+    origin = [["sklearn.datasets.load_digits", sklearn.__version__, 0]]
+    return _array_sources(parts, "builtin-digits", spec, origin), [str(i) for i in range(10)], DataSpec().label
 
 
-def _tensor_splits(parts: dict, classes: list[str], spec: DataSpec, description: str) -> Splits:
-    ds = {n: TensorImages(_resize_uint8(x, spec.img_size), y, spec, n == "train") for n, (x, y) in parts.items()}
-    return Splits(ds["train"], ds["val"], ds["test"], classes, description,
-                  {k: len(v) for k, v in ds.items()})
+def _array_sources(parts: dict, dataset: str, spec: DataSpec, origin: list) -> dict:
+    return {name: SplitSource(dataset, name, _selection(spec), y, array=x, origin=origin)
+            for name, (x, y) in parts.items()}
 
 
-def load_data(spec: DataSpec) -> Splits:
-    """Resolve a spec to train/val/test datasets (errors name the culprit)."""
+def load_data(spec: DataSpec, log: Optional[Log] = None) -> Splits:
+    """Resolve a spec to train/val/test (errors name the culprit), each split read from the
+    node's dataset cache: decoded on first use, opened read-only afterwards."""
+    log = log or _stderr
     if spec.img_size < 16:
         raise DataError(f"img_size must be >= 16, got {spec.img_size}")
     if spec.path is None or spec.path in ("builtin", "builtin:digits"):
-        return _builtin_digits(spec)
-    root = Path(spec.path).expanduser()
-    if root.suffix == ".npz":
-        return _from_npz(root, spec)
-    if not root.exists():
-        raise DataError(f"{root}: no such file or directory")
-    dirs = _split_dirs(root) if root.is_dir() else None
-    if dirs is not None:
-        if spec.split_index:
-            raise DataError(f"{root}: has train/val/test folders; a split index applies only to a class folder")
-        return _from_split_folders(dirs, spec)
-    return _from_class_folder(root, spec)
+        sources, classes, description = _builtin_digits(spec)
+    else:
+        root = Path(spec.path).expanduser()
+        if root.suffix == ".npz":
+            sources, classes, description = _from_npz(root, spec)
+        elif not root.exists():
+            raise DataError(f"{root}: no such file or directory")
+        elif (dirs := _split_dirs(root) if root.is_dir() else None) is not None:
+            if spec.split_index:
+                raise DataError(f"{root}: has train/val/test folders; a split index applies only to a class folder")
+            sources, classes, description = _from_split_folders(dirs, spec)
+        else:
+            sources, classes, description = _from_class_folder(root, spec)
+    ds, built, bad = {}, [], []
+    for name in SPLITS:
+        try:
+            entry = open_or_build(sources[name], spec.img_size, spec.cache_dir, log)
+        except Unreadable as exc:  # name every bad file of every split, then stop
+            bad += exc.lines
+            continue
+        ds[name] = Images(entry.images, entry.labels, spec.mean, spec.std, spec.augment and name == "train",
+                          cache=entry.path)
+        built += [name] if entry.built else []
+    if bad:
+        raise Unreadable(bad)
+    total = sum(int(d.images.nbytes) for d in ds.values())
+    log(f"dataset cache: {'built ' + '+'.join(built) if built else 'opened'} "
+        f"({'/'.join(str(len(d)) for d in ds.values())} images at {spec.img_size} px, "
+        f"{total / 2 ** 20:,.1f} MiB) in {ds['train'].cache.parent}")
+    return Splits(ds["train"], ds["val"], ds["test"], classes, description, {k: len(v) for k, v in ds.items()})
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def check_num_classes(splits: Splits, expected: int, where: str = "model.num_classes") -> None:
