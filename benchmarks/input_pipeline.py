@@ -84,15 +84,28 @@ print(json.dumps({"s": time.time() - t0, "n": sum(s.sizes.values()), "sizes": s.
 TRIAL = """
 import json, sys, time, torch
 from dataclasses import replace
+from pathlib import Path
 from hovit_nas.config import load_run_config, with_num_classes
 from hovit_nas.data import Batches, DataSpec, load_data
 from hovit_nas.models import create_hovit
+
+def mem():
+    out = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        k, v = line.split(":")
+        out[k.strip()] = int(v.split()[0]) * 1024
+    return {"rss": out["Rss"], "pss": out["Pss"], "anonymous": out["Anonymous"]}
+
 torch.set_num_threads(1)
+stages = {"start": mem()}
 s = load_data(DataSpec(path=sys.argv[1], img_size=int(sys.argv[2]), cache_dir=sys.argv[3]), log=lambda m: None)
+stages["opened"] = mem()
 dev = torch.device(sys.argv[4])
 n = 0
 for x, y in Batches(s.train, 256, dev, shuffle=True, generator=torch.Generator().manual_seed(0)):
-    n += len(y)  # one pass over the whole split: every page of the cache is touched
+    n += len(y)  # one pass over the whole split: every byte of the train cache is read
+del x, y
+stages["after_full_pass"] = mem()
 cfg = with_num_classes(load_run_config(sys.argv[5]), s.num_classes)
 model = create_hovit(replace(cfg, model=replace(cfg.model, img_size=int(sys.argv[2])))).to(dev)
 opt = torch.optim.AdamW(model.parameters())
@@ -100,40 +113,25 @@ for i, (x, y) in enumerate(Batches(s.train, 32, dev, shuffle=True)):
     torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step(); opt.zero_grad()
     if i == 3:
         break
-print(json.dumps({"seen": n}))
+stages["after_train_steps"] = mem()
+print(json.dumps({"seen": n, "stages": stages}))
 """
 
 
-def smaps(pid: int) -> dict:
-    out = {}
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-            k, v = line.split(":")
-            out[k.strip()] = int(v.split()[0]) * 1024
-    except (OSError, ValueError):
-        pass
-    return out
-
-
 def concurrent_memory(folder: Path, size: int, cache: str, device: str, config: str) -> dict:
+    """Two trial processes at once, each reading the whole train split, then a few train steps;
+    each reports its own memory (RSS, PSS, anonymous) after every stage. A private copy of the
+    data would show up as anonymous memory growing by the split's size after the full pass."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-c", TRIAL, str(folder), str(size), cache, device, config],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    peak = [dict() for _ in procs]
-    while any(p.poll() is None for p in procs):
-        for i, p in enumerate(procs):
-            m = smaps(p.pid)
-            for k in ("Rss", "Pss", "Pss_File", "Rss_File", "Pss_Anon", "Private_Dirty", "Anonymous"):
-                if k in m:
-                    peak[i][k] = max(peak[i].get(k, 0), m[k])
-            if m:
-                peak[i]["Rss_File_now"] = m.get("Rss", 0) - m.get("Anonymous", 0)
-        time.sleep(0.2)
+    out = []
     for p in procs:
-        out, err = p.communicate()
+        stdout, err = p.communicate()
         if p.returncode != 0:
             raise SystemExit(f"trial failed:\n{err[-3000:]}")
-    return {"per_process_peak": peak}
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return {"trials": out}
 
 
 def delivery(ds, dev, batch: int, seconds: float = 4.0) -> dict:
@@ -142,16 +140,19 @@ def delivery(ds, dev, batch: int, seconds: float = 4.0) -> dict:
     import torch
 
     from hovit_nas.data import Batches
+    from hovit_nas.data.loader import _Reader
 
     n, t0 = 0, time.time()
     order = np.random.default_rng(0).permutation(len(ds))
     buf = np.empty((batch, *ds.images.shape[1:]), np.uint8)
+    read = _Reader(ds)  # what the loader's thread does per batch: sorted shuffled indices, pread
     while time.time() - t0 < seconds:
         for b in range(0, len(order) - batch + 1, batch):
-            np.take(ds.images, np.sort(order[b:b + batch]), axis=0, out=buf)
+            read(np.sort(order[b:b + batch]), buf)
             n += batch
             if time.time() - t0 >= seconds:
                 break
+    read.close()
     host = n / (time.time() - t0)
     n, t0 = 0, time.time()
     while time.time() - t0 < seconds:
@@ -175,7 +176,8 @@ def step_rates(splits, cfg, dev, steps: int, rounds: int) -> dict:
 
     t = cfg.train
     bs = t.batch_size
-    tiny_val = Images(splits.val.images[:bs], splits.val.labels[:bs], (0.5,) * 3, (0.5,) * 3, augment=False)
+    tiny_val = Images(np.asarray(splits.val.images[:bs]), splits.val.labels[:bs], (0.5,) * 3, (0.5,) * 3,
+                      augment=False)
 
     class Synthetic:
         def __init__(self):
@@ -280,11 +282,15 @@ def main() -> None:
     print("5. two concurrent trials reading the whole train split", flush=True)
     mem = concurrent_memory(folder, a.img_size, cache, a.device, a.config)
     report["memory"] = {**mem, "train_cache_mib": splits.train.images.nbytes / 2 ** 20}
-    for i, m in enumerate(mem["per_process_peak"]):
-        print(f"   trial {i + 1}: peak RSS {m.get('Rss', 0) / 2 ** 20:,.0f} MiB (file-backed "
-              f"{m.get('Rss_File_now', 0) / 2 ** 20:,.0f}), PSS {m.get('Pss', 0) / 2 ** 20:,.0f} MiB, "
-              f"anonymous {m.get('Anonymous', 0) / 2 ** 20:,.0f} MiB; train cache "
-              f"{splits.train.images.nbytes / 2 ** 20:,.0f} MiB", flush=True)
+    mib = 2 ** 20
+    for i, t in enumerate(mem["trials"]):
+        st = t["stages"]
+        print(f"   trial {i + 1}: " + ", ".join(
+            f"{k} RSS {v['rss'] / mib:,.0f} / PSS {v['pss'] / mib:,.0f} / anonymous {v['anonymous'] / mib:,.0f} MiB"
+            for k, v in st.items()), flush=True)
+        grew = (st["after_full_pass"]["anonymous"] - st["opened"]["anonymous"]) / mib
+        print(f"     anonymous memory grew {grew:,.0f} MiB over a full pass of the {splits.train.images.nbytes / mib:,.0f} "
+              f"MiB train split", flush=True)
 
     (a.out / "input_pipeline.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {a.out / 'input_pipeline.json'}")

@@ -126,6 +126,22 @@ def test_device_augmentation_has_the_old_distribution_independent_per_sample():
     assert chi2_contingency(table).pvalue > 1e-3
 
 
+def test_normalisation_matches_the_old_host_formula():
+    x = torch.randint(0, 255, (4, 3, 6, 6), dtype=torch.uint8)
+    mean, std = torch.tensor([0.7, 0.5, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    assert torch.allclose(to_model_input(x, mean, std), (x.float() / 255.0 - mean) / std, atol=1e-5)
+
+
+def test_batched_and_per_sample_orientation_agree():
+    from hovit_nas.data.loader import _orient_batched, _orient_per_sample
+
+    x = torch.randint(0, 255, (64, 3, 7, 7), dtype=torch.uint8)
+    a = Augment.draw(64, torch.Generator().manual_seed(3))
+    batched, looped = _orient_batched(x, a), _orient_per_sample(x, a)
+    assert torch.equal(batched, looped) and batched.is_contiguous()
+    assert not torch.equal(batched, x)
+
+
 def test_batches_are_uint8_until_the_device_reproducible_and_cover_the_split(tmp_path, class_folder):
     s = load_data(DataSpec(path=str(class_folder), img_size=16, cache_dir=str(tmp_path / "c")), log=lambda m: None)
     assert s.train.images.dtype == np.uint8

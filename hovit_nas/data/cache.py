@@ -82,12 +82,12 @@ class SplitSource:
         if self.paths is None:
             return self.origin
         out = []
-        for p in self.paths:
+        for p in map(str, self.paths):
             try:
-                s = p.stat()
+                s = os.stat(p)
             except OSError as exc:
                 raise DataError(f"{p}: cannot read ({exc.strerror})") from None
-            out.append([str(p), s.st_size, s.st_mtime_ns])
+            out.append([p, s.st_size, s.st_mtime_ns])
         return out
 
 
@@ -115,8 +115,8 @@ def open_or_build(src: SplitSource, img_size: int, cache_dir: Optional[str] = No
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cache directory {root}: {exc.strerror}") from None
-    key = hashlib.sha1(json.dumps([VERSION, src.split, img_size, src.selection], sort_keys=True,
-                                  default=str).encode()).hexdigest()[:12]
+    key = hashlib.sha1(json.dumps([VERSION, src.split, img_size, src.selection], sort_keys=True)
+                       .encode()).hexdigest()[:12]
     entry = root / f"{_slug(src.dataset)}-{src.split}-{img_size}px-{key}"
     manifest = {"version": VERSION, "split": src.split, "img_size": img_size, "count": len(src),
                 "selection": src.selection, "files": src.fingerprint()}
@@ -139,7 +139,7 @@ def _open(entry: Path, manifest: dict) -> Optional[CacheEntry]:
         have = json.loads((entry / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    if have != json.loads(json.dumps(manifest, default=str)):
+    if have != manifest:  # both plain JSON types: any changed, added or removed file differs
         return None
     n, s = manifest["count"], manifest["img_size"]
     images_file = entry / "images.u8"
@@ -187,7 +187,7 @@ def _build(entry: Path, src: SplitSource, img_size: int, manifest: dict, log: Lo
         out.flush()
         del out
         np.save(tmp / "labels.npy", np.asarray(src.labels, dtype=np.int64))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, default=str))
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
         if entry.exists():  # stale: files changed. Open memmaps of it stay valid (unlinked inodes)
             old = entry.parent / f"{entry.name}.old-{os.getpid()}"
             entry.rename(old)

@@ -14,6 +14,7 @@ uint8 arrays decoded once per node.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,10 +82,12 @@ def scan_class_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
         raise DataError(f"{root}: no class subfolders found")
     files, labels = [], []
     for c, name in enumerate(classes):
-        found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMG_EXTS and p.is_file())
+        found = [os.path.join(d, f) for d, _, names in os.walk(root / name)
+                 for f in names if os.path.splitext(f)[1].lower() in IMG_EXTS]
         if not found:
             raise DataError(f"{root / name}: class folder has no images ({', '.join(IMG_EXTS)})")
-        files += found
+        found.sort(key=lambda f: f.split(os.sep))  # pathlib's order (by path parts), at string speed
+        files += map(Path, found)
         labels += [c] * len(found)
     return files, labels, classes
 
@@ -285,7 +288,7 @@ def load_data(spec: DataSpec, log: Optional[Log] = None) -> Splits:
             bad += exc.lines
             continue
         ds[name] = Images(entry.images, entry.labels, spec.mean, spec.std, spec.augment and name == "train",
-                          cache=entry.path)
+                          cache=entry.path, file=entry.path / "images.u8")
         built += [name] if entry.built else []
     if bad:
         raise Unreadable(bad)
