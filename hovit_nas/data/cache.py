@@ -245,8 +245,6 @@ def _decode_chunk(out_path: str, shape: tuple, start: int, paths: list[Path]) ->
 
 
 def _decode_chunk_into(out: np.ndarray, start: int, paths: list[Path], size: int) -> list[str]:
-    from .sources import decode
-
     bad = []
     for j, p in enumerate(paths):
         try:
@@ -254,6 +252,22 @@ def _decode_chunk_into(out: np.ndarray, start: int, paths: list[Path], size: int
         except DataError as exc:
             bad.append(str(exc))
     return bad
+
+
+def decode(path: Path, size: int) -> np.ndarray:
+    """Decode one file to uint8 (3, size, size); a bad file raises DataError naming it. PIL and
+    numpy only: it runs in the decoding processes."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"unreadable image {path}: {exc.__class__.__name__}: {exc}") from None
+    return arr.transpose(2, 0, 1)
 
 
 def _resize_into(array: np.ndarray, out: np.ndarray) -> None:

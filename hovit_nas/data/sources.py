@@ -25,7 +25,7 @@ import torch
 
 from ..config import DataSpec
 from ..errors import DataError
-from .cache import SplitSource, Unreadable, open_or_build
+from .cache import SplitSource, Unreadable, decode, open_or_build
 from .loader import Images
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -46,22 +46,6 @@ class Splits:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def decode(path: Path, size: int) -> np.ndarray:
-    """Decode one file to uint8 (3, size, size); a bad file raises DataError naming it. Uses PIL
-    and numpy only: it runs in the cache's decoding processes."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"unreadable image {path}: {exc.__class__.__name__}: {exc}") from None
-    return arr.transpose(2, 0, 1)
 
 
 def read_image(path: Path, size: int) -> torch.Tensor:
