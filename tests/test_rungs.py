@@ -212,3 +212,13 @@ def test_driver_killed_mid_rung_then_resumed(tmp_path):
     assert later and all(1 in t.user_attrs[decision_key(1)]["peers"] for t in later)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "duplicate_of" not in t.user_attrs
                for t in trials) == 4
+
+
+def test_asha_and_successive_halving_are_refused_together():
+    from hovit_nas.config import RayConfig
+    with pytest.raises(ConfigError, match=r"^--asha \(Ray's scheduler, accuracy alone\) and --early-stop both"):
+        SearchConfig(executor="ray", ray=RayConfig(asha=True), early_stop="pareto").validate()
+    with pytest.raises(ConfigError, match=r"--rung-eta must be >= 2, got 1"):
+        SearchConfig(rung_eta=1).validate()
+    with pytest.raises(ConfigError, match=r"unknown early stopping rule 'loss'"):
+        SearchConfig(early_stop="loss").validate()
