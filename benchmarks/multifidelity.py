@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--max-per-split", type=int, default=300)
     ap.add_argument("--methods", default="a,b,c,d")
     ap.add_argument("--no-fill-in", action="store_true", help="skip retraining stopped front candidates")
+    ap.add_argument("--report-only", action="store_true", help="report on the studies already in OUT/studies")
     ap.add_argument("--out", default=str(ROOT / "results" / "multifidelity"))
     a = ap.parse_args()
     if not Path(a.data).is_dir():
@@ -108,6 +109,10 @@ def main() -> None:
         for seed in range(a.seeds):
             name = f"{m}-s{seed}"
             db = work / f"{name}.db"
+            if a.report_only:
+                trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+                runs[(m, seed)] = {"trials": trials, "wall_s": _wall(trials), "early_stop": rule}
+                continue
             if db.exists():
                 db.unlink()
             cfg = SearchConfig(space=str(space), data=a.data, data_options=DataOptions(max_per_split=a.max_per_split),
@@ -171,13 +176,13 @@ def main() -> None:
           f"{ {e: round(g, 4) for e, g in gain.items()} })", flush=True)
     retrained = {}
     if not a.no_fill_in:
-        from hovit_nas.config import run_config_from_dict
+        from hovit_nas.config import DataSpec, run_config_from_dict
         from hovit_nas.train import train_and_evaluate
         from hovit_nas.trial import get_data
 
+        splits = get_data(DataSpec.of(a.data, a.img_size, 0, DataOptions(max_per_split=a.max_per_split)))
         for k, t in refill:
             cfg = run_config_from_dict(t.user_attrs["config"], f"{k} trial {t.number}")
-            splits = get_data(prep.trial_template.data)
             r = train_and_evaluate(cfg, splits, "cpu", log=None)
             e = t.user_attrs["stopped_at_rung"]
             retrained[(k, t.number)] = (r.val["top1"], t.user_attrs["latency_ms"])
@@ -253,6 +258,13 @@ def main() -> None:
 def _epochs(t) -> int:
     """Training epochs a trial spent: its history (complete, or stopped at a rung)."""
     return len(t.user_attrs.get("history") or [])
+
+
+def _wall(trials) -> float:
+    """A finished run's wall time from its trials' timestamps (for --report-only)."""
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan
 
 
 def _started(study) -> int:

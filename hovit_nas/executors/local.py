@@ -14,9 +14,9 @@ from optuna.trial import TrialState
 
 from .. import faults
 from .. import study as st
-from ..rungs import rung_callback
 from ..device import resolve_device
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
+from ..rungs import rung_callback
 from ..trial import run_trial
 from .common import Prepared, ProgressReporter, ensure_anchor
 
