@@ -333,11 +333,20 @@ def ray_options(*extra: tuple) -> Callable:
                    "CUDA (space default: auto). A study keeps its runtime.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @ray_options(
-    (("--asha",), "asha", dict(is_flag=True, help="Ray: stop trials early by validation accuracy alone "
-                                                  "(ASHA; latency is ignored); they are PRUNED.")),
+    (("--asha-accuracy-only", "--asha"), "asha",
+     dict(is_flag=True, help="Ray only: Ray Tune's ASHA scheduler, which ranks by validation accuracy ALONE "
+                             "(latency ignored, so it favours slow, accurate models); stopped trials are PRUNED. "
+                             "--early-stop pareto also weighs latency.")),
 )
+@click.option("--early-stop", type=click.Choice(["none", "pareto", "accuracy"]), default=None,
+              help="Successive halving, both executors: at rungs (epochs r, r*eta, ...) a trial continues only in "
+                   "the top 1/eta of the trials that reached the rung, ranked by (val top1, latency) [pareto] or "
+                   "val top1 alone [accuracy]; stopped trials are PRUNED. Default: the study's, else the space's "
+                   "(none).")
+@click.option("--rung-min-epochs", type=int, default=None, help="First rung r, in epochs (space default 1).")
+@click.option("--rung-eta", type=int, default=None, help="Reduction factor eta between rungs (space default 3).")
 def search(space, data, data_options, study_name, storage, trials, timeout, sampler, seed, device, threads, metric,
-           limits, latency_batch, latency_anchor, runtime, executor, ray):
+           limits, latency_batch, latency_anchor, runtime, executor, ray, early_stop, rung_min_epochs, rung_eta):
     """Multi-objective search (accuracy up, latency down); HoViT-B is always the first trial."""
     from .config import SearchConfig
     from .search import run_search
@@ -346,7 +355,8 @@ def search(space, data, data_options, study_name, storage, trials, timeout, samp
     cfg = SearchConfig(space=space, data=data, data_options=data_options, study=study_name, storage=storage,
                        trials=trials, timeout=timeout, sampler=sampler, seed=seed, device=device, threads=threads,
                        metric=metric, limits=limits, latency_batch=latency_batch, latency_anchor=latency_anchor,
-                       runtime=runtime, executor=executor, ray=ray)
+                       runtime=runtime, executor=executor, ray=ray, early_stop=early_stop,
+                       rung_min_epochs=rung_min_epochs, rung_eta=rung_eta)
     run_search(cfg, log=_log)
 
 

@@ -266,6 +266,42 @@ class RayConfig:
     asha: bool = False  # Ray's ASHA on validation accuracy alone
 
 
+EARLY_STOP_RULES = ("none", "pareto", "accuracy")
+
+
+@dataclass
+class EarlyStop:
+    """Successive halving inside each trial (rungs.py), for both executors: at epochs
+    ``min_epochs * eta**k`` a trial continues only if it ranks in the top 1/eta of the trials
+    that reached that epoch. ``pareto`` ranks by (rung accuracy up, latency down), which is known
+    before training; ``accuracy`` by accuracy alone (the usual ASHA rule, for comparison)."""
+
+    rule: str = "none"  # none | pareto | accuracy
+    min_epochs: int = 1  # r: the first rung
+    eta: int = 3  # reduction factor
+
+    def validate(self, where: str = "early_stop") -> "EarlyStop":
+        if self.rule not in EARLY_STOP_RULES:
+            raise ConfigError(f"{where}.rule: unknown {self.rule!r}; one of {', '.join(EARLY_STOP_RULES)}")
+        if self.min_epochs < 1:
+            raise ConfigError(f"{where}.min_epochs: must be >= 1, got {self.min_epochs}")
+        if self.eta < 2:
+            raise ConfigError(f"{where}.eta: must be >= 2, got {self.eta}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.rule != "none"
+
+    def rungs(self, epochs: int) -> list[int]:
+        """The rung epochs of a trial that trains ``epochs`` in all; the last epoch is no rung."""
+        out, e = [], self.min_epochs
+        while e < epochs:
+            out.append(e)
+            e *= self.eta
+        return out
+
+
 @dataclass
 class Limits:
     """Optional constraints on the exported model. The one feasibility rule of the project."""
@@ -318,13 +354,17 @@ class SearchConfig:
     runtime: Optional[str] = None  # None: the space's latency.runtime
     executor: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
+    early_stop: Optional[str] = None  # None: the study's recorded rule, else the space's (EarlyStop.rule)
+    rung_min_epochs: Optional[int] = None  # None: likewise (EarlyStop.min_epochs)
+    rung_eta: Optional[int] = None  # None: likewise (EarlyStop.eta)
 
     def validate(self) -> "SearchConfig":
         if self.trials is not None and (isinstance(self.trials, bool) or self.trials < 1):
             raise ConfigError(f"--trials must be >= 1 (or omitted for the space's default), got {self.trials}")
         for name, value, allowed in (("metric", self.metric, METRICS), ("sampler", self.sampler, SAMPLERS),
                                      ("executor", self.executor, EXECUTORS),
-                                     ("runtime", self.runtime or "auto", RUNTIMES)):
+                                     ("runtime", self.runtime or "auto", RUNTIMES),
+                                     ("early stopping rule", self.early_stop or "none", EARLY_STOP_RULES)):
             if value not in allowed:
                 raise ConfigError(f"unknown {name} {value!r}; one of {', '.join(allowed)}")
         if self.latency_batch is not None and self.latency_batch < 1:
@@ -333,6 +373,13 @@ class SearchConfig:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"--timeout must be > 0, got {self.timeout}")
+        if self.rung_min_epochs is not None and self.rung_min_epochs < 1:
+            raise ConfigError(f"--rung-min-epochs must be >= 1, got {self.rung_min_epochs}")
+        if self.rung_eta is not None and self.rung_eta < 2:
+            raise ConfigError(f"--rung-eta must be >= 2, got {self.rung_eta}")
+        if self.ray.asha and self.early_stop not in (None, "none"):
+            raise ConfigError("--asha (Ray's scheduler, accuracy alone) and --early-stop both stop trials early; "
+                              "choose one")
         return self
 
 

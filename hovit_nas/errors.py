@@ -21,6 +21,15 @@ class TrialFailed(RuntimeError):
     """A trial could not produce metrics (NaN loss, out of memory, ...): recorded as FAIL."""
 
 
+class TrialStopped(Exception):
+    """Raised by a trial's per-epoch callback to end its training early (a rung of successive
+    halving, rungs.py). Not a failure: the trial is recorded as stopped, then PRUNED."""
+
+    def __init__(self, reason: str, epoch: int, accuracy: float):
+        super().__init__(reason)
+        self.reason, self.epoch, self.accuracy = reason, epoch, accuracy
+
+
 def one_line(exc: BaseException) -> str:
     """The last meaningful line of an exception message.
 

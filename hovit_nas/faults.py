@@ -3,7 +3,8 @@
 ``HOVIT_NAS_FAULT=POINT[:N[:DELAY]]`` SIGKILLs this process DELAY seconds (default 0) after it
 reaches POINT for the N-th time (default the first). Points: ``created`` (a trial was just
 created, nothing recorded yet), ``latency`` (its latency measurement starts), ``training`` (its
-training starts), ``write`` (its results are recorded, its final state not yet).
+training starts), ``rung`` (it recorded its accuracy at a rung of successive halving, rungs.py,
+and has not decided yet), ``write`` (its results are recorded, its final state not yet).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import signal
 import threading
 
-POINTS = ("created", "latency", "training", "write")
+POINTS = ("created", "latency", "training", "rung", "write")
 _seen: dict[str, int] = {}
 
 

@@ -16,9 +16,10 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from . import study as st
-from .config import run_config_from_dict
+from .config import EarlyStop, from_dict, run_config_from_dict
 from .confirm import confirmed, format_table
 from .errors import HovitError
+from .rungs import fidelity
 
 
 def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:
@@ -79,6 +80,7 @@ def summarise(study: optuna.Study) -> dict:
         dom = [t.number for t in complete if dominates(t.values, f.values)]
         fixed = {"trial": f.number, "accuracy": f.values[0], "latency_ms": f.values[1],
                  "on_front": any(t.number == f.number for t in front), "dominated_by": dom}
+    early_stop = from_dict(EarlyStop, study.user_attrs.get("early_stop") or {}, "study early_stop")
     counts = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in
               (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)}
     return {
@@ -92,6 +94,8 @@ def summarise(study: optuna.Study) -> dict:
         "hypervolume": hv, "hypervolume_history": history, "fixed_point": fixed,
         "front": [_row(t) for t in front], "all": [_row(t) for t in complete],
         "confirmed": confirmed(study),  # trial -> Confirmed (confirm.py); {} before `hovit-nas confirm`
+        "early_stop": {"rule": early_stop.rule, "min_epochs": early_stop.min_epochs, "eta": early_stop.eta},
+        "rung_fidelity": [f.to_dict() for f in fidelity(complete, early_stop)],
     }
 
 
@@ -125,8 +129,21 @@ def format_report(rep: dict) -> str:
     else:
         lines.append(f"HoViT-B (trial {fp['trial']}, {fp['accuracy']:.4f} @ {fp['latency_ms']:.2f} ms) is dominated "
                      f"by trials {fp['dominated_by']}")
+    lines.append(format_fidelity(rep))
     lines.append(format_table(rep["confirmed"], rep["metric"]))
     return "\n".join(lines)
+
+
+def format_fidelity(rep: dict) -> str:
+    """One line: Kendall tau of each rung's val top1 against the final objective."""
+    es, fid = rep["early_stop"], rep["rung_fidelity"]
+    how = (f"{es['rule']} successive halving" if es["rule"] != "none" else "no early stopping; rungs it would use")
+    if not fid:
+        return f"rung fidelity: no rung inside the trials' budget ({how})"
+    parts = [f"epoch {f['epoch']}: " + (f"tau {f['tau']:+.2f} (p {f['p']:.2g}, n {f['n']})" if f["tau"] is not None
+                                        else f"n/a (n {f['n']})") for f in fid]
+    return (f"rung fidelity, Kendall tau of val top1 at the rung vs final val {rep['metric']} over completed trials "
+            f"({how}, eta {es['eta']}): " + "; ".join(parts))
 
 
 def load_bench(path: Optional[str | Path], rep: dict) -> Optional[dict]:
@@ -194,8 +211,10 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
     fig.update_yaxes(title_text=f"validation {rep['metric']}", row=1, col=1)
     fig.update_xaxes(title_text="trial number", row=1, col=2)
     fig.update_yaxes(title_text="hypervolume", row=1, col=2)
-    fig.update_layout(title=f"hovit-nas study {rep['study']} ({rep['data']})", height=560, autosize=True,
-                      template="plotly_white")
+    fig.update_layout(title=f"hovit-nas study {rep['study']} ({rep['data']})", height=600, autosize=True,
+                      template="plotly_white", margin=dict(b=110))
+    fig.add_annotation(text=format_fidelity(rep), xref="paper", yref="paper", x=0, y=-0.2, showarrow=False,
+                       xanchor="left", font=dict(size=11))
     p = Path(out)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(p, include_plotlyjs=True)  # self-contained: opens offline

@@ -7,10 +7,11 @@ from dataclasses import replace
 from typing import Callable
 
 from . import study as st
-from .config import DataSpec, SearchConfig, with_num_classes
+from .config import DataSpec, EarlyStop, SearchConfig, from_dict, to_dict, with_num_classes
 from .device import resolve_device
 from .latency import resolve_runtime
 from .executors.common import Prepared
+from .errors import ConfigError
 from .space import load_space
 from .trial import TrialSpec, get_data
 
@@ -38,12 +39,14 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
     storage = st.absolute_url(cfg.storage or st.default_storage(name))
     if cfg.runtime is None:  # a resumed study keeps the runtime it was timed on, unless --runtime says otherwise
         latency.runtime = st.recorded_runtime(name, storage) or latency.runtime
+    early_stop = resolve_early_stop(cfg, space.early_stop, st.recorded_attrs(name, storage).get("early_stop"))
     trials = cfg.trials or space.trials
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
              "data_sizes": splits.sizes, "metric": cfg.metric, "latency_batch": latency.batch,
              "latency_anchored": latency.anchor, "latency_runtime": latency.runtime,
              "img_size": space.base.model.img_size,
-             "num_classes": splits.num_classes, "population": st.population_for(trials)}
+             "num_classes": splits.num_classes, "population": st.population_for(trials),
+             "early_stop": to_dict(early_stop)}
     constraints = cfg.limits.active
     sampler = st.make_sampler(cfg.sampler, cfg.seed, attrs["population"], constraints)
     fixed = [(space.fixed_point_params(), {st.FIXED_POINT_ATTR: space.fixed_point})]
@@ -57,9 +60,28 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
     st.fail_stale_trials(study, log)
     log(f"data: {splits.description} {splits.sizes}; objectives: val {cfg.metric} (max), "
         f"latency ms at batch {latency.batch} on {latency.runtime} (min)")
+    if early_stop.active:
+        t = space.base.train
+        log(f"early stopping: {early_stop.rule} successive halving, rungs at epochs "
+            f"{early_stop.rungs(t.epochs_dense + t.epochs_prune)} of {t.epochs_dense + t.epochs_prune}; the top "
+            f"1/{early_stop.eta} at each continue, ranked by "
+            + ("(val top1, latency): non-dominated sort + crowding" if early_stop.rule == "pareto"
+               else "val top1 alone"))
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads, metric=cfg.metric,
                          latency=latency, limits=cfg.limits)
-    return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir)
+    return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop)
+
+
+def resolve_early_stop(cfg: SearchConfig, space_rule: EarlyStop, recorded: dict | None) -> EarlyStop:
+    """A resumed study keeps the rule it recorded, a new one takes the space's; the command line
+    overrides either (and a resume that changes it is refused by the study's compatibility check)."""
+    base = from_dict(EarlyStop, recorded, "study early_stop") if recorded else space_rule
+    es = EarlyStop(cfg.early_stop or base.rule, cfg.rung_min_epochs or base.min_epochs, cfg.rung_eta or base.eta)
+    es.validate("early stopping")
+    if es.active and cfg.ray.asha:
+        raise ConfigError("--asha (Ray's scheduler, accuracy alone) and successive halving "
+                          f"(early_stop: {es.rule}) both stop trials early; choose one")
+    return es
 
 
 def run_search(cfg: SearchConfig, log: Log | None = None) -> Prepared:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import optuna
 
-from .config import (LatencyConfig, RunConfig, TrainConfig, dump_run_config, from_dict, read_yaml,
+from .config import (EarlyStop, LatencyConfig, RunConfig, TrainConfig, dump_run_config, from_dict, read_yaml,
                      run_config_from_dict, to_dict)
 from .errors import ConfigError
 
@@ -121,6 +121,7 @@ class Space:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     builtin_data: dict = field(default_factory=dict)  # budget overrides for the built-in demo data
     reference_point: dict = field(default_factory=dict)  # for hypervolume: {accuracy, latency_ms}
+    early_stop: EarlyStop = field(default_factory=EarlyStop)  # rungs (rungs.py); --early-stop overrides
     source: str = ""
 
     # ---------------------------------------------------------------- trial -> config
@@ -213,7 +214,8 @@ class Space:
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "base": to_dict(self.base),
                 "params": {p.name: _param_dict(p) for p in self.params}, "fixed_point": self.fixed_point,
-                "trials": self.trials, "latency": to_dict(self.latency), "reference_point": self.reference_point}
+                "trials": self.trials, "latency": to_dict(self.latency), "reference_point": self.reference_point,
+                "early_stop": to_dict(self.early_stop)}
 
 
 def _param_dict(p: Param) -> dict:
@@ -287,6 +289,7 @@ class SpaceFile:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     builtin_data: dict = field(default_factory=dict)
     reference_point: ReferencePoint = field(default_factory=ReferencePoint)
+    early_stop: EarlyStop = field(default_factory=EarlyStop)
 
 
 def _schema(cls: type, data: Any, where: str) -> Any:
@@ -309,11 +312,13 @@ def space_from_dict(data: Any, where: str) -> Space:
     if f.trials < 1:
         raise ConfigError(f"{where}: trials must be a positive integer")
     f.latency.validate(f"{where}: latency")
+    f.early_stop.validate(f"{where}: early_stop")
     ref = {k: v for k, v in to_dict(f.reference_point).items() if v is not None}
     if not isinstance(f.builtin_data, dict):
         raise ConfigError(f"{where}: builtin_data must be a mapping")
     space = Space(name=str(f.name), base=base, params=params, description=f.description, fixed_point=f.fixed_point,
-                  trials=f.trials, latency=f.latency, builtin_data=f.builtin_data, reference_point=ref, source=where)
+                  trials=f.trials, latency=f.latency, builtin_data=f.builtin_data, reference_point=ref, early_stop=f.early_stop,
+                  source=where)
     bad_builtin = set(space.builtin_data) - set(to_dict(TrainConfig())) - {"img_size", "trials"}
     if bad_builtin:
         raise ConfigError(f"{where}: builtin_data: unknown key {sorted(bad_builtin)[0]!r}")

@@ -253,22 +253,28 @@ def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler
     return study, created
 
 
-def recorded_runtime(name: str, storage: str) -> Optional[str]:
-    """The latency runtime an existing study was timed on (``torch`` for studies from before
-    runtimes existed); None for a new study."""
+def recorded_attrs(name: str, storage: str) -> dict:
+    """The settings an existing study recorded (its user attrs); {} for a new study."""
     from sqlalchemy.engine import make_url
 
     u = make_url(storage)
     if u.get_backend_name() == "sqlite" and not Path(u.database or "").expanduser().is_file():
-        return None
+        return {}
     try:
-        attrs = optuna.load_study(study_name=name, storage=open_storage(storage)).user_attrs
+        return dict(optuna.load_study(study_name=name, storage=open_storage(storage)).user_attrs)
     except KeyError:
-        return None
+        return {}
+
+
+def recorded_runtime(name: str, storage: str) -> Optional[str]:
+    """The latency runtime an existing study was timed on (``torch`` for studies from before
+    runtimes existed); None for a new study."""
+    attrs = recorded_attrs(name, storage)
     return attrs.get("latency_runtime", "torch" if "latency_batch" in attrs else None)
 
 
-COMPATIBLE = ("space", "data", "metric", "latency_batch", "latency_anchored", "latency_runtime", "img_size")
+COMPATIBLE = ("space", "data", "metric", "latency_batch", "latency_anchored", "latency_runtime", "img_size",
+              "early_stop")
 
 
 def check_compatible(study: optuna.Study, attrs: dict) -> None:
@@ -282,7 +288,8 @@ def check_compatible(study: optuna.Study, attrs: dict) -> None:
     for key in COMPATIBLE:
         if key in attrs and key in have and have[key] != attrs[key]:
             hint = {"latency_anchored": " (or --latency-anchor/--no-latency-anchor to match)",
-                    "latency_runtime": f" (or --runtime {have[key]} to match)"}.get(key, "")
+                    "latency_runtime": f" (or --runtime {have[key]} to match)",
+                    "early_stop": " (or --early-stop/--rung-min-epochs/--rung-eta to match)"}.get(key, "")
             raise HovitError(f"study {study.study_name!r} was created with {key}={_short(have[key])}, not "
                              f"{_short(attrs[key])}; use --study NEW_NAME for a new study{hint}")
 

@@ -3,7 +3,9 @@
 Executors only decide *where* this runs (in-process or on Ray); nothing here knows which.
 Latency is a property of the exported model's architecture, so it is measured first, before
 training, on the exported skeleton: a config that breaks a latency/params limit is reported
-infeasible without spending any training on it.
+infeasible without spending any training on it, and every per-epoch record a caller receives
+carries it (successive halving ranks on it, rungs.py). A callback that raises TrialStopped ends
+training early: the result is ``stopped``, with the epoch and its accuracy.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from .config import DataSpec, LatencyConfig, Limits, RunConfig, run_config_from_
 from .data import Splits, load_data
 from .device import DeviceGuard, resolve_device
 from . import faults
-from .errors import TrialFailed
+from .errors import TrialFailed, TrialStopped
 from .latency import Anchor, Calibration, calibrate, measure_latency
 from .models import count_params, create_hovit, export
 from .train import train_and_evaluate
@@ -46,8 +48,9 @@ class TrialSpec:
 
 @dataclass
 class TrialResult:
-    """What one trial measured. ``status`` is ``ok`` (trained) or ``infeasible`` (a limit was
-    broken: latency and params are known, nothing was trained)."""
+    """What one trial measured. ``status`` is ``ok`` (trained), ``infeasible`` (a limit was
+    broken: latency and params are known, nothing was trained) or ``stopped`` (its on_epoch
+    callback stopped it at epoch ``stopped_at_rung`` with validation top-1 ``rung_accuracy``)."""
 
     status: str
     latency_ms: float
@@ -66,6 +69,8 @@ class TrialResult:
     history: Optional[list] = None
     data: Optional[str] = None
     data_cache: Optional[str] = None  # the node-local dataset cache the trial read (data/cache.py)
+    stopped_at_rung: Optional[int] = None
+    rung_accuracy: Optional[float] = None
     wall_s: float = 0.0
 
     @property
@@ -163,7 +168,19 @@ def run_trial(spec: TrialSpec, log: Callable[[str], None] | None = None,
         with guard.shared():
             splits = get_data(spec.data)
         faults.reached("training")
-        r = train_and_evaluate(cfg, splits, dev, guard=guard, log=log, on_epoch=on_epoch)
+        history: list[dict] = []
+
+        def epoch_done(rec: dict) -> None:
+            history.append({k: v for k, v in rec.items() if k != "global_epoch"})
+            if on_epoch is not None:
+                on_epoch(dict(rec, latency_ms=result.latency_ms))
+
+        r = train_and_evaluate(cfg, splits, dev, guard=guard, log=log, on_epoch=epoch_done)
+    except TrialStopped as stop:
+        result.status, result.reason, result.history = "stopped", stop.reason, history
+        result.stopped_at_rung, result.rung_accuracy = stop.epoch, stop.accuracy
+        result.wall_s = round(time.time() - t0, 2)
+        return result
     except torch.cuda.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {dev}: {str(exc).splitlines()[0]}") from None
     except MemoryError:

@@ -16,3 +16,4 @@ rm -rf studies/pcam-wide-ort && results/onnx-pcam/run.sh
 python benchmarks/ray_vs_local.py --trials 6 --executors ray_1,ray_2 --tag _60s 2>&1 | tee results/ray/ray_vs_local_60s.log
 python benchmarks/chaos.py --code HEAD --out results/chaos 2>&1 | tee results/chaos/chaos.log
 taskset -c 0 python benchmarks/input_pipeline.py --folder /tmp/nct-shaped-20000 --out results/input-pipeline --steps 10 --rounds 3 2>&1 | tee results/input-pipeline/input_pipeline.log
+taskset -c 1 python benchmarks/multifidelity.py 2>&1 | tee results/multifidelity/multifidelity.log

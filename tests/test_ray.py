@@ -76,6 +76,29 @@ def test_asha_stopped_trials_are_pruned_never_on_the_front(tmp_path):
     assert front <= {t.number for t in study.trials if t.state == TrialState.COMPLETE}
 
 
+def test_pareto_early_stop_on_ray_uses_the_storage_rung_table(tmp_path):
+    """--early-stop pareto on Ray: the trainable ranks at each rung against the study's table and
+    a stopped trial is PRUNED with its rung; 3 trials, so the third is below the cutoff or not."""
+    from hovit_nas.rungs import decision_key, rung_key
+
+    space = tiny_space(tmp_path, trials=3, epochs_dense=1, epochs_prune=1)  # 2 epochs: one rung, at epoch 1
+    r = _ray_search(tmp_path, space, "--early-stop", "pareto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "early stopping: pareto successive halving, rungs at epochs [1] of 2" in r.stderr
+    study = _study(f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}")
+    trials = study.get_trials()
+    assert len(trials) == 3 and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.FAIL)]
+    for t in trials:
+        a = t.user_attrs
+        assert rung_key(1) in a and a[decision_key(1)]["peers"][a[decision_key(1)]["rank"]] == t.number
+        if t.state == TrialState.PRUNED:
+            assert a["stopped_at_rung"] == 1 and a["rung_accuracy"] == a[rung_key(1)]["val_top1"]
+            assert not a[decision_key(1)]["promote"] and t.values is None
+        else:
+            assert a[decision_key(1)]["promote"] and a[rung_key(1)]["latency_ms"] == t.values[1]
+    assert study.user_attrs["early_stop"]["rule"] == "pareto"
+
+
 @pytest.mark.skipif(not PG, reason="no PostgreSQL server (set HOVIT_NAS_TEST_POSTGRES; .ci/run starts one)")
 def test_ray_into_postgresql(tmp_path):
     import sqlalchemy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import study as st
-from ..config import RunConfig, SearchConfig
+from ..config import EarlyStop, RunConfig, SearchConfig
 from ..errors import HovitError
 from ..latency import Calibration
 from ..space import Space
@@ -34,6 +34,7 @@ class Prepared:
     trial_template: TrialSpec
     created: bool
     out_dir: Path  # the study's artefacts (study.study_dir)
+    early_stop: EarlyStop = field(default_factory=EarlyStop)  # successive halving (rungs.py), as recorded
 
     def trial_spec(self, config: RunConfig) -> TrialSpec:
         t = copy.copy(self.trial_template)

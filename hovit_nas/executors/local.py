@@ -16,6 +16,7 @@ from .. import faults
 from .. import study as st
 from ..device import resolve_device
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
+from ..rungs import rung_callback
 from ..trial import run_trial
 from .common import Prepared, ProgressReporter, ensure_anchor
 
@@ -104,8 +105,11 @@ class _Driver:
             return
         self.duplicates = 0
         spec = prep.trial_spec(cfg)
+        log = lambda m: self.log(f"    #{trial.number} {m.split('] ', 1)[-1]}")  # noqa: E731
+        on_epoch = rung_callback(st.storage_of(study), study._study_id, trial._trial_id, prep.early_stop,
+                                 cfg.train.epochs_dense + cfg.train.epochs_prune, log)
         try:
-            result = run_trial(spec, log=lambda m: self.log(f"    #{trial.number} {m.split('] ', 1)[-1]}"))
+            result = run_trial(spec, log=log, on_epoch=on_epoch)
         except HovitError:
             raise  # bad input: abort the search (run() fails the trial)
         except TrialFailed as exc:

@@ -8,8 +8,9 @@ run. Our subclass adds what a shared multi-objective NAS study needs:
   a config already trained is recorded as a duplicate and never sent to a worker;
 - the driver records a heartbeat for every trial it has open, so if it dies, the next driver
   fails those trials; a worker that dies is reported by Tune and its trial is FAIL;
-- a trial without final metrics (stopped by ASHA, or infeasible under a constraint) is told as
-  PRUNED, never COMPLETE, so a low-fidelity accuracy cannot reach the Pareto front;
+- a trial without final metrics (stopped by ASHA or by a rung of ``--early-stop``, or
+  infeasible under a constraint) is told as PRUNED, never COMPLETE, so a low-fidelity accuracy
+  cannot reach the Pareto front;
 - trials still open when the driver stops (Ctrl-C) are told FAIL ("interrupted") on the way out.
 
 The trainable is the same pure ``run_trial`` the local executor calls; it writes its user attrs
@@ -36,6 +37,7 @@ from .. import study as st
 from ..config import run_config_from_dict, to_dict
 from ..device import DeviceGuard
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
+from ..rungs import rung_callback
 from .common import Prepared, ProgressReporter, ensure_anchor
 
 # Kept light at import time (no torch): Ray unpickles the trainable in fresh workers, and the
@@ -217,7 +219,7 @@ def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
     from sqlalchemy.engine import make_url
 
     fallback = None if make_url(prep.storage).password else prep.storage  # never pickle a password
-    study_name = prep.study_name
+    study_name, early_stop = prep.study_name, prep.early_stop
 
     def hovit_trial(config: dict) -> None:
         from ray import tune
@@ -226,8 +228,8 @@ def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
         with guard.shared():
             from ..trial import run_trial
         storage = st.open_storage(_storage_url(fallback))
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(study_name), config["optuna_trial_number"])
+        study_id = storage.get_study_id_from_name(study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, config["optuna_trial_number"])
 
         def set_attr(key, value):
             storage.set_trial_user_attr(trial_id, key, value)
@@ -235,11 +237,18 @@ def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
         spec = replace(template, config=run_config_from_dict(config["run_config"], "trial config"), device=device,
                        threads=threads)
         set_attr("ray_node", os.uname().nodename)
-        try:
+        rung = rung_callback(storage, study_id, trial_id, early_stop,
+                             spec.config.train.epochs_dense + spec.config.train.epochs_prune)
+
+        def on_epoch(rec: dict) -> None:
+            if rung is not None:
+                rung(rec)  # raises TrialStopped below the rung's cutoff: run_trial returns "stopped"
             # every report carries every key (Tune checks presence); only the final one has values
-            result = run_trial(spec, on_epoch=lambda rec: tune.report(
-                {"epoch": rec["global_epoch"], "val_top1_epoch": rec["val_top1"], "loss": rec["loss"], FINAL: False,
-                 "status": "running", "accuracy": None, "latency_ms": None}), log=None, guard=guard)
+            tune.report({"epoch": rec["global_epoch"], "val_top1_epoch": rec["val_top1"], "loss": rec["loss"],
+                         FINAL: False, "status": "running", "accuracy": None, "latency_ms": None})
+
+        try:
+            result = run_trial(spec, on_epoch=on_epoch, log=None, guard=guard)
         except TrialFailed as exc:
             set_attr("fail_reason", str(exc))
             raise
