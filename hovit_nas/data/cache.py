@@ -171,7 +171,7 @@ def _build(entry: Path, src: SplitSource, img_size: int, manifest: dict, log: Lo
     n = len(src)
     size_gib = n * 3 * img_size ** 2 / 2 ** 30
     workers = _workers(n if src.paths is not None else 0)
-    loud = n >= PARALLEL_FROM  # small builds take milliseconds: load_data's summary line is enough
+    loud = src.paths is not None and n >= PARALLEL_FROM  # quick builds: load_data's summary line is enough
     if loud:
         log(f"dataset cache: building {src.split} ({n} images at {img_size} px, {size_gib:.2f} GiB) in {entry} "
         f"with {workers} process{'es' if workers > 1 else ''}")
