@@ -167,6 +167,7 @@ def run_trial(spec: TrialSpec, log: Callable[[str], None] | None = None,
             return result
         with guard.shared():
             splits = get_data(spec.data)
+        result.data_cache = str(splits.train.cache.parent) if splits.train.cache else None
         faults.reached("training")
         history: list[dict] = []
 
@@ -195,7 +196,6 @@ def run_trial(spec: TrialSpec, log: Callable[[str], None] | None = None,
     result.accuracy, result.val, result.test = r.val[spec.metric], r.val, r.test
     result.params_dense, result.selected_blocks, result.history, result.data = (
         r.params_dense, r.selected_blocks, r.history, r.data)
-    result.data_cache = str(splits.train.cache.parent) if splits.train.cache else None
     result.wall_s = round(time.time() - t0, 2)
     return result
 
