@@ -9,7 +9,7 @@
 # 3. one hovit_b epoch (bf16 autocast) on an NCT-shaped cache
 # 4. the input pipeline benchmark on the device
 # 5. a 2-trial Ray search with --gpus-per-trial 0.5
-# 6. kill a search mid-trial (SIGKILL), resume it, check nothing is left RUNNING
+# 6. SIGKILL a search as its second trial starts training, resume it, check nothing is left RUNNING
 # Everything lands under OUT_DIR: one log per step and summary.txt (step, ok/FAIL, seconds).
 # A failing step does not stop the others; the exit status is non-zero if any failed.
 set -uo pipefail
@@ -90,7 +90,7 @@ step ray-search "${HOVIT[@]}" search --space "$SPACE" --data "$FOLDER" --trials 
 
 KILL=("${HOVIT[@]}" search --space "$SPACE" --data "$FOLDER" --trials 2 --device "$DEVICE" --storage "sqlite:///$OUT/kill.db")
 step kill-and-resume bash -c "
-  HOVIT_NAS_FAULT=training:2:3 $(printf '%q ' "${KILL[@]}"); rc=\$?
+  HOVIT_NAS_FAULT=training:2 $(printf '%q ' "${KILL[@]}"); rc=\$?
   echo \"killed run exited \$rc\"; [ \$rc -eq 137 ] || exit 1
   $(printf '%q ' "${KILL[@]}") || exit 1
   '$PY' -c \"
