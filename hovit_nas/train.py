@@ -161,7 +161,8 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
         t0 = time.time()
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
-        first_bad = torch.full((), -1, device=dev, dtype=torch.long)
+        first_bad = torch.full((), -1, device=dev, dtype=torch.long)  # the first non-finite step, and its loss
+        bad_loss = torch.zeros((), device=dev)
         seen = 0
         batches = iter(loop.loader)
         bar = _StepBar(f"{phase} {epoch + 1}/{epochs}", steps)
@@ -181,14 +182,15 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
                 loop.opt.step()
             loop.sched.step()
             loss = loss.detach()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            newly = (first_bad < 0) & ~torch.isfinite(loss)
+            first_bad, bad_loss = torch.where(newly, step, first_bad), torch.where(newly, loss, bad_loss)
             loss_sum += loss * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps:
-                _check_finite(first_bad, phase, epoch)
+                _check_finite(first_bad, bad_loss, phase, epoch)
                 bar.update(step + 1, float(loss_sum) / seen, int(correct) / seen)
-        _check_finite(first_bad, phase, epoch)
+        _check_finite(first_bad, bad_loss, phase, epoch)
         bar.close()
         val = evaluate(model, loop.val_set, loop.num_classes, dev, loop.guard)
         rec = {"phase": phase, "epoch": epoch + 1, "epochs": epochs, "loss": float(loss_sum) / max(seen, 1),
@@ -198,10 +200,11 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
             end_epoch(rec)
 
 
-def _check_finite(first_bad: torch.Tensor, phase: str, epoch: int) -> None:
+def _check_finite(first_bad: torch.Tensor, bad_loss: torch.Tensor, phase: str, epoch: int) -> None:
     bad = int(first_bad)
     if bad >= 0:
-        raise TrialFailed(f"loss became nan/inf in phase {phase}, epoch {epoch + 1}, step {bad + 1}")
+        raise TrialFailed(f"loss became {float(bad_loss)} (NaN/inf) in phase {phase}, epoch {epoch + 1}, "
+                          f"step {bad + 1}")
 
 
 class _StepBar:
