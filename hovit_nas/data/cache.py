@@ -100,10 +100,6 @@ class CacheEntry:
     labels: np.ndarray
     built: bool
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.images.nbytes)
-
 
 def open_or_build(src: SplitSource, img_size: int, cache_dir: Optional[str] = None,
                   log: Optional[Log] = None) -> CacheEntry:
@@ -129,7 +125,8 @@ def open_or_build(src: SplitSource, img_size: int, cache_dir: Optional[str] = No
             return opened
         _build(entry, src, img_size, manifest, log)
     opened = _open(entry, manifest)
-    assert opened is not None, entry
+    if opened is None:
+        raise DataError(f"dataset cache {entry}: built but cannot be opened (was it removed meanwhile?)")
     opened.built = True
     return opened
 
