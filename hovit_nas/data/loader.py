@@ -143,7 +143,7 @@ class Batches:
                 for idx, a in plan:
                     if stop.is_set():
                         return
-                    # sorted indices read the memmap front to back; order within a batch is irrelevant
+                    # sorted indices read the cache file front to back; order within a batch is irrelevant
                     order = np.argsort(idx, kind="stable")
                     idx = idx[order]
                     if a is not None:
