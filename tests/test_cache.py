@@ -169,3 +169,11 @@ def test_an_abandoned_epoch_stops_its_prefetch_thread(tmp_path):
     it.close()  # what `break` out of a for loop does
     import threading
     assert not [t for t in threading.enumerate() if t.name == "hovit-nas-batches"]
+
+
+def test_an_unwritable_cache_directory_is_one_line_exit_2(tmp_path):
+    from conftest import run_cli
+    r = run_cli("train", "--config", "hovit_s", "--img-size", "32", "--epochs-dense", "1", "--epochs-prune", "0",
+                "--max-steps", "1", "--cache-dir", "/sys/kernel", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: dataset cache /sys/kernel: ")

@@ -119,11 +119,15 @@ def open_or_build(src: SplitSource, img_size: int, cache_dir: Optional[str] = No
     opened = _open(entry, manifest)
     if opened is not None:
         return opened
-    with _locked(root / f"{entry.name}.lock"):
-        opened = _open(entry, manifest)  # another process may have built it while we waited
-        if opened is not None:  # built by another process meanwhile
-            return opened
-        _build(entry, src, img_size, manifest, log)
+    try:
+        with _locked(root / f"{entry.name}.lock"):
+            opened = _open(entry, manifest)  # another process may have built it while we waited
+            if opened is not None:  # built by another process meanwhile
+                return opened
+            _build(entry, src, img_size, manifest, log)
+    except OSError as exc:  # unwritable cache directory, disk full: name the place, not a traceback
+        raise DataError(f"dataset cache {root}: {exc.strerror or exc} ({exc.filename or entry}); "
+                        "pass --cache-dir DIR") from None
     opened = _open(entry, manifest)
     if opened is None:
         raise DataError(f"dataset cache {entry}: built but cannot be opened (was it removed meanwhile?)")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -25,7 +24,7 @@ import torch
 
 from ..config import DataSpec
 from ..errors import DataError
-from .cache import SplitSource, Unreadable, decode, open_or_build
+from .cache import SplitSource, Unreadable, _stderr, decode, open_or_build
 from .loader import Images
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -281,10 +280,6 @@ def load_data(spec: DataSpec, log: Optional[Log] = None) -> Splits:
         f"({'/'.join(str(len(d)) for d in ds.values())} images at {spec.img_size} px, "
         f"{total / 2 ** 20:,.1f} MiB) in {ds['train'].cache.parent}")
     return Splits(ds["train"], ds["val"], ds["test"], classes, description, {k: len(v) for k, v in ds.items()})
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def check_num_classes(splits: Splits, expected: int, where: str = "model.num_classes") -> None:
