@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import yaml
 
 from .device import resolve_device
 from .config import load_run_config, with_num_classes
@@ -71,6 +73,21 @@ def _hovit_config(name: str, img_size: int, num_classes: int):
     return None
 
 
+def row_labels(names: list[str]) -> dict[str, str]:
+    """Each model's row name, unique within the table: a preset or baseline by its name; a config
+    file by the study and trial it was pinned from (``pcam-cpu#20``), else by its path; a name
+    that two rows would share gets the path added."""
+    out = {}
+    for n in names:
+        out[n] = n
+        if n.endswith((".yaml", ".yml")):
+            doc = yaml.safe_load(Path(n).read_text())
+            if isinstance(doc, dict) and "study" in doc and "trial" in doc:
+                out[n] = f"{doc['study']}#{doc['trial']}"
+    counts = Counter(out.values())
+    return {n: (f"{label} ({n})" if counts[label] > 1 and label != n else label) for n, label in out.items()}
+
+
 def _build(name: str, img_size: int, num_classes: int, train: Optional[Callable]) -> tuple:
     metrics: dict = {}
     cfg = _hovit_config(name, img_size, num_classes)
@@ -117,6 +134,7 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None, log: Callable[
         names.append(REFERENCE)
     runtimes = bench_runtimes(cfg, dev)
     built = {name: _build(name, img_size, num_classes, train) for name in names}
+    labels = row_labels(names)
     kw = dict(batch=cfg.batch, device=dev, runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads,
               cuda_graph=cfg.cuda_graph)
     anchors: dict = {rt: None for rt in runtimes}
@@ -140,7 +158,7 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None, log: Callable[
     for rt in runtimes:
         ref_ms = lat[REFERENCE, rt].median_ms
         for name, (model, kind, metrics) in built.items():
-            rows.append(BenchRow(Path(name).stem if name.endswith((".yaml", ".yml")) else name, kind, rt,
+            rows.append(BenchRow(labels[name], kind, rt,
                                  round(count_params(model) / 1e6, 3), round(lat[name, rt].median_ms, 3),
                                  round(lat[name, rt].iqr_ms, 3), lat[name, rt].runs,
                                  round(lat[name, rt].median_ms / ref_ms, 3),

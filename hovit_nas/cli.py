@@ -115,6 +115,7 @@ def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epoc
     from .data import load_data
     from .device import resolve_device
     from .latency import measure_latency
+    from .metrics import macro_note
     from .models import PRESETS
     from .train import train_and_evaluate
 
@@ -143,7 +144,7 @@ def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epoc
     r.save(out / "result.json")
     click.echo(f"test: top1 {r.test['top1']:.4f}  f1 {r.test['f1_macro']:.4f}  recall {r.test['recall_macro']:.4f}  "
                f"precision {r.test['precision_macro']:.4f}  params {r.params_exported / 1e6:.2f} M  "
-               f"latency {r.latency['median_ms']:.2f} ms")
+               f"latency {r.latency['median_ms']:.2f} ms  {macro_note(r.test, splits.classes)}".rstrip())
     click.echo(f"wrote {out}/model.safetensors, {out}/result.json")
 
 
@@ -160,6 +161,7 @@ def eval_cmd(model_path, data, data_options, device):
     from .config import DataSpec
     from .data import check_num_classes, load_data
     from .device import resolve_device
+    from .metrics import macro_note
     from .models import load_exported
     from .train import evaluate
 
@@ -177,7 +179,7 @@ def eval_cmd(model_path, data, data_options, device):
     res = {name: evaluate(model, ds, splits.num_classes, dev) for name, ds in (("val", splits.val), ("test", splits.test))}
     for name, m in res.items():
         click.echo(f"{name}: top1 {m['top1']:.4f}  f1 {m['f1_macro']:.4f}  recall {m['recall_macro']:.4f}  "
-                   f"precision {m['precision_macro']:.4f}  (n={m['n']})")
+                   f"precision {m['precision_macro']:.4f}  (n={m['n']}) {macro_note(m, splits.classes)}".rstrip())
     click.echo(json.dumps({k: {kk: v for kk, v in m.items() if kk != "confusion"} for k, m in res.items()}))
 
 
@@ -224,8 +226,9 @@ def _bench_config(**v):
     (("--cuda-graph",), "cuda_graph", dict(is_flag=True, help="Replay a captured CUDA graph (GPU only).")),
     (("--models",), "models", dict(default=None, help="Comma-separated subset (default: all rows); a .yaml "
                                                        "is a HoViT run config, e.g. a pinned best.yaml.")),
-    (("--runtimes",), "runtimes", dict(default="auto", show_default=True,
-                                       help="Comma-separated: torch, onnxruntime; auto = both on CPU.")),
+    (("--runtime", "--runtimes"), "runtimes", dict(default="auto", show_default=True,
+                                                   help="Comma-separated: torch, onnxruntime; auto = both on CPU "
+                                                        "(--runtimes is an alias).")),
     (("--anchor/--no-anchor",), "anchor", dict(default=True, show_default=True,
                                                help="Time every model alternately with an exported HoViT-B.")),
 )
@@ -311,7 +314,8 @@ def ray_options(*extra: tuple) -> Callable:
 @data_options
 @click.option("--study", "study_name", default=None, help="Study name (default: the space's; '<space>-builtin' "
                                                           "on the built-in data). An existing study is resumed.")
-@click.option("--storage", default=None, help="SQLAlchemy URL (default sqlite:///studies/<study>/study.db).")
+@click.option("--storage", default=None, envvar="HOVIT_NAS_STORAGE", show_envvar=True,
+              help="SQLAlchemy URL (default sqlite:///studies/<study>/study.db).")
 @click.option("--trials", type=int, default=None, help="Finished trials wanted in the study, in total (>= 1).")
 @click.option("--timeout", type=float, default=None, help="Stop starting trials after S seconds.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random"]), default="nsga2", show_default=True)
@@ -328,7 +332,7 @@ def ray_options(*extra: tuple) -> Callable:
 @click.option("--latency-batch", type=int, default=None, help="Batch size of the latency objective (space default 1).")
 @click.option("--latency-anchor/--no-latency-anchor", default=None,
               help="Time each candidate alternately with HoViT-B, cancelling machine drift (space default: on).")
-@click.option("--runtime", type=click.Choice(["auto", "torch", "onnxruntime"]), default=None,
+@click.option("--runtime", "--runtimes", "runtime", type=click.Choice(["auto", "torch", "onnxruntime"]), default=None,
               help="Where latency is timed: onnxruntime, torch (eager), or auto = onnxruntime on CPU, torch on "
                    "CUDA (space default: auto). A study keeps its runtime.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
@@ -362,7 +366,8 @@ def search(space, data, data_options, study_name, storage, trials, timeout, samp
 
 @main.command()
 @click.option("--study", "study_name", default=None, help="The search's study (default: the only one under ./studies).")
-@click.option("--storage", default=None, help="SQLAlchemy URL of the study storage.")
+@click.option("--storage", default=None, envvar="HOVIT_NAS_STORAGE", show_envvar=True,
+              help="SQLAlchemy URL of the study storage.")
 @data_option
 @data_options
 @click.option("--top-k", type=int, default=4, show_default=True, help="Front candidates to retrain (by val score).")
@@ -384,11 +389,12 @@ def confirm(study_name, storage, data, data_options, top_k, seeds, device, threa
     run_confirm(cfg, _log)
     parent = st.load(name, url)
     click.echo(format_table(confirmed(parent), parent.user_attrs.get("metric", "top1")))
-    click.echo(f"next: {st.command('hovit-nas', 'pin', '--study', name, '--storage', st.shown(url))}")
+    click.echo(f"next: {st.command('hovit-nas', 'pin', '--study', name, storage=url)}")
 
 
 def _study_opts(fn):
-    fn = click.option("--storage", default=None, help="SQLAlchemy URL of the study storage.")(fn)
+    fn = click.option("--storage", default=None, envvar="HOVIT_NAS_STORAGE", show_envvar=True,
+                      help="SQLAlchemy URL of the study storage.")(fn)
     return click.option("--study", "study_name", default=None, help="Study name (default: the only one under ./studies).")(fn)
 
 
@@ -407,7 +413,8 @@ def pareto(study_name, storage, out, bench_json, as_json):
 
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
-    rep = pa.summarise(st.load(name, url))
+    with st.storage_errors(url):
+        rep = pa.summarise(st.load(name, url))
     bench = pa.load_bench(bench_json, rep)
     path = pa.plot(rep, out or st.study_dir(name, url) / "pareto.html", bench)
     if as_json:
@@ -435,7 +442,8 @@ def pin(study_name, storage, max_latency, knee, trial, out):
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
     default = st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml")
-    path, doc = pa.pin(st.load(name, url), url, out or default, max_latency, knee, trial)
+    with st.storage_errors(url):
+        path, doc = pa.pin(st.load(name, url), url, out or default, max_latency, knee, trial)
     o = doc["objectives"]
     click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
                + f", {doc['params'] / 1e6:.2f} M params -> {path}")
@@ -448,6 +456,6 @@ def pin(study_name, storage, max_latency, knee, trial, out):
                                              f"{vs['ci95'][0]:+.4f} .. {vs['ci95'][1]:+.4f})"))
     else:
         click.echo("UNCONFIRMED: chosen on one seed's validation score; "
-                   f"`{st.command('hovit-nas', 'confirm', '--study', name, '--storage', st.shown(url))}` "
+                   f"`{st.command('hovit-nas', 'confirm', '--study', name, storage=url)}` "
                    "retrains the top candidates and HoViT-B over more seeds")
     click.echo(f"reproduce: {st.command('hovit-nas', 'train', '--config', path)}")

@@ -14,6 +14,7 @@ confirmation is kill-and-resume safe like the search itself.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 SUFFIX = "-confirm"
+_log = logging.getLogger(__name__)
 
 
 def confirm_name(study_name: str) -> str:
@@ -125,7 +127,8 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
               {st.CONFIRMS_ATTR: t.number, "seed": s,
                **({st.FIXED_POINT_ATTR: t.user_attrs[st.FIXED_POINT_ATTR]} if st.FIXED_POINT_ATTR in t.user_attrs
                   else {})}) for t in cands for s in cfg.seed_list]
-    attrs = {"confirms_study": cfg.study, "metric": a.get("metric", "top1"), "data": a.get("data"),
+    attrs = {"confirms_study": cfg.study, st.CONFIRMS_UID_ATTR: st.identity(parent),
+             "metric": a.get("metric", "top1"), "data": a.get("data"),
              "img_size": a.get("img_size"), "latency_batch": latency.batch, "latency_anchored": latency.anchor,
              "latency_runtime": latency.runtime,
              "space": f"{a.get('space')}{SUFFIX}", "num_classes": splits.num_classes}
@@ -148,13 +151,16 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
 
 
 def run_confirm(cfg: ConfirmConfig, log: Log) -> "Prepared":
+    """Create or resume the linked study and run its executor; storage failures are one line
+    (StorageError), as in ``search.run_search``."""
     prep = prepare(cfg, log)
-    if cfg.executor == "ray":
-        from .executors.ray import run_ray
-        run_ray(prep, log)
-    else:
-        from .executors.local import run_local
-        run_local(prep, log)
+    with st.storage_errors(prep.storage):
+        if cfg.executor == "ray":
+            from .executors.ray import run_ray
+            run_ray(prep, log)
+        else:
+            from .executors.local import run_local
+            run_local(prep, log)
     return prep
 
 
@@ -217,11 +223,30 @@ class Confirmed:
         return out
 
 
+def belongs_to(runs: optuna.Study, parent: optuna.Study) -> bool:
+    """Whether ``runs`` (a study named ``<parent>-confirm``) confirms ``parent`` by identity: it
+    records the parent's ``study_uid`` (or, made before ids existed, at least the parent's name).
+    A linked study of another study that once had this name is ignored, with a warning."""
+    a = runs.user_attrs
+    if a.get("confirms_study") != parent.study_name:
+        _log.warning("study %r is not a confirmation of %r (it records none); its runs are ignored",
+                     runs.study_name, parent.study_name)
+        return False
+    uid = a.get(st.CONFIRMS_UID_ATTR)
+    if uid is not None and uid != st.identity(parent):
+        _log.warning("study %r confirms another study once named %r (a different study by identity); its runs "
+                     "are ignored", runs.study_name, parent.study_name)
+        return False
+    return True
+
+
 def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
     """Per candidate trial of ``study``, its confirmation figures ({} when none exist)."""
     try:
         runs = optuna.load_study(study_name=confirm_name(study.study_name), storage=study._storage)
     except KeyError:
+        return {}
+    if not belongs_to(runs, study):
         return {}
     metric = study.user_attrs.get("metric", "top1")
     out: dict[int, Confirmed] = {}

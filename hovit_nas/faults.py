@@ -5,6 +5,8 @@ reaches POINT for the N-th time (default the first). Points: ``created`` (a tria
 created, nothing recorded yet), ``latency`` (its latency measurement starts), ``training`` (its
 training starts), ``rung`` (it recorded its accuracy at a rung of successive halving, rungs.py,
 and has not decided yet), ``write`` (its results are recorded, its final state not yet).
+``HOVIT_NAS_FAULT_ONCE=PATH`` fires it in one process only, of all that reach it (e.g. one of a
+Ray cluster's workers, as the out-of-memory killer does): the first to create PATH.
 """
 from __future__ import annotations
 
@@ -27,6 +29,12 @@ def reached(point: str) -> None:
     _seen[point] = _seen.get(point, 0) + 1
     if _seen[point] != int(nth or 1):
         return
+    once = os.environ.get("HOVIT_NAS_FAULT_ONCE")
+    if once:  # only the first process of all to get here is killed (a file made exclusively)
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
     kill = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
     if float(delay or 0) > 0:
         threading.Timer(float(delay), kill).start()

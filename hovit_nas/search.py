@@ -26,6 +26,11 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
         space = space.with_builtin_budget()
         log(f"data: built-in digits (scikit-learn load_digits, 8x8 upsampled to {space.base.model.img_size} px) "
             f"with the space's builtin_data budget; pass --data for your dataset")
+    name = st.check_study_name(cfg.study or (f"{space.name}-builtin" if builtin else space.name))
+    storage = st.absolute_url(cfg.storage or st.default_storage(name))
+    with st.storage_errors(storage):  # before any work: a foreign study, a full or read-only storage
+        st.recorded_attrs(name, storage)
+        st.check_writable(storage)
     data = DataSpec.of(cfg.data, space.base.model.img_size, space.base.train.seed, cfg.data_options)
     splits = get_data(data)
     if splits.num_classes != space.base.model.num_classes:
@@ -35,8 +40,6 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
                                                           ("runtime", cfg.runtime)) if v is not None})
     trial_device = "cuda" if cfg.executor == "ray" and cfg.ray.gpus_per_trial > 0 else resolve_device(cfg.device)
     latency.runtime = resolve_runtime(latency.runtime, trial_device)
-    name = cfg.study or (f"{space.name}-builtin" if builtin else space.name)
-    storage = st.absolute_url(cfg.storage or st.default_storage(name))
     if cfg.runtime is None:  # a resumed study keeps the runtime it was timed on, unless --runtime says otherwise
         latency.runtime = st.recorded_runtime(name, storage) or latency.runtime
     early_stop = resolve_early_stop(cfg, space.early_stop, st.recorded_attrs(name, storage).get("early_stop"))
@@ -50,7 +53,8 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
     constraints = cfg.limits.active
     sampler = st.make_sampler(cfg.sampler, cfg.seed, attrs["population"], constraints)
     fixed = [(space.fixed_point_params(), {st.FIXED_POINT_ATTR: space.fixed_point})]
-    study, created = st.create_or_load(name, storage, sampler, attrs, fixed)
+    with st.storage_errors(storage):
+        study, created = st.create_or_load(name, storage, sampler, attrs, fixed)
     if not created:  # its own stream, so a resumed or second driver does not replay the first one's proposals
         pop = study.user_attrs.get("population", attrs["population"])
         study.sampler = st.make_sampler(cfg.sampler, st.driver_seed(cfg.seed, created), pop, constraints)
@@ -85,14 +89,22 @@ def resolve_early_stop(cfg: SearchConfig, space_rule: EarlyStop, recorded: dict 
 
 
 def run_search(cfg: SearchConfig, log: Log | None = None) -> Prepared:
+    """Prepare the study and run the executor.
+
+    Raises:
+        StorageError: the storage failed (disk full, read-only, locked, server gone): one line
+            naming it; the study stays intact and the same command resumes it.
+        HovitError: bad input (space, data, options, a foreign study), one line.
+    """
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     prep = prepare(cfg, log)
-    if cfg.executor == "ray":
-        from .executors.ray import run_ray
-        run_ray(prep, log)
-    else:
-        from .executors.local import run_local
-        run_local(prep, log)
-    hint = st.command("hovit-nas", "pareto", "--study", prep.study_name, "--storage", st.shown(prep.storage))
+    with st.storage_errors(prep.storage):
+        if cfg.executor == "ray":
+            from .executors.ray import run_ray
+            run_ray(prep, log)
+        else:
+            from .executors.local import run_local
+            run_local(prep, log)
+    hint = st.command("hovit-nas", "pareto", "--study", prep.study_name, storage=prep.storage)
     log(f"done: {st.finished_count(prep.study)} finished trials in study {prep.study_name!r}; see `{hint}`")
     return prep

@@ -19,10 +19,13 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 import threading
 import time
+import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -110,8 +113,28 @@ def shown(url: str) -> str:
         return re.sub(r"(//[^/@:]*:)[^/]*@", r"\1***@", url)
 
 
+STUDY_NAME_MAX = 200
+
+
+def check_study_name(name: str) -> str:
+    """A study name is also a folder name (``./studies/<study>/``): one path component, so no
+    name can put a study or its artefacts outside ``./studies``.
+
+    Raises:
+        HovitError: the name is empty, longer than 200 characters, ``.`` or ``..``, starts with
+            ``.``, or holds ``/``, ``\\`` or a control character.
+    """
+    bad = (not name or len(name) > STUDY_NAME_MAX or name.startswith(".") or "/" in name or "\\" in name
+           or any(ord(ch) < 32 or ord(ch) == 127 for ch in name))
+    if bad:
+        raise HovitError(f"study name {name!r} is not a single folder name under ./studies (no '/', '\\', "
+                         f"leading '.', or control characters; at most {STUDY_NAME_MAX} characters)")
+    return name
+
+
 def default_storage(study_name: str, root: str | Path = "studies") -> str:
-    return f"sqlite:///{Path(root) / study_name / 'study.db'}"
+    """``sqlite:///<root>/<study>/study.db``; HovitError for a name that is not one folder name."""
+    return f"sqlite:///{Path(root) / check_study_name(study_name) / 'study.db'}"
 
 
 def absolute_url(url: str) -> str:
@@ -138,7 +161,7 @@ def study_dir(study_name: str, storage: str, out: Optional[str | Path] = None) -
     u = make_url(storage)
     if u.get_backend_name() == "sqlite" and u.database:
         return Path(u.database).expanduser().resolve().parent
-    return (Path("studies") / study_name).resolve()
+    return (Path("studies") / check_study_name(study_name)).resolve()
 
 
 def open_storage(url: str, create: bool = True) -> Storage:
@@ -186,6 +209,113 @@ def _raise_storage_error(exc: Exception, masked: str) -> None:
     raise StorageError(f"cannot open storage {masked!r}: {type(exc).__name__}: {msg}") from None
 
 
+# ------------------------------------------------------------------------- storage failures
+
+MIN_FREE_BYTES = 16 * 2**20  # free disk a SQLite study needs before a trial trains (results + journal)
+_CAUSES = (  # (substring of the database's message, lower case) -> what happened, in the user's words
+    (("database or disk is full", "no space left on device", "disk quota exceeded", "could not extend file"),
+     "disk full"),
+    (("readonly database", "read-only file system", "read-only transaction", "permission denied"), "read-only"),
+    (("database is locked", "database table is locked", "lock timeout"), "locked by another process"),
+    (("server closed the connection", "connection refused", "could not connect", "terminating connection",
+      "connection is closed", "connection reset", "the database system is shutting down", "server has gone away",
+      "name or service not known", "connection timed out"), "server gone"),
+    (("disk i/o error", "input/output error"), "disk I/O error"),
+    (("unable to open database file",), "cannot open the database file"),
+)
+_ADVICE = {"disk full": "free space on its disk, then re-run the same command: the study is intact and resumes",
+           "read-only": "make it writable, then re-run the same command",
+           "locked by another process": "another process held the database too long; re-run the same command",
+           "server gone": "is the database server running and reachable? Re-run the same command once it is",
+           "disk I/O error": "check the disk, then re-run the same command"}
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        orig = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's exception
+        if isinstance(orig, BaseException) and id(orig) not in seen:
+            yield orig
+        exc = exc.__cause__ or exc.__context__
+
+
+def storage_cause(exc: BaseException) -> Optional[str]:
+    """What went wrong with a storage, in a user's words ('disk full', 'read-only', 'locked by
+    another process', 'server gone', ...), with the database's own message in brackets; None
+    when ``exc`` is not a storage failure. Reads the whole exception chain: Optuna wraps a failed
+    commit in ``StorageInternalError`` ("...invalid data in the commit..."), whose cause is the
+    SQLAlchemy error, whose ``orig`` is the driver's."""
+    import sqlalchemy.exc
+
+    chain = list(_chain(exc))
+    is_db = any(isinstance(e, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
+                or type(e).__module__.split(".")[0] in ("sqlite3", "psycopg", "psycopg2") for e in chain)
+    for e in chain:
+        text = str(e).lower()
+        oserr = isinstance(e, OSError) and e.errno in (28, 30, 122)  # ENOSPC, EROFS, EDQUOT
+        for needles, what in _CAUSES:
+            if any(n in text for n in needles) and (is_db or oserr):
+                detail = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:160]
+                return f"{what} ({detail})"
+    if is_db:
+        last = chain[-1]
+        first = (str(last).strip().splitlines() or [type(last).__name__])[0][:160]
+        return f"{type(last).__name__}: {first}"
+    return None
+
+
+def storage_failure_line(url: str, exc: BaseException) -> Optional[str]:
+    """One line naming the storage (password masked), the cause and what to do; None when
+    ``exc`` is not a storage failure."""
+    cause = storage_cause(exc)
+    if cause is None:
+        return None
+    advice = next((a for k, a in _ADVICE.items() if cause.startswith(k)), "re-run the same command to resume")
+    return f"storage {shown(url)}: {cause}; {advice}"
+
+
+@contextmanager
+def storage_errors(url: str):
+    """Turn a storage failure inside the block into a StorageError (one line naming the storage
+    and the cause: ``storage_failure_line``); anything else passes through unchanged."""
+    try:
+        yield
+    except HovitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - only storage failures are converted
+        line = storage_failure_line(url, exc)
+        if line is None:
+            raise
+        raise StorageError(line) from exc
+
+
+def check_writable(url: str) -> None:
+    """Before a trial spends its training: a SQLite study's folder and file must be writable, and
+    its disk must have ``MIN_FREE_BYTES`` free, or the trial's result could not be saved. (For a
+    server, the heartbeat a trial records when it starts is the write that proves it.)
+
+    Raises:
+        StorageError: read-only or disk full, naming the storage and the free space.
+    """
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return
+    db = Path(u.database).expanduser()
+    folder = next(p for p in (db.parent, *db.parent.parents) if p.exists())  # a new study's folder: made later
+    if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise StorageError(f"storage {shown(url)}: read-only ({db} or its folder is not writable); "
+                           f"{_ADVICE['read-only']}")
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise StorageError(f"storage {shown(url)}: disk full ({free / 2**20:.1f} MiB free on the disk of {db}, a "
+                           f"trial needs {MIN_FREE_BYTES / 2**20:.0f} MiB to save its results); "
+                           f"{_ADVICE['disk full']}")
+
+
 # ---------------------------------------------------------------------------------- samplers
 
 def make_sampler(name: str = "nsga2", seed: Optional[int] = None, population: int = 8,
@@ -221,6 +351,38 @@ def population_for(trials: int) -> int:
 
 # ------------------------------------------------------------------------ study + fixed point
 
+UID_ATTR = "study_uid"  # a random id written when a study is created: its identity, whatever its name
+CONFIRMS_UID_ATTR = "confirms_uid"  # a confirmation study: the identity of the search it confirms
+
+
+def identity(study: optuna.Study) -> str:
+    """The study's identity: its ``study_uid``, or for a study made before ids existed, a
+    fingerprint of its name and its first trial's start time."""
+    uid = study.user_attrs.get(UID_ATTR)
+    if uid:
+        return uid
+    first = min(study.get_trials(deepcopy=False), key=lambda t: t.number, default=None)
+    started = first.datetime_start.isoformat() if first is not None and first.datetime_start else "-"
+    return f"legacy:{study.study_name}:{started}"
+
+
+def require_hovit_study(study: optuna.Study, storage: str) -> None:
+    """Every command that opens a study checks first that hovit-nas made it: two objectives
+    (maximise accuracy, minimise latency_ms) and a recorded space.
+
+    Raises:
+        HovitError: naming the study, the storage (password masked) and what it is instead.
+    """
+    dirs = [d.name.lower() for d in study.directions]
+    where = f"study {study.study_name!r} in {shown(storage)}"
+    if dirs != DIRECTIONS:
+        raise HovitError(f"{where} is not a hovit-nas study: {len(dirs)} objective(s) ({', '.join(dirs)}), not "
+                         "accuracy (maximize) and latency_ms (minimize); open it with optuna-dashboard")
+    if "space" not in study.user_attrs:
+        raise HovitError(f"{where} is not a hovit-nas study: it maximizes and minimizes two objectives but records "
+                         "no search space (made by another tool)")
+
+
 def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler, study_attrs: dict,
                    enqueue: list[tuple[dict, dict]], add_missing: bool = False) -> tuple[optuna.Study, bool]:
     """Create the study and enqueue its fixed work, ``(params, user_attrs)`` pairs (the search's
@@ -239,11 +401,13 @@ def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(OBJECTIVES)
+        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
         for k, v in study_attrs.items():
             study.set_user_attr(k, v)
         for params, attrs in enqueue:
             study.enqueue_trial(params, user_attrs=attrs)
     else:
+        require_hovit_study(study, storage)
         check_compatible(study, study_attrs)
         if add_missing:
             have = [t.system_attrs.get("fixed_params") or t.params for t in study.get_trials(deepcopy=False)]
@@ -254,16 +418,22 @@ def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler
 
 
 def recorded_attrs(name: str, storage: str) -> dict:
-    """The settings an existing study recorded (its user attrs); {} for a new study."""
+    """The settings an existing study recorded (its user attrs); {} for a new study.
+
+    Raises:
+        HovitError: the study exists but hovit-nas did not make it (``require_hovit_study``).
+    """
     from sqlalchemy.engine import make_url
 
     u = make_url(storage)
     if u.get_backend_name() == "sqlite" and not Path(u.database or "").expanduser().is_file():
         return {}
     try:
-        return dict(optuna.load_study(study_name=name, storage=open_storage(storage)).user_attrs)
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
         return {}
+    require_hovit_study(study, storage)
+    return dict(study.user_attrs)
 
 
 def recorded_runtime(name: str, storage: str) -> Optional[str]:
@@ -274,14 +444,16 @@ def recorded_runtime(name: str, storage: str) -> Optional[str]:
 
 
 COMPATIBLE = ("space", "data", "metric", "latency_batch", "latency_anchored", "latency_runtime", "img_size",
-              "early_stop")
+              "early_stop", CONFIRMS_UID_ATTR)
 
 
 def check_compatible(study: optuna.Study, attrs: dict) -> None:
     """Resuming with a different space/data/metric would mix incomparable trials: refuse."""
-    if [d.name.lower() for d in study.directions] != DIRECTIONS:
-        raise HovitError(f"study {study.study_name!r} is not a hovit-nas accuracy/latency study")
     have = dict(study.user_attrs)
+    if CONFIRMS_UID_ATTR in attrs and CONFIRMS_UID_ATTR in have and have[CONFIRMS_UID_ATTR] != attrs[CONFIRMS_UID_ATTR]:
+        raise HovitError(f"study {study.study_name!r} confirms another study that was named "
+                         f"{have.get('confirms_study')!r} (a different study, by identity); delete it or rename the "
+                         "search")
     if "latency_batch" in have:  # studies from before anchoring timed raw, on PyTorch eager
         have.setdefault("latency_anchored", False)
         have.setdefault("latency_runtime", "torch")
@@ -366,7 +538,8 @@ class Heartbeats:
                 try:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as exc:  # noqa: BLE001 - a storage hiccup must not kill the trial
-                    print(f"heartbeat for trial id {trial_id} failed: {type(exc).__name__}", file=sys.stderr)
+                    print(f"heartbeat for trial id {trial_id} failed: {storage_cause(exc) or type(exc).__name__}",
+                          file=sys.stderr)
 
     def close(self) -> None:
         self._stop.set()
@@ -453,7 +626,7 @@ def resolve_study(study: Optional[str], storage: Optional[str]) -> tuple[str, st
             raise HovitError(f"storage holds {len(names)} studies ({', '.join(names) or 'none'}); pass --study")
         return names[0], storage
     if study:
-        url = default_storage(study)
+        url = default_storage(study)  # checks the name: it must stay under ./studies
         if not Path(url.removeprefix("sqlite:///")).is_file():
             raise HovitError(f"no study {study!r} at {url}; pass --storage URL")
         return study, url
@@ -465,14 +638,41 @@ def resolve_study(study: Optional[str], storage: Optional[str]) -> tuple[str, st
 
 
 def load(study: str, storage: str) -> optuna.Study:
+    """An existing hovit-nas study (``require_hovit_study``); HovitError names what is wrong."""
     st = open_storage(storage, create=False)
     try:
-        return optuna.load_study(study_name=study, storage=st)
+        loaded = optuna.load_study(study_name=study, storage=st)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage=st)]
         raise HovitError(f"no study {study!r} in {shown(storage)} (has: {', '.join(names) or 'none'})") from None
+    require_hovit_study(loaded, storage)
+    return loaded
 
 
-def command(*args: object) -> str:
-    """A command line a user can paste: every argument shell-quoted."""
-    return shlex.join(str(a) for a in args)
+STORAGE_ENV = "HOVIT_NAS_STORAGE"  # the CLI's default for --storage: a URL with a password stays off the screen
+
+
+def command(*args: object, storage: Optional[str] = None) -> str:
+    """A command line a user can paste: every argument shell-quoted, then ``--storage URL``.
+
+    A storage URL with a password is never printed, masked or not (``***`` pasted back would be
+    tried as the password): the command reads it from ``$HOVIT_NAS_STORAGE`` instead, and when
+    that variable does not hold it yet, the line says how to set it (password left out)."""
+    line = shlex.join(str(a) for a in args)
+    if storage is None:
+        return line
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        secret = make_url(storage).password is not None
+    except (ArgumentError, ValueError):
+        secret = shown(storage) != storage
+    if not secret:
+        return f"{line} --storage {shlex.quote(storage)}"
+    line += f' --storage "${STORAGE_ENV}"'
+    if os.environ.get(STORAGE_ENV) != storage:
+        placeholder = shown(storage).replace("***", "PASSWORD")
+        quoted = f"'{placeholder}'" if "'" not in placeholder else shlex.quote(placeholder)
+        line += f"   (first: export {STORAGE_ENV}={quoted}, with the password in place of PASSWORD)"
+    return line

@@ -53,6 +53,7 @@ def test_a_one_seed_fluke_is_confirmed_away(tmp_path):
     assert "UNCONFIRMED" in out.read_text().splitlines()[0]
 
     runs = optuna.create_study(study_name=confirm_name("s"), storage=url, directions=st.DIRECTIONS)
+    runs.set_user_attr("confirms_study", "s")  # what `confirm` records: the linked study is s's
     per_seed = {0: [0.83, 0.82, 0.84], 1: [0.80, 0.81, 0.79], 2: [0.86, 0.85, 0.87]}
     for n, accs in per_seed.items():
         for seed, acc in zip((1, 2, 3), accs):

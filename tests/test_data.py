@@ -121,8 +121,9 @@ def test_cli_bad_data_is_one_line_exit_2(tmp_path, class_folder):
     r = run_cli("train", "--config", str(cfg), "--data", str(class_folder), "--img-size", "32",
                 "--out", str(tmp_path / "run"))  # a 9-class config file vs 3 classes on disk
     assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()  # the cache line, the data line, the error
-    assert len(lines) == 3 and lines[0].startswith("dataset cache: ") and "class count mismatch" in lines[-1]
+    lines = r.stderr.strip().splitlines()  # the scan line, the cache line, the data line, the error
+    assert len(lines) == 4 and lines[0].startswith("scanned ") and lines[1].startswith("dataset cache: ")
+    assert "class count mismatch" in lines[-1]
 
 
 def _studies(name):
@@ -144,4 +145,5 @@ def test_overlapping_split_indices_are_refused_naming_the_pair_and_an_index(tmp_
                                         r"splits must be disjoint"):
         load_data(DataSpec(path=str(class_folder), split_index=str(p)))
     r = run_cli("train", "--config", "hovit_s", "--data", str(class_folder), "--split-index", str(p), cwd=tmp_path)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "overlap" in r.stderr
+    lines = r.stderr.strip().splitlines()  # the scan's log line, then the one error line
+    assert r.returncode == 2 and len(lines) == 2 and lines[0].startswith("scanned ") and "overlap" in lines[1]

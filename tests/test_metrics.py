@@ -17,6 +17,10 @@ def test_macro_metrics_against_a_hand_computation():
     assert m["confusion"] == [[2, 1, 0], [0, 2, 0], [1, 2, 0]] and m["n"] == 8
 
 
-def test_classes_absent_from_the_data_still_count_in_the_macro_average():
+def test_classes_absent_from_the_split_are_left_out_of_the_macro_average():
+    # issue 19: a class with no support has no recall; averaged in as 0 it made a perfect model 0.5
     m = classification_metrics(np.array([0, 1]), np.array([0, 1]), 4)
-    assert m["top1"] == 1.0 and m["recall_macro"] == pytest.approx(0.5) and len(m["confusion"]) == 4
+    assert m["top1"] == 1.0 and m["recall_macro"] == 1.0 and m["f1_macro"] == 1.0 and len(m["confusion"]) == 4
+    assert m["classes_scored"] == 2 and m["classes_absent"] == [2, 3]
+    wrong = classification_metrics(np.array([0, 1]), np.array([3, 1]), 4)  # predicting an absent class is an error
+    assert wrong["recall_macro"] == pytest.approx(0.5) and wrong["precision_macro"] == pytest.approx(0.5)

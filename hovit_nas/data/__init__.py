@@ -4,9 +4,10 @@ there)."""
 from ..config import DataSpec
 from .cache import cache_root
 from .loader import Augment, Batches, Images, to_model_input
-from .sources import (Splits, check_num_classes, decode, load_data, load_split_index, read_image,
-                      scan_class_folder, stratified_split)
+from .sources import (Splits, check_num_classes, decode, load_data, load_split_index,
+                      stratified_split)
+from .scan import Scan, scan_class_folder
 
 __all__ = ["DataSpec", "Splits", "load_data", "check_num_classes", "stratified_split", "scan_class_folder",
-           "load_split_index", "decode", "read_image", "cache_root", "Images", "Batches", "Augment",
+           "load_split_index", "decode", "Scan", "cache_root", "Images", "Batches", "Augment",
            "to_model_input"]

@@ -34,9 +34,10 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from ..errors import DataError
+from .pixels import pil_to_rgb8
 
 Log = Callable[[str], None]
-VERSION = 1
+VERSION = 2  # 2: 16-bit, 32-bit and float sources converted by data/pixels.py (1 clipped them)
 CACHE_ENV = "HOVIT_NAS_CACHE_DIR"
 PARALLEL_FROM = 256  # below this many files, decode in-process (a pool costs more than it saves)
 CHUNK = 64
@@ -180,12 +181,13 @@ def _build(entry: Path, src: SplitSource, img_size: int, manifest: dict, log: Lo
     try:
         out = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(n, 3, img_size, img_size))
         if src.paths is not None:
-            bad = _decode_files(src.paths, tmp / "images.u8", out.shape, workers, src.split, log)
+            bad, constant = _decode_files(src.paths, tmp / "images.u8", out.shape, workers, src.split, log)
             if bad:
                 raise Unreadable(bad)
         else:
-            _resize_into(src.array, out)
+            constant = _resize_into(src.array, out)
         out.flush()
+        _check_constant(src, out, constant, log)
         del out
         np.save(tmp / "labels.npy", np.asarray(src.labels, dtype=np.int64))
         (tmp / "manifest.json").write_text(json.dumps(manifest))
@@ -205,22 +207,39 @@ def _build(entry: Path, src: SplitSource, img_size: int, manifest: dict, log: Lo
         log(f"dataset cache: built {src.split} in {dt:.1f} s ({n / dt:,.0f} img/s): {entry}")
 
 
+def _check_constant(src: SplitSource, images: np.ndarray, constant: int, log: Log) -> None:
+    """A split whose every image is one flat colour is never a dataset: it is what a wrong bit
+    depth, dtype or value range leaves (e.g. 16-bit tiles clipped to 255). Refuse it, whatever the
+    cause; a few flat images (blank background tiles) are only counted in the log."""
+    n = len(src)
+    if n and constant == n:
+        v = images[0, :, 0, 0].tolist()
+        raise DataError(f"{src.dataset} {src.split} split: all {n} images are constant (each image one flat "
+                        f"colour, e.g. RGB {tuple(v)}); the source's bit depth, dtype or value range is not what "
+                        "it seems (accepted inputs: see data/pixels.py)")
+    if constant:
+        log(f"dataset cache: {constant} of {n} {src.split} images are one flat colour (blank tiles?)")
+
+
 def _workers(n_files: int) -> int:
     if n_files < PARALLEL_FROM:
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), n_files // CHUNK))
 
 
-def _decode_files(paths: list[Path], out_path: Path, shape: tuple, workers: int, label: str, log: Log) -> list[str]:
+def _decode_files(paths: list[Path], out_path: Path, shape: tuple, workers: int, label: str,
+                  log: Log) -> tuple[list[str], int]:
     """Decode into the array file; returns the error lines of unreadable files (all of them, so a
-    user fixes the dataset in one pass)."""
+    user fixes the dataset in one pass) and how many decoded images are one flat colour."""
     chunks = [(i, paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
     bad: list[str] = []
+    constant = 0
     progress = _Progress(f"caching {label}", len(paths), log)
     if workers == 1:
         out = np.memmap(out_path, dtype=np.uint8, mode="r+", shape=shape)
         for start, chunk in chunks:
-            bad += _decode_chunk_into(out, start, chunk, shape[-1])
+            b, c = _decode_chunk_into(out, start, chunk, shape[-1])
+            bad, constant = bad + b, constant + c
             progress.advance(len(chunk))
         out.flush()
     else:
@@ -232,51 +251,66 @@ def _decode_files(paths: list[Path], out_path: Path, shape: tuple, workers: int,
             futures = {pool.submit(_decode_chunk, str(out_path), shape, start, chunk): len(chunk)
                        for start, chunk in chunks}
             for f in as_completed(futures):
-                bad += f.result()
+                b, c = f.result()
+                bad, constant = bad + b, constant + c
                 progress.advance(futures[f])
     progress.close()
-    return sorted(bad)
+    return sorted(bad), constant
 
 
-def _decode_chunk(out_path: str, shape: tuple, start: int, paths: list[Path]) -> list[str]:
+def _decode_chunk(out_path: str, shape: tuple, start: int, paths: list[Path]) -> tuple[list[str], int]:
     out = np.memmap(out_path, dtype=np.uint8, mode="r+", shape=shape)
-    bad = _decode_chunk_into(out, start, paths, shape[-1])
+    res = _decode_chunk_into(out, start, paths, shape[-1])
     out.flush()
-    return bad
+    return res
 
 
-def _decode_chunk_into(out: np.ndarray, start: int, paths: list[Path], size: int) -> list[str]:
-    bad = []
+def _decode_chunk_into(out: np.ndarray, start: int, paths: list[Path], size: int) -> tuple[list[str], int]:
+    bad, constant = [], 0
     for j, p in enumerate(paths):
         try:
-            out[start + j] = decode(p, size)
+            img = out[start + j] = decode(p, size)
         except DataError as exc:
             bad.append(str(exc))
-    return bad
+            continue
+        constant += int(img.min() == img.max())
+    return bad, constant
 
 
 def decode(path: Path, size: int) -> np.ndarray:
-    """Decode one file to uint8 (3, size, size); a bad file raises DataError naming it. PIL and
-    numpy only: it runs in the decoding processes."""
+    """Decode one file to uint8 (3, size, size), converting its mode by data/pixels.py's rules,
+    resized bilinearly when it is not ``size`` square.
+
+    Raises:
+        DataError: the file cannot be decoded, or its mode or value range has no faithful 8-bit
+            reading; the message names the file. PIL and numpy only: it runs in the decoding
+            processes.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            rgb = pil_to_rgb8(im, str(path))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"unreadable image {path}: {exc.__class__.__name__}: {exc}") from None
-    return arr.transpose(2, 0, 1)
+    except ValueError as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"unreadable image {path}: {exc.__class__.__name__}: {exc}") from None
+    if rgb.shape[:2] != (size, size):
+        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return rgb.transpose(2, 0, 1)
 
 
-def _resize_into(array: np.ndarray, out: np.ndarray) -> None:
-    """In-memory uint8 images (N, C, H, W), resized bilinearly to the entry's size in chunks."""
+def _resize_into(array: np.ndarray, out: np.ndarray) -> int:
+    """In-memory uint8 images (N, C, H, W), C 1 or 3, resized bilinearly to the entry's size in
+    chunks; returns how many are one flat colour."""
     import torch
     import torch.nn.functional as F
 
-    size = out.shape[-1]
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1] not in (1, 3):
+        raise DataError(f"in-memory images must be uint8 (N, 1|3, H, W), got {array.dtype} {array.shape}")
+    size, constant = out.shape[-1], 0
     for i in range(0, len(array), 1024):
         x = torch.from_numpy(np.ascontiguousarray(array[i:i + 1024]))
         if x.shape[1] == 1:
@@ -284,7 +318,10 @@ def _resize_into(array: np.ndarray, out: np.ndarray) -> None:
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
             x = x.round_().clamp_(0, 255).to(torch.uint8)
+        flat = x.reshape(len(x), -1)
+        constant += int((flat.amin(1) == flat.amax(1)).sum())
         out[i:i + len(x)] = x.numpy()
+    return constant
 
 
 class _Progress:

@@ -14,20 +14,19 @@ uint8 arrays decoded once per node.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-import torch
 
 from ..config import DataSpec
 from ..errors import DataError
 from .cache import SplitSource, Unreadable, _stderr, decode, open_or_build
+from .pixels import array_to_uint8
+from .scan import Scan, scan_class_folder
 from .loader import Images
 
-IMG_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 PATHMNIST_URL = "https://zenodo.org/records/10519652/files/pathmnist.npz?download=1"
 SPLITS = ("train", "val", "test")
 Log = Callable[[str], None]
@@ -41,38 +40,11 @@ class Splits:
     classes: list[str]
     description: str
     sizes: dict = field(default_factory=dict)
+    missing: dict = field(default_factory=dict)  # split -> names of classes with no sample in it
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def read_image(path: Path, size: int) -> torch.Tensor:
-    """One decoded file as a uint8 tensor (3, size, size)."""
-    return torch.from_numpy(np.ascontiguousarray(decode(path, size)))
-
-
-# ------------------------------------------------------------------------------------ folders
-
-def scan_class_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
-    """ImageFolder order: classes sorted, files sorted within each class."""
-    if not root.exists():
-        raise DataError(f"{root}: no such directory")
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class subfolders found")
-    files, labels = [], []
-    for c, name in enumerate(classes):
-        found = [os.path.join(d, f) for d, _, names in os.walk(root / name)
-                 for f in names if os.path.splitext(f)[1].lower() in IMG_EXTS]
-        if not found:
-            raise DataError(f"{root / name}: class folder has no images ({', '.join(IMG_EXTS)})")
-        found.sort(key=lambda f: f.split(os.sep))  # pathlib's order (by path parts), at string speed
-        files += map(Path, found)
-        labels += [c] * len(found)
-    return files, labels, classes
 
 
 def stratified_split(labels: Sequence[int], val_frac: float, test_frac: float, seed: int) -> dict:
@@ -132,8 +104,15 @@ def _pick(files, labels, idx):
     return [files[i] for i in idx], [labels[i] for i in idx]
 
 
-def _from_class_folder(root: Path, spec: DataSpec) -> tuple[dict, list[str], str]:
-    files, labels, classes = scan_class_folder(root)
+def _scanned(root: Path, log: Log) -> Scan:
+    scan = scan_class_folder(root)
+    log(scan.summary())
+    return scan
+
+
+def _from_class_folder(root: Path, spec: DataSpec, log: Log) -> tuple[dict, list[str], str]:
+    scan = _scanned(root, log)
+    files, labels, classes = scan.files, scan.labels, scan.classes
     split = (load_split_index(spec.split_index, len(files)) if spec.split_index
              else stratified_split(labels, spec.val_frac, spec.test_frac, spec.seed))
     parts = {}
@@ -142,7 +121,8 @@ def _from_class_folder(root: Path, spec: DataSpec) -> tuple[dict, list[str], str
         keep = _cap(lab, spec.max_per_split, spec.seed)
         parts[name] = _pick(f, lab, keep)
     if spec.external_test:
-        ext_files, ext_labels, ext_classes = scan_class_folder(Path(spec.external_test))
+        ext = _scanned(Path(spec.external_test), log)
+        ext_files, ext_labels, ext_classes = ext.files, ext.labels, ext.classes
         if ext_classes != classes:
             raise DataError(f"{spec.external_test}: classes {ext_classes} do not match {root}'s {classes}")
         parts["test"] = _pick(ext_files, ext_labels, _cap(ext_labels, spec.max_per_split, spec.seed))
@@ -156,10 +136,11 @@ def _split_dirs(root: Path) -> Optional[dict]:
     return None
 
 
-def _from_split_folders(dirs: dict, spec: DataSpec) -> tuple[dict, list[str], str]:
+def _from_split_folders(dirs: dict, spec: DataSpec, log: Log) -> tuple[dict, list[str], str]:
     parts, classes = {}, None
     for name, d in dirs.items():
-        files, labels, cls = scan_class_folder(d)
+        scan = _scanned(d, log)
+        files, labels, cls = scan.files, scan.labels, scan.classes
         if classes is not None and cls != classes:
             raise DataError(f"{d}: classes {cls} do not match train's {classes}")
         classes = cls
@@ -184,22 +165,66 @@ def _file_sources(parts: dict, dataset: str, spec: DataSpec, description: str) -
 
 # --------------------------------------------------------------------------------- npz / digits
 
+NPZ_LAYOUT = ("MedMNIST layout: keys train_images, train_labels, val_images, val_labels, test_images, test_labels; "
+              "images (N, H, W), (N, H, W, 1|3) or (N, 1|3, H, W); labels (N,) or (N, 1) integer class indices "
+              "(single-label)")
+
+
+def _npz_images(a: np.ndarray, key: str) -> np.ndarray:
+    """(N, 1|3, H, W) uint8 from an accepted image layout (NPZ_LAYOUT); DataError names the key."""
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4 and a.shape[3] in (1, 3):
+        a = a.transpose(0, 3, 1, 2)
+    elif not (a.ndim == 4 and a.shape[1] in (1, 3)):
+        raise DataError(f"{key}: shape {a.shape} is not an image array; accepted: (N, H, W), (N, H, W, 1|3) "
+                        "or (N, 1|3, H, W)")
+    if min(a.shape[2:]) < 1 or len(a) == 0:
+        raise DataError(f"{key}: shape {a.shape} holds no images")
+    return array_to_uint8(a, key)
+
+
+def _npz_labels(a: np.ndarray, key: str, n: int, images_key: str) -> np.ndarray:
+    """(N,) int64 class indices; DataError names the key, its shape or dtype, and what is accepted."""
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        kind = " (multi-label or one-hot)" if a.ndim == 2 else ""
+        raise DataError(f"{key}: shape {a.shape}{kind} is not accepted; hovit-nas trains single-label "
+                        "classifiers: labels must be (N,) or (N, 1) integer class indices")
+    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
+        raise DataError(f"{key}: dtype {a.dtype}; labels must be integer class indices")
+    if len(a) != n:
+        raise DataError(f"{key} has {len(a)} labels but {images_key} has {n} images")
+    if len(a) and int(a.min()) < 0:
+        raise DataError(f"{key}: negative class index {int(a.min())}")
+    return a.astype(np.int64)
+
+
 def _from_npz(path: Path, spec: DataSpec) -> tuple[dict, list[str], str]:
+    """A MedMNIST-style ``.npz`` (NPZ_LAYOUT), every key's shape, dtype and length checked up
+    front; pixel values converted by data/pixels.py's rules."""
     if not path.is_file():
         if not spec.download:
             raise DataError(f"{path}: no such file (pass --download to fetch PathMNIST)")
         _download(PATHMNIST_URL, path)
     try:
         data = np.load(path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - numpy raises many kinds for a damaged file
         raise DataError(f"{path}: not a readable .npz ({exc})") from None
     parts = {}
-    for name, key in (("train", "train"), ("val", "val"), ("test", "test")):
-        if f"{key}_images" not in data or f"{key}_labels" not in data:
-            raise DataError(f"{path}: missing {key}_images / {key}_labels (MedMNIST layout)")
-        imgs = np.asarray(data[f"{key}_images"], dtype=np.uint8)
-        imgs = imgs[:, None] if imgs.ndim == 3 else imgs.transpose(0, 3, 1, 2)
-        labels = np.asarray(data[f"{key}_labels"]).reshape(-1).astype(np.int64)
+    for name in SPLITS:
+        ik, lk = f"{name}_images", f"{name}_labels"
+        missing = [k for k in (ik, lk) if k not in data.files]
+        if missing:
+            raise DataError(f"{path}: missing key {missing[0]} (has {', '.join(data.files) or 'none'}); "
+                            f"accepted: {NPZ_LAYOUT}")
+        try:
+            raw_images, raw_labels = data[ik], data[lk]
+        except ValueError as exc:  # object arrays need pickle: never loaded
+            raise DataError(f"{path}: key {ik} or {lk} cannot be read without pickle ({exc})") from None
+        imgs = _npz_images(raw_images, f"{path.name}:{ik}")
+        labels = _npz_labels(raw_labels, f"{path.name}:{lk}", len(imgs), ik)
         keep = _cap(labels.tolist(), spec.max_per_split, spec.seed)
         parts[name] = (imgs[keep], labels[keep])
     n_classes = int(max(int(v[1].max()) for v in parts.values())) + 1
@@ -260,9 +285,9 @@ def load_data(spec: DataSpec, log: Optional[Log] = None) -> Splits:
         elif (dirs := _split_dirs(root) if root.is_dir() else None) is not None:
             if spec.split_index:
                 raise DataError(f"{root}: has train/val/test folders; a split index applies only to a class folder")
-            sources, classes, description = _from_split_folders(dirs, spec)
+            sources, classes, description = _from_split_folders(dirs, spec, log)
         else:
-            sources, classes, description = _from_class_folder(root, spec)
+            sources, classes, description = _from_class_folder(root, spec, log)
     ds, built, bad = {}, [], []
     for name in SPLITS:
         try:
@@ -279,7 +304,39 @@ def load_data(spec: DataSpec, log: Optional[Log] = None) -> Splits:
     log(f"dataset cache: {'built ' + '+'.join(built) if built else 'opened'} "
         f"({'/'.join(str(len(d)) for d in ds.values())} images at {spec.img_size} px, "
         f"{total / 2 ** 20:,.1f} MiB) in {ds['train'].cache.parent}")
-    return Splits(ds["train"], ds["val"], ds["test"], classes, description, {k: len(v) for k, v in ds.items()})
+    missing = missing_classes({k: d.labels for k, d in ds.items()}, classes)
+    if missing:
+        log("warning: " + describe_missing(missing) + "; macro scores average over the classes present "
+            "in each split")
+    return Splits(ds["train"], ds["val"], ds["test"], classes, description, {k: len(v) for k, v in ds.items()},
+                  missing)
+
+
+def missing_classes(labels: dict, classes: list[str]) -> dict[str, list[str]]:
+    """Per split, the names of the classes with no sample in it (splits with all classes left out)."""
+    out = {}
+    for split, y in labels.items():
+        have = set(np.unique(np.asarray(y)).tolist())
+        names = [c for i, c in enumerate(classes) if i not in have]
+        if names:
+            out[split] = names
+    return out
+
+
+def describe_missing(missing: dict[str, list[str]]) -> str:
+    """'class BACK has no val or test samples' (every class named, grouped by the splits lacking it)."""
+    by_class: dict[str, list[str]] = {}
+    for split in SPLITS:
+        for c in missing.get(split, []):
+            by_class.setdefault(c, []).append(split)
+    groups: dict[tuple, list[str]] = {}
+    for c, splits in by_class.items():
+        groups.setdefault(tuple(splits), []).append(c)
+    parts = []
+    for splits, names in groups.items():
+        who = f"class {names[0]} has" if len(names) == 1 else f"classes {', '.join(names)} have"
+        parts.append(f"{who} no {' or '.join(splits)} samples")
+    return "; ".join(parts)
 
 
 def check_num_classes(splits: Splits, expected: int, where: str = "model.num_classes") -> None:

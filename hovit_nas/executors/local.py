@@ -57,8 +57,11 @@ class _Driver:
         except BaseException as exc:
             if current is not None:  # Ctrl-C or bad input mid-trial: never leave it RUNNING
                 reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"aborted: {exc}"
-                if st.fail_trial(self.study, self.study._storage.get_trial(current._trial_id), reason):
-                    self.log(f"marked interrupted trial #{current.number} failed")
+                try:
+                    if st.fail_trial(self.study, self.study._storage.get_trial(current._trial_id), reason):
+                        self.log(f"marked interrupted trial #{current.number} failed")
+                except Exception:  # noqa: BLE001 - the storage itself failed: the heartbeat rule fails it later
+                    pass
             raise
         finally:
             beats.close()
@@ -108,6 +111,7 @@ class _Driver:
         log = lambda m: self.log(f"    #{trial.number} {m.split('] ', 1)[-1]}")  # noqa: E731
         on_epoch = rung_callback(st.storage_of(study), study._study_id, trial._trial_id, prep.early_stop,
                                  cfg.train.epochs_dense + cfg.train.epochs_prune, log)
+        st.check_writable(prep.storage)  # a result that cannot be saved must not cost a training
         try:
             result = run_trial(spec, log=log, on_epoch=on_epoch)
         except HovitError:

@@ -23,6 +23,7 @@ loop, other tenants).
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -59,6 +60,7 @@ def _searcher_class():
             self._budget, self._log, self._interrupt = budget, log, interrupt
             self._reporter = ProgressReporter(budget, log)
             self._heartbeats: Optional[st.Heartbeats] = None
+            self._errored: set[str] = set()  # failed in Tune, waiting for the error's reason
 
         @property
         def _beats(self) -> st.Heartbeats:
@@ -115,15 +117,32 @@ def _searcher_class():
             if self._interrupt.requested and not (result and result.get(FINAL)):
                 return  # stopped by Ctrl-C, not by the scheduler: fail_open_trials records it as interrupted
             ot_trial = self._ot_trials[trial_id]
-            if error:
-                state, values = TrialState.FAIL, None
-            elif result and result.get(FINAL) and result.get("status") == "ok":
+            if error:  # Tune calls RecordTrialErrors.on_trial_error next, with the error: it closes the trial
+                self._errored.add(trial_id)
+                return
+            if result and result.get(FINAL) and result.get("status") == "ok":
                 state, values = TrialState.COMPLETE, [result["accuracy"], result["latency_ms"]]
             else:  # stopped early, or infeasible: never on the front
                 state, values = TrialState.PRUNED, None
                 if result and not result.get(FINAL):
                     ot_trial.set_user_attr("reason", f"stopped early by the scheduler after epoch "
                                                      f"{result.get('epoch', '?')}")
+            self._finish(trial_id, state, values)
+
+        def record_error(self, trial_id: str, reason: str) -> None:
+            """A trial's task or worker failed (Tune's ``on_trial_error``): keep the reason the
+            trial wrote itself (a NaN loss, out of memory), else Ray's, then tell FAIL."""
+            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+                return
+            self._errored.discard(trial_id)
+            ot_trial = self._ot_trials[trial_id]
+            frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            if "fail_reason" not in frozen.user_attrs and frozen.state == TrialState.RUNNING:
+                ot_trial.set_user_attr("fail_reason", reason)
+            self._finish(trial_id, TrialState.FAIL, None)
+
+        def _finish(self, trial_id: str, state: TrialState, values) -> None:
+            ot_trial = self._ot_trials[trial_id]
             faults.reached("write")
             try:
                 self._close(trial_id, state, values)
@@ -148,7 +167,8 @@ def _searcher_class():
                 if trial_id not in self._completed_trials:
                     self._beats.discard(ot_trial._trial_id)
                     frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-                    if frozen.state == TrialState.RUNNING and st.fail_trial(self._ot_study, frozen, reason):
+                    why = ("its Ray task failed (Ray gave no error)" if trial_id in self._errored else reason)
+                    if frozen.state == TrialState.RUNNING and st.fail_trial(self._ot_study, frozen, why):
                         failed.append(ot_trial.number)
                     self._completed_trials.add(trial_id)
             if self._heartbeats is not None:
@@ -156,6 +176,44 @@ def _searcher_class():
             return failed
 
     return HovitOptunaSearch
+
+
+def error_reason(trial) -> str:
+    """A failed Tune trial's error as one line, ``Type: first line`` (e.g. ``ActorDiedError: The
+    actor died unexpectedly before finishing this task.`` for a worker the OOM killer ended)."""
+    exc = None
+    try:  # the driver's local copy: at on_trial_error, Tune has not yet synced it to its storage path
+        from ray import cloudpickle
+
+        with open(trial.pickled_error_file, "rb") as f:
+            exc = cloudpickle.load(f)
+    except Exception:  # noqa: BLE001 - an unreadable error file must not hide the failure
+        try:
+            exc = trial.get_pickled_error()
+        except Exception:  # noqa: BLE001
+            pass
+    if exc is not None:
+        cause = getattr(exc, "cause", None)  # RayTaskError wraps the trainable's own exception
+        exc = cause if isinstance(cause, BaseException) else exc
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # noqa: BLE001
+        text = ""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[-1] if lines else "its Ray task failed (Ray gave no error)"
+
+
+def _error_callback(searcher):
+    """Tune's ``on_trial_error`` hook: hands each failed trial's error to the searcher."""
+    from ray import tune
+
+    class RecordTrialErrors(tune.Callback):
+        def on_trial_error(self, iteration, trials, trial, **info):
+            searcher.record_error(trial.trial_id, error_reason(trial))
+
+    return RecordTrialErrors()
 
 
 class _Interrupt:
@@ -237,6 +295,7 @@ def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
         spec = replace(template, config=run_config_from_dict(config["run_config"], "trial config"), device=device,
                        threads=threads)
         set_attr("ray_node", os.uname().nodename)
+        st.check_writable(_storage_url(fallback))  # a result that cannot be saved must not cost a training
         rung = rung_callback(storage, study_id, trial_id, early_stop,
                              spec.config.train.epochs_dense + spec.config.train.epochs_prune)
 
@@ -324,13 +383,17 @@ def run_ray(prep: Prepared, log: Log) -> None:
                                         scheduler=scheduler, num_samples=-1, reuse_actors=True,
                                         time_budget_s=cfg.timeout),
             run_config=tune.RunConfig(name="trials", storage_path=str(prep.out_dir / "ray"), verbose=0,
-                                      stop=interrupt.stopper(),
+                                      stop=interrupt.stopper(), callbacks=[_error_callback(searcher)],
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
         )
         log(f"ray: {remaining} trials, {max_conc} at a time, {cpus:g} CPU + {gpus:g} GPU each on {device}"
             + (", ASHA early stopping (validation accuracy only)" if r.asha else ""))
         # Ctrl-C is ours (exit 130, open trials marked failed), not Tune's
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        # a failed trial is one line (its fail_reason, from the progress reporter), not Ray's raw traceback
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "1" if os.environ.get("HOVIT_NAS_DEBUG") else "0")
+        if not os.environ.get("HOVIT_NAS_DEBUG"):  # "Trials did not complete: [...]": each has its own line above
+            logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
         try:
             with interrupt:
                 tuner.fit()
