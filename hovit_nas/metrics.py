@@ -9,16 +9,20 @@ count as errors of the true class. ``classes_absent`` lists the classes left out
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
-def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> dict:
     """Top-1, macro precision/recall/F1 over the classes present in ``y_true`` (a present class
     with no predictions has precision 0), and the confusion matrix over all ``num_classes``.
 
     Args:
-        y_true, y_pred: class indices, shape (N,), in ``0..num_classes-1``.
+        y_true: true class indices, shape (N,), in ``0..num_classes-1``.
+        y_pred: predicted class indices, shape (N,).
+        num_classes: K, the size of the confusion matrix.
     Returns:
         ``top1``, ``f1_macro``, ``recall_macro``, ``precision_macro`` (floats in [0, 1]),
         ``confusion`` (num_classes x num_classes counts, rows true), ``n`` (samples),
