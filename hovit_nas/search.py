@@ -10,6 +10,7 @@ from . import study as st
 from .config import DataSpec, EarlyStop, SearchConfig, from_dict, to_dict, with_num_classes
 from .device import resolve_device
 from .latency import resolve_runtime
+from .rungs import rule_for
 from .executors.common import Prepared
 from .errors import ConfigError
 from .space import load_space
@@ -64,9 +65,7 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
         t = space.base.train
         log(f"early stopping: {early_stop.rule} successive halving, rungs at epochs "
             f"{early_stop.rungs(t.epochs_dense + t.epochs_prune)} of {t.epochs_dense + t.epochs_prune}; the top "
-            f"1/{early_stop.eta} at each continue, ranked by "
-            + ("(val top1, latency): non-dominated sort + crowding" if early_stop.rule == "pareto"
-               else "val top1 alone"))
+            f"1/{early_stop.eta} at each continue, ranked by {rule_for(early_stop.rule).method}")
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads, metric=cfg.metric,
                          latency=latency, limits=cfg.limits)
     return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop)
