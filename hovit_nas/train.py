@@ -28,6 +28,7 @@ from .errors import HovitError, TrialFailed
 from .metrics import classification_metrics
 from .models import add_lora, count_params, create_hovit, export, save_exported, set_tau, tau_at
 from .models.gating import gates
+from .progress import Bar
 
 CHECKPOINT = "checkpoint.pt"
 Log = Callable[[str], None]
@@ -165,7 +166,7 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
         bad_loss = torch.zeros((), device=dev)
         seen = 0
         batches = iter(loop.loader)
-        bar = _StepBar(f"{phase} {epoch + 1}/{epochs}", steps)
+        bar = Bar(f"{phase} {epoch + 1}/{epochs}", steps, stats=True)  # terminal only: the epoch line follows
         for step in range(steps):
             if step_hook is not None:
                 step_hook(epoch * steps + step, epochs * steps)
@@ -189,7 +190,8 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
             seen += len(y)
             if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps:
                 _check_finite(first_bad, bad_loss, phase, epoch)
-                bar.update(step + 1, float(loss_sum) / seen, int(correct) / seen)
+                if bar.active:  # reading the sums synchronises with the device: only for a bar someone sees
+                    bar.update(step + 1, stats=f"loss {float(loss_sum) / seen:.4f} acc {int(correct) / seen:.3f}")
         _check_finite(first_bad, bad_loss, phase, epoch)
         bar.close()
         val = evaluate(model, loop.val_set, loop.num_classes, dev, loop.guard)
@@ -205,29 +207,6 @@ def _check_finite(first_bad: torch.Tensor, bad_loss: torch.Tensor, phase: str, e
     if bad >= 0:
         raise TrialFailed(f"loss became {float(bad_loss)} (NaN/inf) in phase {phase}, epoch {epoch + 1}, "
                           f"step {bad + 1}")
-
-
-class _StepBar:
-    """A per-step progress bar (epoch, loss, accuracy) on an interactive terminal; silent in
-    logs and CI, where the per-epoch lines carry the same figures."""
-
-    def __init__(self, label: str, total: int):
-        self.progress = None
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=True)
-            self.task = self.progress.add_task(label, total=total, stats="")
-            self.progress.start()
-
-    def update(self, done: int, loss: float, acc: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=done, stats=f"loss {loss:.4f} acc {acc:.3f}")
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def _log_default(msg: str) -> None:
