@@ -79,23 +79,21 @@ def candidates(study: optuna.Study, top_k: int) -> list[FrozenTrial]:
 
 
 class ConfirmSpace:
-    """What executors need of a space, for confirmation runs: a trial's parameters are the
-    candidate trial's number and the seed; its config is the candidate's with that seed."""
+    """The space of confirmation runs (a ``space.TrialSpace``): a trial's parameters are the
+    candidate trial's number and the seed; its config is the candidate's with that seed. Its
+    latency anchor is the search's, inherited, never calibrated again (``anchor_model`` None)."""
 
-    def __init__(self, configs: dict[int, RunConfig], seeds: list[int], fixed_point: str):
-        self.configs, self.seeds, self.fixed_point = configs, seeds, fixed_point
+    def __init__(self, configs: dict[int, RunConfig], seeds: list[int]):
+        self.configs, self.seeds = configs, seeds
         self.base = next(iter(configs.values()))
         self.name = "confirm"
 
-    def suggest(self, trial) -> RunConfig:
+    def suggest(self, trial: optuna.trial.BaseTrial) -> RunConfig:
         n = trial.suggest_categorical("candidate", sorted(self.configs))
         seed = trial.suggest_categorical("seed", self.seeds)
         cfg = copy.deepcopy(self.configs[n])
         cfg.train.seed, cfg.name = seed, f"t{n}-seed{seed}"
         return cfg
-
-    def fixed_point_config(self) -> RunConfig:  # the anchor is inherited from the search, never calibrated here
-        raise HovitError("a confirmation reuses its search's latency anchor")
 
 
 def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
@@ -114,8 +112,7 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
     if splits.description != a.get("data"):
         raise HovitError(f"study {cfg.study!r} was searched on {a.get('data')}, not {splits.description}; "
                          "pass the search's --data (and split options)")
-    configs = {n: c if c.model.num_classes == splits.num_classes else with_num_classes(c, splits.num_classes)
-               for n, c in configs.items()}
+    configs = {n: with_num_classes(c, splits.num_classes) for n, c in configs.items()}
     latency = from_dict(LatencyConfig, space_def.get("latency") or {}, "latency")
     latency.batch = a.get("latency_batch", latency.batch)
     latency.runtime = a.get("latency_runtime", "torch")
@@ -138,7 +135,7 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
         f"{len(cands)} candidates (trials {', '.join(str(t.number) for t in cands)}) x seeds {cfg.seed_list}; "
         f"{st.finished_count(study)}/{trials} runs done")
     st.fail_stale_trials(study, log)
-    space = ConfirmSpace(configs, cfg.seed_list, space_def.get("fixed_point", "hovit_b"))
+    space = ConfirmSpace(configs, cfg.seed_list)
     search = SearchConfig(study=name, storage=cfg.storage, device=cfg.device, threads=cfg.threads,
                           metric=attrs["metric"], executor=cfg.executor, ray=cfg.ray)
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads,

@@ -1,7 +1,6 @@
 """The dispatcher: resolve the space, data and study, then hand the trials to an executor."""
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import replace
 from typing import Callable
@@ -29,9 +28,7 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
             f"with the space's builtin_data budget; pass --data for your dataset")
     data = DataSpec.of(cfg.data, space.base.model.img_size, space.base.train.seed, cfg.data_options)
     splits = get_data(data)
-    if splits.num_classes != space.base.model.num_classes:
-        space = copy.copy(space)
-        space.base = with_num_classes(space.base, splits.num_classes)
+    space = replace(space, base=with_num_classes(space.base, splits.num_classes))
     latency = replace(space.latency, **{k: v for k, v in (("batch", cfg.latency_batch), ("anchor", cfg.latency_anchor),
                                                           ("runtime", cfg.runtime)) if v is not None})
     trial_device = "cuda" if cfg.executor == "ray" and cfg.ray.gpus_per_trial > 0 else resolve_device(cfg.device)
@@ -68,7 +65,8 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
             f"1/{early_stop.eta} at each continue, ranked by {rule_for(early_stop.rule).method}")
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads, metric=cfg.metric,
                          latency=latency, limits=cfg.limits)
-    return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop)
+    return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop,
+                    anchor_model=(space.fixed_point, space.fixed_point_config()))
 
 
 def resolve_early_stop(cfg: SearchConfig, space_rule: EarlyStop, recorded: dict | None) -> EarlyStop:
