@@ -66,8 +66,9 @@ def _hovit_config(name: str, img_size: int, num_classes: int):
         return PRESETS[name.split(":")[0]](img_size=img_size, num_classes=num_classes)
     if name.endswith((".yaml", ".yml")):
         cfg = load_run_config(name)
-        return with_num_classes(cfg, num_classes) if cfg.model.img_size == img_size else \
-            with_num_classes(replace(cfg, model=replace(cfg.model, img_size=img_size)), num_classes)
+        if cfg.model.img_size != img_size:
+            cfg = replace(cfg, model=replace(cfg.model, img_size=img_size))
+        return with_num_classes(cfg, num_classes)
     return None
 
 

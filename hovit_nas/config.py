@@ -462,10 +462,17 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def with_num_classes(cfg: RunConfig, num_classes: int) -> RunConfig:
-    """A copy of ``cfg`` for data with ``num_classes`` classes (presets and spaces adapt to the
-    data; an explicit config file must match it)."""
-    out = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes))
-    return out.validate()
+    """``cfg`` for data with ``num_classes`` classes: the one place a class count is adapted.
+
+    What is built for the data takes its class count: a preset given to ``train``, a search
+    space's base (search.py), the candidates a confirmation retrains (confirm.py) and the
+    models ``bench --data`` trains (bench.py). An explicit run config file given to ``train`` is
+    not adapted: it must match its data, and training refuses it otherwise
+    (``data.check_num_classes``, exit 2). Returns ``cfg`` itself, validated, when it already
+    matches; else a validated copy. Raises ConfigError (naming ``model.num_classes``) below 2."""
+    if cfg.model.num_classes == num_classes:
+        return cfg.validate()
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes)).validate()
 
 
 def run_config_from_dict(data: Any, where: str) -> RunConfig:

@@ -1,0 +1,54 @@
+"""The seams a maintainer extends: each protocol and its implementations, and the one place each
+rule lives (space, class count, progress bar, executor dispatch)."""
+import inspect
+
+import optuna
+import pytest
+
+from hovit_nas.config import with_num_classes
+from hovit_nas.errors import ConfigError
+from hovit_nas.models import hovit_b
+from hovit_nas.space import Space, TrialSpace, load_space
+
+
+def _signature_matches(cls, protocol, method):
+    want = list(inspect.signature(getattr(protocol, method)).parameters)
+    return list(inspect.signature(getattr(cls, method)).parameters) == want
+
+
+def test_search_and_confirmation_spaces_both_implement_the_trial_space_protocol():
+    from hovit_nas.confirm import ConfirmSpace
+
+    sp = load_space("hovit-cpu")
+    cfg = sp.fixed_point_config()
+    confirm = ConfirmSpace({3: cfg, 5: cfg}, [1, 2])
+    for space in (sp, confirm):
+        assert isinstance(space, TrialSpace)
+        assert _signature_matches(type(space), TrialSpace, "suggest")
+    got = confirm.suggest(optuna.trial.FixedTrial({"candidate": 5, "seed": 2}))
+    assert got.train.seed == 2 and got.name == "t5-seed2" and got is not cfg  # a copy per run
+    assert not hasattr(confirm, "fixed_point_config")  # its latency anchor is inherited, never calibrated
+    assert isinstance(sp, Space) and sp.suggest(optuna.trial.FixedTrial(sp.fixed_point_params())).model.pruned
+
+
+def test_the_class_count_is_adapted_in_one_function():
+    cfg = hovit_b(img_size=32, num_classes=9)
+    assert with_num_classes(cfg, 9) is cfg  # already built for the data: unchanged
+    three = with_num_classes(cfg, 3)
+    assert three is not cfg and three.model.num_classes == 3 and cfg.model.num_classes == 9
+    with pytest.raises(ConfigError, match="num_classes"):
+        with_num_classes(cfg, 1)
+
+
+def test_progress_bar_is_silent_off_a_terminal_and_drawn_on_one():
+    from hovit_nas.progress import Bar
+
+    off = Bar("x", 10, enabled=False)
+    off.update(3, stats="loss 1")  # a no-op, never an error
+    off.close()
+    assert not off.active
+    with Bar("caching", 4, stats=True, enabled=True) as on:
+        assert on.active
+        on.update(advance=2)
+        on.update(4, stats="done")
+    assert not on.active
