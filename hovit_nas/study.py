@@ -412,6 +412,43 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> Optional[int]:
     return None
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The verdict on a trial that has its parameters: train it (``state`` None), or close it
+    at once as ``state`` -- FAIL when the budget is taken, PRUNED for a duplicate -- with
+    ``reason`` recorded on the trial."""
+
+    state: Optional[TrialState] = None
+    reason: str = ""
+    duplicate_of: Optional[int] = None  # the earlier trial with the same parameters
+
+    @property
+    def admitted(self) -> bool:
+        return self.state is None
+
+
+def admit(study: optuna.Study, trial: optuna.Trial, budget: int, log: Log | None = None) -> Admission:
+    """The one check both executors make before a trial trains, after its parameters are
+    suggested: first the budget (``within_budget``: the lowest trial numbers win the last
+    slots, a fixed point always runs), then a duplicate (``duplicate_of``: the same parameters
+    finished or running). The verdict's reason is written to the trial's user attrs
+    (``fail_reason``; or ``duplicate_of`` and ``reason``) and a duplicate is logged; the caller
+    then tells the study ``state``, since only it holds the trial's handle."""
+    if not within_budget(study, trial, budget):
+        reason = "not run: other drivers took the last trials of the budget"
+        trial.set_user_attr("fail_reason", reason)
+        return Admission(TrialState.FAIL, reason)
+    earlier = duplicate_of(study, trial)
+    if earlier is None:
+        return Admission()
+    reason = f"duplicate of trial #{earlier}: the same config is not trained again"
+    trial.set_user_attr(DUPLICATE_ATTR, earlier)
+    trial.set_user_attr("reason", reason)
+    if log is not None:
+        log(f"trial #{trial.number}: same config as trial #{earlier}; recorded as its duplicate, not trained")
+    return Admission(TrialState.PRUNED, reason, earlier)
+
+
 def record(set_attr: Callable[[str, object], None], attrs: dict) -> None:
     """Write a trial's measurements as user attrs."""
     for k, v in attrs.items():

@@ -141,6 +141,34 @@ def test_budget_slots_go_to_the_lowest_trial_numbers(tmp_path):
     assert st.within_budget(study, trials[2], 2) and not st.within_budget(study, trials[3], 2)
 
 
+def test_admission_checks_the_budget_first_then_duplicates(tmp_path):
+    """st.admit, the one check both executors make: over budget is FAIL even for a duplicate
+    (nothing ran, and a later slot may free up); within budget, a repeat is a PRUNED duplicate."""
+    study, _ = _open(f"sqlite:///{tmp_path / 'study.db'}")
+    sp = load_space("hovit")
+    fixed = study.ask()  # the enqueued fixed point
+    sp.suggest(fixed)
+    assert st.admit(study, fixed, 0).admitted  # a fixed point always runs
+    study.enqueue_trial(fixed.params)
+    twin = study.ask()  # another driver proposes the same config
+    sp.suggest(twin)
+    assert twin.params == fixed.params
+    over = st.admit(study, twin, 1)  # trial #1, budget 1: the fixed point holds the slot
+    assert (over.state, over.duplicate_of) == (optuna.trial.TrialState.FAIL, None) and not over.admitted
+    assert study.trials[twin.number].user_attrs["fail_reason"] == over.reason
+    assert "duplicate_of" not in study.trials[twin.number].user_attrs  # budget first: no duplicate check ran
+    lines = []
+    dup = st.admit(study, twin, 5, lines.append)
+    assert (dup.state, dup.duplicate_of) == (optuna.trial.TrialState.PRUNED, fixed.number)
+    assert study.trials[twin.number].user_attrs[st.DUPLICATE_ATTR] == fixed.number
+    assert lines == [f"trial #{twin.number}: same config as trial #{fixed.number}; recorded as its duplicate, "
+                     "not trained"]
+    study.enqueue_trial({**fixed.params, "head_width": 384})
+    other = study.ask()  # a new config within the budget
+    sp.suggest(other)
+    assert other.params != fixed.params and st.admit(study, other, 5).admitted
+
+
 @pytest.mark.parametrize("url, match", [
     ("not a url", "invalid storage URL 'not a url'"),
     ("nosuchdb://x/y", "cannot open storage 'nosuchdb://x/y'"),

@@ -86,22 +86,15 @@ class _Driver:
 
     def _one(self, trial: optuna.Trial) -> None:
         study, prep = self.study, self.prep
-        if not st.within_budget(study, trial, prep.trials):
-            trial.set_user_attr("fail_reason", "not run: other drivers took the last trials of the budget")
-            study.tell(trial, state=TrialState.FAIL)
-            return
         try:
             cfg = prep.space.suggest(trial)
         except ConfigError as exc:  # a combination the space allows but no model has: not fatal
             self._failed(trial, f"config cannot be built: {one_line(exc)}")
             return
-        earlier = st.duplicate_of(study, trial)
-        if earlier is not None:
-            trial.set_user_attr(st.DUPLICATE_ATTR, earlier)
-            trial.set_user_attr("reason", f"duplicate of trial #{earlier}: the same config is not trained again")
-            study.tell(trial, state=TrialState.PRUNED)
-            self.log(f"trial #{trial.number}: same config as trial #{earlier}; recorded as its duplicate, not trained")
-            self.duplicates += 1
+        verdict = st.admit(study, trial, prep.trials, self.log)
+        if not verdict.admitted:
+            study.tell(trial, state=verdict.state)
+            self.duplicates += verdict.duplicate_of is not None
             return
         self.duplicates = 0
         spec = prep.trial_spec(cfg)

@@ -91,18 +91,12 @@ def _searcher_class():
                 ot_trial = self._ot_trials[trial_id]
                 faults.reached("created")
                 self._beats.add(ot_trial._trial_id)
-                if not st.within_budget(study, ot_trial, budget):
-                    ot_trial.set_user_attr("fail_reason", "not run: other drivers took the last trials of the budget")
-                    self._close(trial_id, TrialState.FAIL)
-                    return None
-                earlier = st.duplicate_of(study, ot_trial)
-                if earlier is None:
+                verdict = st.admit(study, ot_trial, budget, self._log)
+                if verdict.admitted:
                     return config
-                ot_trial.set_user_attr(st.DUPLICATE_ATTR, earlier)
-                ot_trial.set_user_attr("reason", f"duplicate of trial #{earlier}: the same config is not trained again")
-                self._log(f"trial #{ot_trial.number}: same config as trial #{earlier}; recorded as its duplicate, "
-                          "not trained")
-                self._close(trial_id, TrialState.PRUNED)
+                self._close(trial_id, verdict.state)
+                if verdict.duplicate_of is None:
+                    return None  # the budget is taken: Tune asks again later
 
         def _close(self, trial_id: str, state: TrialState, values=None) -> None:
             ot_trial = self._ot_trials.pop(trial_id)
