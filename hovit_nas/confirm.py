@@ -145,13 +145,10 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
 
 
 def run_confirm(cfg: ConfirmConfig, log: Log) -> "Prepared":
+    from .executors import dispatch
+
     prep = prepare(cfg, log)
-    if cfg.executor == "ray":
-        from .executors.ray import run_ray
-        run_ray(prep, log)
-    else:
-        from .executors.local import run_local
-        run_local(prep, log)
+    dispatch(prep, log)
     return prep
 
 

@@ -10,6 +10,7 @@ from .config import DataSpec, EarlyStop, SearchConfig, from_dict, to_dict, with_
 from .device import resolve_device
 from .latency import resolve_runtime
 from .rungs import rule_for
+from .executors import dispatch
 from .executors.common import Prepared
 from .errors import ConfigError
 from .space import load_space
@@ -84,12 +85,7 @@ def resolve_early_stop(cfg: SearchConfig, space_rule: EarlyStop, recorded: dict 
 def run_search(cfg: SearchConfig, log: Log | None = None) -> Prepared:
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     prep = prepare(cfg, log)
-    if cfg.executor == "ray":
-        from .executors.ray import run_ray
-        run_ray(prep, log)
-    else:
-        from .executors.local import run_local
-        run_local(prep, log)
+    dispatch(prep, log)
     hint = st.command("hovit-nas", "pareto", "--study", prep.study_name, "--storage", st.shown(prep.storage))
     log(f"done: {st.finished_count(prep.study)} finished trials in study {prep.study_name!r}; see `{hint}`")
     return prep

@@ -52,3 +52,33 @@ def test_progress_bar_is_silent_off_a_terminal_and_drawn_on_one():
         on.update(advance=2)
         on.update(4, stats="done")
     assert not on.active
+
+
+def test_both_executors_implement_the_protocol_and_one_registry_dispatches():
+    from hovit_nas.config import EXECUTORS as NAMES
+    from hovit_nas.executors import EXECUTORS, Executor, executor_for
+    from hovit_nas.executors.local import LocalExecutor
+    from hovit_nas.executors.ray import RayExecutor
+
+    assert set(EXECUTORS) == set(NAMES)  # every --executor value has an implementation
+    for name, cls in (("local", LocalExecutor), ("ray", RayExecutor)):
+        ex = executor_for(name)
+        assert isinstance(ex, cls) and isinstance(ex, Executor) and ex.name == name
+        assert _signature_matches(cls, Executor, "run")
+    with pytest.raises(ConfigError, match="unknown executor 'dask'"):
+        executor_for("dask")
+
+
+def test_search_and_confirm_dispatch_through_the_one_function():
+    """Neither search.py nor confirm.py names an executor: both hand Prepared to dispatch()."""
+    import ast
+    from pathlib import Path
+
+    import hovit_nas
+
+    pkg = Path(hovit_nas.__file__).parent
+    for mod in ("search.py", "confirm.py"):
+        tree = ast.parse((pkg / mod).read_text())
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert "dispatch" in names and not {"run_local", "run_ray"} & (names | imported), mod

@@ -24,7 +24,17 @@ Log = Callable[[str], None]
 MAX_DUPLICATE_STREAK = 50  # proposals in a row already trained: the space is (nearly) exhausted
 
 
+class LocalExecutor:
+    """The ``local`` executor (executors.Executor): trials one after another in this process."""
+
+    name = "local"
+
+    def run(self, prep: Prepared, log: Log) -> None:
+        run_local(prep, log)
+
+
 def run_local(prep: Prepared, log: Log) -> None:
+    """Run ``prep``'s remaining trials here, on ``prep.config.device``, until the budget is met."""
     if st.finished_count(prep.study) >= prep.trials:
         log(f"study already has {prep.trials} finished trials; raise --trials to run more")
         return

@@ -282,7 +282,18 @@ def _init_ray(address: Optional[str], storage: str, log: Log) -> bool:
     return True
 
 
+class RayExecutor:
+    """The ``ray`` executor (executors.Executor): trials on a Ray cluster, through Tune."""
+
+    name = "ray"
+
+    def run(self, prep: Prepared, log: Log) -> None:
+        run_ray(prep, log)
+
+
 def run_ray(prep: Prepared, log: Log) -> None:
+    """Run ``prep``'s remaining trials on Ray (``prep.config.ray``: address, resources, ASHA),
+    starting a local instance when no address is given."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
