@@ -214,7 +214,7 @@ class Confirmed:
 def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
     """Per candidate trial of ``study``, its confirmation figures ({} when none exist)."""
     try:
-        runs = optuna.load_study(study_name=confirm_name(study.study_name), storage=study._storage)
+        runs = optuna.load_study(study_name=confirm_name(study.study_name), storage=st.storage_of(study))
     except KeyError:
         return {}
     metric = study.user_attrs.get("metric", "top1")

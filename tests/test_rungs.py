@@ -116,13 +116,13 @@ def test_rung_table_lives_in_the_study_storage(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=st.open_storage(url), study_name="s", directions=st.DIRECTIONS)
     other = st.open_storage(url)  # another driver's handle
-    sid = study._study_id
+    sid = st.study_id(study)
     es = EarlyStop("pareto", 1, 3)
     trials = [study.ask() for _ in range(4)]
     results = []
     for i, (t, (acc, lat)) in enumerate(zip(trials, [(0.9, 9.0), (0.8, 1.0), (0.7, 5.0), (0.85, 10.0)])):
         storage = st.storage_of(study) if i % 2 == 0 else other
-        cb = rung_callback(storage, sid, t._trial_id, es, epochs=9)
+        cb = rung_callback(storage, sid, st.trial_id(study, t.number), es, epochs=9)
         try:
             cb({"global_epoch": 1, "val_top1": acc, "latency_ms": lat})
             cb({"global_epoch": 2, "val_top1": acc, "latency_ms": lat})  # no rung at epoch 2: nothing happens
@@ -136,14 +136,15 @@ def test_rung_table_lives_in_the_study_storage(tmp_path):
     assert [(r.trial, r.accuracy, r.latency_ms) for r in recs] == [(0, 0.9, 9.0), (1, 0.8, 1.0), (2, 0.7, 5.0),
                                                                      (3, 0.85, 10.0)]
     for t, promoted in zip(trials, results):
-        got = study._storage.get_trial(t._trial_id).user_attrs
+        got = study.trials[t.number].user_attrs
         dec = got[decision_key(1)]
         assert dec["promote"] == promoted and dec["peers"][dec["rank"]] == t.number
         assert got[rung_key(1)]["val_top1"] == recs[t.number].accuracy
         assert decide([r for r in recs if r.trial in dec["peers"]], t.number, 1, PARETO, 3).to_dict() == dec
     assert results == [True, False, False, False]
-    assert rung_callback(st.storage_of(study), sid, trials[0]._trial_id, EarlyStop("none"), 9) is None
-    assert rung_callback(st.storage_of(study), sid, trials[0]._trial_id, es, 1) is None  # no rung below epoch 1
+    first = st.trial_id(study, trials[0].number)
+    assert rung_callback(st.storage_of(study), sid, first, EarlyStop("none"), 9) is None
+    assert rung_callback(st.storage_of(study), sid, first, es, 1) is None  # no rung below epoch 1
 
 
 # --------------------------------------------------------------- real drivers, real kills
@@ -160,7 +161,7 @@ def _check_table(study, epochs=4):
     rungs = EarlyStop("pareto").rungs(epochs)
     trials = study.get_trials()
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
-    records = {e: {r.trial: r for r in rung_records(st.storage_of(study), study._study_id, e)} for e in rungs}
+    records = {e: {r.trial: r for r in rung_records(st.storage_of(study), st.study_id(study), e)} for e in rungs}
     front = {t.number for t in study.best_trials}
     for t in trials:
         a = t.user_attrs

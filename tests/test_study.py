@@ -112,9 +112,9 @@ def test_stale_trials_fail_by_heartbeat_including_one_that_never_beat(tmp_path, 
     study, _ = _open(url)
     fixed, silent, dead, alive = study.ask(), study.ask(), study.ask(), study.ask()
     assert st.FIXED_POINT_ATTR in fixed.user_attrs  # the enqueued HoViT-B, killed before its first beat
-    st.storage_of(study).record_heartbeat(dead._trial_id)  # beat once, then its driver died
+    st.storage_of(study).record_heartbeat(st.trial_id(study, dead.number))  # beat once, then its driver died
     beats = st.Heartbeats(st.storage_of(study))
-    beats.add(alive._trial_id)
+    beats.add(st.trial_id(study, alive.number))
     try:
         time.sleep(4.5)
         lines = []
