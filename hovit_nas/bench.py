@@ -160,7 +160,7 @@ def format_table(report: dict) -> str:
             "val_top1", "top1", "f1_macro", "recall_macro", "precision_macro"]
     rows = report["rows"]
     have = [c for c in cols if any(r.get(c) is not None for r in rows)]
-    fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
     table = [have] + [[fmt(r.get(c)) for c in have] for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(have))]
     lines = [f"device: {report['device_name']} ({report['device']}), threads {report['threads']}, "

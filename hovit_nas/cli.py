@@ -25,7 +25,7 @@ class _Main(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
-        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
+        except (Exception, KeyboardInterrupt) as exc:  # the one handler: every error becomes an exit code
             if os.environ.get("HOVIT_NAS_DEBUG") and not isinstance(exc, KeyboardInterrupt):
                 raise
             code, line = exit_status(exc)

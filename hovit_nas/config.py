@@ -223,7 +223,7 @@ class DataOptions:
 
 @dataclass
 class DataSpec:
-    """One dataset at one resolution: what ``load_data`` resolves (data.py)."""
+    """One dataset at one resolution: what ``data.load_data`` resolves (data/sources.py)."""
 
     path: Optional[str] = None  # None = built-in digits
     img_size: int = 224
@@ -245,7 +245,7 @@ class DataSpec:
         """The one way a command turns ``--data`` and its options into a spec. Paths are made
         absolute: Ray trials run in their own working directories."""
         o = options or DataOptions()
-        absolute = (lambda v: str(Path(v).expanduser().resolve()) if v else v)  # noqa: E731
+        absolute = (lambda v: str(Path(v).expanduser().resolve()) if v else v)
         return cls(path=absolute(path), img_size=img_size, seed=seed, split_index=absolute(o.split_index),
                    external_test=absolute(o.external_test), download=o.download, max_per_split=o.max_per_split,
                    augment=o.augment, cache_dir=absolute(o.cache_dir))

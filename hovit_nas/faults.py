@@ -27,7 +27,7 @@ def reached(point: str) -> None:
     _seen[point] = _seen.get(point, 0) + 1
     if _seen[point] != int(nth or 1):
         return
-    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
+    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
     if float(delay or 0) > 0:
         threading.Timer(float(delay), kill).start()
     else:

@@ -162,7 +162,7 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
 
     fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35],
                         subplot_titles=("accuracy vs latency", "hypervolume history"))
-    hover = lambda rows: [f"trial {r['trial']}<br>{r['arch']}<br>params {(r['params'] or 0) / 1e6:.2f} M" for r in rows]  # noqa: E731
+    hover = lambda rows: [f"trial {r['trial']}<br>{r['arch']}<br>params {(r['params'] or 0) / 1e6:.2f} M" for r in rows]
     rest = [r for r in rep["all"] if r["trial"] not in {f["trial"] for f in rep["front"]}]
     fig.add_trace(go.Scatter(x=[r["latency_ms"] for r in rest], y=[r["accuracy"] for r in rest], mode="markers",
                              name="trials", marker=dict(color="#9aa5b1", size=8), text=hover(rest),

@@ -270,7 +270,7 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
             state = None
         tau_hook = None
         if phase == "prune":
-            tau_hook = lambda gstep, total: set_tau(model, tau_at(  # noqa: E731
+            tau_hook = lambda gstep, total: set_tau(model, tau_at(
                 gstep, total, cfg.prune.tau_start, cfg.prune.tau_end, cfg.prune.tau_schedule))
 
         def end_epoch(rec, _phase_idx=phase_idx, _loop=loop, _gen=loader_gen):
@@ -363,5 +363,5 @@ def _load_checkpoint(out: Optional[Path], cfg: RunConfig) -> dict:
 def _read_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # torch.load raises many types for a damaged file
         raise HovitError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None
