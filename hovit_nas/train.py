@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
 from timm.utils import random_seed
 from torch import nn
 
@@ -79,15 +80,28 @@ def make_schedule(opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int, 
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
 
+def make_optimizer(model: nn.Module, t: TrainConfig, gate_lr_mult: Optional[float] = None) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters, with timm's weight-decay rule
+    (``timm.optim.param_groups_weight_decay``, what ``create_optimizer_v2`` applies): decay
+    ``t.weight_decay`` on weight matrices and convolution kernels only -- none on 1-D
+    parameters (BatchNorm weights and biases, the gates' logits), on biases, nor on what
+    ``model.no_weight_decay()`` names (LeViT's attention biases, as timm's ``Levit`` lists
+    them). Frozen parameters are left out (phase 2 trains LoRA, gates and heads only).
+    ``gate_lr_mult``: the gates' logits get their own group at ``t.lr * gate_lr_mult``."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    groups = param_groups_weight_decay(model, t.weight_decay, no_weight_decay_list=skip)
+    if gate_lr_mult is not None and gates(model):
+        logits = [g.logits for g in gates(model) if g.logits.requires_grad]
+        ids = {id(p) for p in logits}
+        groups = [dict(g, params=[p for p in g["params"] if id(p) not in ids]) for g in groups]
+        groups = [g for g in groups if g["params"]] + [{"params": logits, "lr": t.lr * gate_lr_mult,
+                                                         "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+
+
 def _optimizer(model: nn.Module, cfg: RunConfig, phase: str, total_steps: int):
     t = cfg.train
-    params = [p for p in model.parameters() if p.requires_grad]
-    gate_ids = {id(g.logits) for g in gates(model)}
-    groups = [{"params": [p for p in params if id(p) not in gate_ids], "lr": t.lr}]
-    if phase == "prune" and gate_ids:
-        groups.append({"params": [g.logits for g in gates(model)], "lr": t.lr * cfg.prune.gate_lr_mult,
-                       "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+    opt = make_optimizer(model, t, cfg.prune.gate_lr_mult if phase == "prune" else None)
     warm = int(t.warmup_epochs * total_steps / max(1, sum(n for _, n in _phases(cfg))))
     return opt, make_schedule(opt, t, total_steps, warm)
 
@@ -223,7 +237,7 @@ def train_plain(model: nn.Module, splits: Splits, t: TrainConfig, device, log: O
     model.to(dev)
     epochs = t.epochs_dense + t.epochs_prune
     loader = train_loader(splits.train, t, dev, torch.Generator().manual_seed(t.seed))
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = make_optimizer(model, t)  # timm's model.no_weight_decay() applies to the baselines too
     loop = Loop(model, loader, splits.val, splits.num_classes, opt, None, t, dev)
     loop.sched = make_schedule(opt, t, loop.steps * epochs, int(t.warmup_epochs * loop.steps))
     fit_epochs(loop, "dense", epochs,
@@ -262,7 +276,11 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
         first_epoch = 0
         if state is not None and phase_idx == start_phase:
             model.load_state_dict(state["model"])
-            loop.opt.load_state_dict(state["optim"])
+            try:
+                loop.opt.load_state_dict(state["optim"])
+            except ValueError:  # its parameter groups differ: written before weight decay skipped 1-D params
+                raise HovitError(f"{out / CHECKPOINT}: written by an older hovit-nas whose optimizer had other "
+                                 "parameter groups; train again without --resume") from None
             loop.sched.load_state_dict(state["sched"])
             torch.set_rng_state(state["rng"])
             loader_gen.set_state(state["loader_rng"])
