@@ -118,7 +118,7 @@ def test_rung_table_lives_in_the_study_storage(tmp_path):
     other = st.open_storage(url)  # another driver's handle
     sid = st.study_id(study)
     es = EarlyStop("pareto", 1, 3)
-    trials = [study.ask() for _ in range(4)]
+    trials = [st.ask(study) for _ in range(4)]
     results = []
     for i, (t, (acc, lat)) in enumerate(zip(trials, [(0.9, 9.0), (0.8, 1.0), (0.7, 5.0), (0.85, 10.0)])):
         storage = st.storage_of(study) if i % 2 == 0 else other

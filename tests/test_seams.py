@@ -82,3 +82,27 @@ def test_search_and_confirm_dispatch_through_the_one_function():
         names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
         assert "dispatch" in names and not {"run_local", "run_ray"} & (names | imported), mod
+
+
+def test_a_warning_raised_from_our_code_fails_the_test():
+    """pyproject's filterwarnings: error::Warning:hovit_nas (a deprecation warned at our call site
+    shows up as a failure, not as a wrong result later)."""
+    code = compile("import warnings\nwarnings.warn('old API', DeprecationWarning)", "<hovit_nas>", "exec")
+    with pytest.raises(DeprecationWarning, match="old API"):
+        exec(code, {"__name__": "hovit_nas.somewhere"})
+
+
+def test_asking_a_heartbeat_study_warns_nothing(tmp_path):
+    """Optuna warns when a heartbeat storage is used outside Study.optimize; our executors drive
+    ask/tell on purpose, so st.ask silences exactly that warning, locally (no process-wide filter)."""
+    import warnings
+
+    from hovit_nas import study as st
+
+    study = optuna.create_study(storage=st.open_storage(f"sqlite:///{tmp_path / 's.db'}"), directions=st.DIRECTIONS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        st.ask(study)
+    with pytest.warns(UserWarning, match=st.ASK_WARNING):
+        study.ask()
+    assert not [f for f in warnings.filters if f[1] is not None and "Heartbeat" in f[1].pattern]
