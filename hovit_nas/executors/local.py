@@ -110,6 +110,7 @@ class _Driver:
             return
         self.duplicates = 0
         spec = prep.trial_spec(cfg)
+
         def log(m: str) -> None:
             self.log(f"    #{trial.number} {m.split('] ', 1)[-1]}")
 
