@@ -77,9 +77,9 @@ def _searcher_class():
 
         def __getstate__(self):
             """Tune pickles the searcher into its experiment state (tuner.pkl): leave out the live
-            study and heartbeats, whose storage URL may hold a password. Resuming never unpickles
-            it: the Optuna study is the search state."""
-            return dict(self.__dict__, _heartbeats=None, _study=None)
+            study, its open trials and the heartbeats, whose storage URL may hold a password.
+            Resuming never unpickles it: the Optuna study is the search state."""
+            return dict(self.__dict__, _heartbeats=None, _study=None, _open={})
 
         def suggest(self, trial_id: str) -> Optional[dict]:
             study, budget = self._study, self._budget
