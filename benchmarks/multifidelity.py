@@ -73,7 +73,8 @@ def main() -> None:
 
     from hovit_nas.config import DataOptions, EarlyStop, SearchConfig
     from hovit_nas.executors.local import run_local
-    from hovit_nas.pareto import dominates, hypervolume_2d
+    from hovit_nas.dominance import dominates, non_dominated
+    from hovit_nas.pareto import hypervolume_2d
     from hovit_nas.rungs import accuracy_at, fidelity
     from hovit_nas.search import prepare
 
@@ -190,7 +191,7 @@ def main() -> None:
                   f"retrained {r.history[e - 1]['val_top1']:.4f}; final val top1 {r.val['top1']:.4f} @ "
                   f"{t.user_attrs['latency_ms']:.3f} ms", flush=True)
     points = pooled + list(retrained.values())
-    front = [p for p in points if not any(dominates(q, p) for q in points)]
+    front = non_dominated(points)
     on_front = {k: [t.number for t in ts if (k, t.number) in retrained and retrained[(k, t.number)] in front]
                 for k, ts in stopped.items()}
 

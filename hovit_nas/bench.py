@@ -68,8 +68,9 @@ def _hovit_config(name: str, img_size: int, num_classes: int):
         return PRESETS[name.split(":")[0]](img_size=img_size, num_classes=num_classes)
     if name.endswith((".yaml", ".yml")):
         cfg = load_run_config(name)
-        return with_num_classes(cfg, num_classes) if cfg.model.img_size == img_size else \
-            with_num_classes(replace(cfg, model=replace(cfg.model, img_size=img_size)), num_classes)
+        if cfg.model.img_size != img_size:
+            cfg = replace(cfg, model=replace(cfg.model, img_size=img_size))
+        return with_num_classes(cfg, num_classes)
     return None
 
 
@@ -177,7 +178,7 @@ def format_table(report: dict) -> str:
             "val_top1", "top1", "f1_macro", "recall_macro", "precision_macro"]
     rows = report["rows"]
     have = [c for c in cols if any(r.get(c) is not None for r in rows)]
-    fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
     table = [have] + [[fmt(r.get(c)) for c in have] for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(have))]
     lines = [f"device: {report['device_name']} ({report['device']}), threads {report['threads']}, "

@@ -25,7 +25,7 @@ class _Main(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
-        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
+        except (Exception, KeyboardInterrupt) as exc:  # the one handler: every error becomes an exit code
             if os.environ.get("HOVIT_NAS_DEBUG") and not isinstance(exc, KeyboardInterrupt):
                 raise
             code, line = exit_status(exc)
@@ -130,9 +130,11 @@ def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epoc
             setattr(cfg.train, key, val)
     cfg.validate()
     splits = load_data(DataSpec.of(data, cfg.model.img_size, cfg.train.seed, data_options))
-    if config in PRESETS and cfg.model.num_classes != splits.num_classes:
-        _log(f"preset {config}: num_classes {cfg.model.num_classes} -> {splits.num_classes} (from the data)")
-        cfg = with_num_classes(cfg, splits.num_classes)  # a preset adapts; a config file must match (else exit 2)
+    if config in PRESETS:  # a preset adapts to the data; a config file must match it (else exit 2)
+        adapted = with_num_classes(cfg, splits.num_classes)
+        if adapted is not cfg:
+            _log(f"preset {config}: num_classes {cfg.model.num_classes} -> {splits.num_classes} (from the data)")
+        cfg = adapted
     _log(f"data: {splits.description} {splits.sizes}")
     if threads:
         torch.set_num_threads(threads)
@@ -253,7 +255,9 @@ def bench(cfg, data, data_options, epochs, max_steps, out):
 
 
 def _bench_trainer(cfg, data, data_options, epochs, max_steps):
-    from .config import DataSpec, TrainConfig, with_num_classes
+    from dataclasses import replace
+
+    from .config import DataSpec, TrainConfig
     from .data import load_data
     from .models import PRESETS
     from .train import train_and_evaluate, train_plain
@@ -266,10 +270,8 @@ def _bench_trainer(cfg, data, data_options, epochs, max_steps):
         torch.set_num_threads(cfg.threads)
 
     def trainer(name, model_or_cfg):
-        if name in PRESETS or name.endswith((".yaml", ".yml")):  # HoViT: both phases + export
-            run_cfg = with_num_classes(model_or_cfg, splits.num_classes)
-            run_cfg.train = t
-            r = train_and_evaluate(run_cfg, splits, cfg.device, log=_log)
+        if name in PRESETS or name.endswith((".yaml", ".yml")):  # HoViT, built for the data: both phases + export
+            r = train_and_evaluate(replace(model_or_cfg, train=t), splits, cfg.device, log=_log)
             return r.exported, {**r.test, "val_top1": r.val["top1"]}
         return model_or_cfg, train_plain(model_or_cfg, splits, t, cfg.device, name=name, log=_log)
 

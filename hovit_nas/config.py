@@ -223,7 +223,7 @@ class DataOptions:
 
 @dataclass
 class DataSpec:
-    """One dataset at one resolution: what ``load_data`` resolves (data.py)."""
+    """One dataset at one resolution: what ``data.load_data`` resolves (data/sources.py)."""
 
     path: Optional[str] = None  # None = built-in digits
     img_size: int = 224
@@ -245,7 +245,7 @@ class DataSpec:
         """The one way a command turns ``--data`` and its options into a spec. Paths are made
         absolute: Ray trials run in their own working directories."""
         o = options or DataOptions()
-        absolute = (lambda v: str(Path(v).expanduser().resolve()) if v else v)  # noqa: E731
+        absolute = (lambda v: str(Path(v).expanduser().resolve()) if v else v)
         return cls(path=absolute(path), img_size=img_size, seed=seed, split_index=absolute(o.split_index),
                    external_test=absolute(o.external_test), download=o.download, max_per_split=o.max_per_split,
                    augment=o.augment, cache_dir=absolute(o.cache_dir))
@@ -462,10 +462,17 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def with_num_classes(cfg: RunConfig, num_classes: int) -> RunConfig:
-    """A copy of ``cfg`` for data with ``num_classes`` classes (presets and spaces adapt to the
-    data; an explicit config file must match it)."""
-    out = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes))
-    return out.validate()
+    """``cfg`` for data with ``num_classes`` classes: the one place a class count is adapted.
+
+    What is built for the data takes its class count: a preset given to ``train``, a search
+    space's base (search.py), the candidates a confirmation retrains (confirm.py) and the
+    models ``bench --data`` trains (bench.py). An explicit run config file given to ``train`` is
+    not adapted: it must match its data, and training refuses it otherwise
+    (``data.check_num_classes``, exit 2). Returns ``cfg`` itself, validated, when it already
+    matches; else a validated copy. Raises ConfigError (naming ``model.num_classes``) below 2."""
+    if cfg.model.num_classes == num_classes:
+        return cfg.validate()
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes)).validate()
 
 
 def run_config_from_dict(data: Any, where: str) -> RunConfig:

@@ -81,23 +81,21 @@ def candidates(study: optuna.Study, top_k: int) -> list[FrozenTrial]:
 
 
 class ConfirmSpace:
-    """What executors need of a space, for confirmation runs: a trial's parameters are the
-    candidate trial's number and the seed; its config is the candidate's with that seed."""
+    """The space of confirmation runs (a ``space.TrialSpace``): a trial's parameters are the
+    candidate trial's number and the seed; its config is the candidate's with that seed. Its
+    latency anchor is the search's, inherited, never calibrated again (``anchor_model`` None)."""
 
-    def __init__(self, configs: dict[int, RunConfig], seeds: list[int], fixed_point: str):
-        self.configs, self.seeds, self.fixed_point = configs, seeds, fixed_point
+    def __init__(self, configs: dict[int, RunConfig], seeds: list[int]):
+        self.configs, self.seeds = configs, seeds
         self.base = next(iter(configs.values()))
         self.name = "confirm"
 
-    def suggest(self, trial) -> RunConfig:
+    def suggest(self, trial: optuna.trial.BaseTrial) -> RunConfig:
         n = trial.suggest_categorical("candidate", sorted(self.configs))
         seed = trial.suggest_categorical("seed", self.seeds)
         cfg = copy.deepcopy(self.configs[n])
         cfg.train.seed, cfg.name = seed, f"t{n}-seed{seed}"
         return cfg
-
-    def fixed_point_config(self) -> RunConfig:  # the anchor is inherited from the search, never calibrated here
-        raise HovitError("a confirmation reuses its search's latency anchor")
 
 
 def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
@@ -116,8 +114,7 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
     if splits.description != a.get("data"):
         raise HovitError(f"study {cfg.study!r} was searched on {a.get('data')}, not {splits.description}; "
                          "pass the search's --data (and split options)")
-    configs = {n: c if c.model.num_classes == splits.num_classes else with_num_classes(c, splits.num_classes)
-               for n, c in configs.items()}
+    configs = {n: with_num_classes(c, splits.num_classes) for n, c in configs.items()}
     latency = from_dict(LatencyConfig, space_def.get("latency") or {}, "latency")
     latency.batch = a.get("latency_batch", latency.batch)
     latency.runtime = a.get("latency_runtime", "torch")
@@ -141,7 +138,7 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
         f"{len(cands)} candidates (trials {', '.join(str(t.number) for t in cands)}) x seeds {cfg.seed_list}; "
         f"{st.finished_count(study)}/{trials} runs done")
     st.fail_stale_trials(study, log)
-    space = ConfirmSpace(configs, cfg.seed_list, space_def.get("fixed_point", "hovit_b"))
+    space = ConfirmSpace(configs, cfg.seed_list)
     search = SearchConfig(study=name, storage=cfg.storage, device=cfg.device, threads=cfg.threads,
                           metric=attrs["metric"], executor=cfg.executor, ray=cfg.ray)
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads,
@@ -153,14 +150,11 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
 def run_confirm(cfg: ConfirmConfig, log: Log) -> "Prepared":
     """Create or resume the linked study and run its executor; storage failures are one line
     (StorageError), as in ``search.run_search``."""
+    from .executors import dispatch
+
     prep = prepare(cfg, log)
     with st.storage_errors(prep.storage):
-        if cfg.executor == "ray":
-            from .executors.ray import run_ray
-            run_ray(prep, log)
-        else:
-            from .executors.local import run_local
-            run_local(prep, log)
+        dispatch(prep, log)
     return prep
 
 
@@ -243,7 +237,7 @@ def belongs_to(runs: optuna.Study, parent: optuna.Study) -> bool:
 def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
     """Per candidate trial of ``study``, its confirmation figures ({} when none exist)."""
     try:
-        runs = optuna.load_study(study_name=confirm_name(study.study_name), storage=study._storage)
+        runs = optuna.load_study(study_name=confirm_name(study.study_name), storage=st.storage_of(study))
     except KeyError:
         return {}
     if not belongs_to(runs, study):

@@ -35,7 +35,7 @@ def reached(point: str) -> None:
             os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             return
-    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
+    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
     if float(delay or 0) > 0:
         threading.Timer(float(delay), kill).start()
     else:

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from . import study as st
 from .config import EarlyStop, from_dict, run_config_from_dict
 from .confirm import confirmed, format_table
+from .dominance import dominates, non_dominated
 from .errors import HovitError
 from .rungs import fidelity
 
@@ -31,10 +32,6 @@ def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, floa
         next_lat = pts[i + 1][0] if i + 1 < len(pts) else ref[1]
         area += (next_lat - lat) * (best_acc - ref[0])
     return area
-
-
-def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
 
 
 def reference_point(study: optuna.Study, complete: list[FrozenTrial]) -> tuple[float, float, str]:
@@ -165,7 +162,7 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
 
     fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35],
                         subplot_titles=("accuracy vs latency", "hypervolume history"))
-    hover = lambda rows: [f"trial {r['trial']}<br>{r['arch']}<br>params {(r['params'] or 0) / 1e6:.2f} M" for r in rows]  # noqa: E731
+    hover = lambda rows: [f"trial {r['trial']}<br>{r['arch']}<br>params {(r['params'] or 0) / 1e6:.2f} M" for r in rows]
     rest = [r for r in rep["all"] if r["trial"] not in {f["trial"] for f in rep["front"]}]
     fig.add_trace(go.Scatter(x=[r["latency_ms"] for r in rest], y=[r["accuracy"] for r in rest], mode="markers",
                              name="trials", marker=dict(color="#9aa5b1", size=8), text=hover(rest),
@@ -237,9 +234,9 @@ def pick(rep: dict, max_latency: Optional[float] = None, knee: bool = False) -> 
 
 
 def _confirmed_front(conf: dict) -> list[dict]:
+    """The confirmed candidates no other one dominates on (mean val score, mean latency ms)."""
     rows = [{"trial": n, "accuracy": c.mean("val"), "latency_ms": c.mean("latency_ms")} for n, c in conf.items()]
-    return [r for r in rows if not any(dominates((o["accuracy"], o["latency_ms"]), (r["accuracy"], r["latency_ms"]))
-                                       for o in rows)]
+    return non_dominated(rows, key=lambda r: (r["accuracy"], r["latency_ms"]))
 
 
 def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optional[float] = None,

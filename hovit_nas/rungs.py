@@ -6,10 +6,11 @@ training -- as one user attr, ``rung_<epoch>``, then ranks itself among every tr
 that has a record at that epoch. It continues only if it is in the top ``ceil(n / eta)``: the
 asynchronous ASHA promotion decision, taken when the trial reaches the rung, so nobody waits.
 
-Ranking (``pareto``) is NSGA-II's: non-dominated sorting of (rung accuracy up, latency down),
-then crowding distance inside a front, as in Syne Tune's MOASHA. A fast trial that is a little
-less accurate sits on the first front and continues, where accuracy alone (``accuracy``, the
-usual ASHA rule, kept for comparison) would stop it.
+The ranking is a rule object chosen by name (``RULES``): ``pareto`` (ParetoRule) sorts (rung
+accuracy up, latency down) into non-dominated fronts (dominance.py), then by crowding distance
+inside a front, as in Syne Tune's MOASHA. A fast trial that is a little less accurate sits on
+the first front and continues, where accuracy alone (``accuracy``, AccuracyRule: the usual
+ASHA rule, kept for comparison) would stop it.
 
 Optuna's pruners refuse multi-objective studies (``Trial.report`` raises), so the records are
 plain storage writes. Because the table is the storage, concurrent Ray workers, several drivers
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import optuna
 
 from . import faults
 from .config import EarlyStop
-from .errors import TrialStopped
+from .dominance import fronts
+from .errors import ConfigError, TrialStopped
 
 RUNG_PREFIX = "rung_"
 
@@ -45,8 +47,13 @@ class RungRecord:
     """One trial at one rung."""
 
     trial: int  # the trial's number in the study
-    accuracy: float  # validation top-1 after the rung's epoch
-    latency_ms: float  # the trial's latency objective, known before training
+    accuracy: float  # validation top-1 after the rung's epoch, in [0, 1]
+    latency_ms: float  # the trial's latency objective (ms), known before training
+
+    @property
+    def objectives(self) -> tuple[float, float]:
+        """(accuracy, latency ms): the order of dominance.SENSES."""
+        return self.accuracy, self.latency_ms
 
 
 @dataclass(frozen=True)
@@ -70,25 +77,10 @@ class Decision:
 
 # --------------------------------------------------------------------------------- ranking
 
-def _dominates(a: RungRecord, b: RungRecord) -> bool:
-    return (a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms
-            and (a.accuracy > b.accuracy or a.latency_ms < b.latency_ms))
-
-
-def non_dominated_fronts(records: list[RungRecord]) -> list[list[RungRecord]]:
-    """Fronts 0, 1, ... of (accuracy up, latency down); a rung holds tens of trials, so the plain
-    quadratic sort is clearer than the fast one and costs nothing."""
-    rest, fronts = list(records), []
-    while rest:
-        front = [r for r in rest if not any(_dominates(o, r) for o in rest)]
-        fronts.append(front)
-        rest = [r for r in rest if r not in front]
-    return fronts
-
-
-def crowding_distance(front: list[RungRecord]) -> list[float]:
-    """NSGA-II's crowding distance of each record in ``front``: the two ends of each objective
-    are infinite; inside, the sum over objectives of the neighbours' gap over the range."""
+def crowding_distance(front: Sequence[RungRecord]) -> list[float]:
+    """NSGA-II's crowding distance of each record in ``front`` (Deb et al. 2002, sec. III-B):
+    the two ends of each objective are infinite; inside, the sum over objectives of the
+    neighbours' gap over the range. Ties sort by trial number, so every driver agrees."""
     n = len(front)
     dist = [0.0] * n
     if n <= 2:
@@ -104,23 +96,69 @@ def crowding_distance(front: list[RungRecord]) -> list[float]:
     return dist
 
 
-def ranked(records: list[RungRecord], rule: str) -> list[RungRecord]:
-    """Best first. ``pareto``: by front, then crowding distance (larger first); ``accuracy``: by
-    accuracy alone. Ties go to the earlier trial, so every driver ranks alike."""
-    if rule == "accuracy":
+@runtime_checkable
+class RungRule(Protocol):
+    """An early-stopping rule: how the trials at a rung are ordered, best first. Like a Syne
+    Tune or Ray Tune scheduler, it is one small object chosen by name (``RULES``); the promotion
+    itself (top ``ceil(n / eta)`` continue) is :func:`decide`'s, the same for every rule."""
+
+    name: str  # as written in a space file's ``early_stop.rule`` and ``--early-stop``
+    ranks_by: str  # what it ranks on, for log lines and stop reasons
+    method: str  # how, in a few words, for the search's opening lines
+
+    def rank(self, records: Sequence[RungRecord]) -> list[RungRecord]:
+        """``records``, best first; ties go to the earlier trial, so every driver ranks alike."""
+        ...
+
+
+@dataclass(frozen=True)
+class ParetoRule:
+    """Non-dominated fronts of (rung accuracy up, latency down), as MOASHA ranks (Schmucker et
+    al., "Multi-objective asynchronous successive halving", 2021; Syne Tune), then NSGA-II
+    crowding distance inside a front, larger first."""
+
+    name: str = "pareto"
+    ranks_by: str = "(accuracy, latency)"
+    method: str = "(val top1, latency): non-dominated sort + crowding"
+
+    def rank(self, records: Sequence[RungRecord]) -> list[RungRecord]:
+        out: list[RungRecord] = []
+        for front in fronts(records, key=lambda r: r.objectives):
+            dist = crowding_distance(front)
+            out += [r for _, r in sorted(zip(dist, front), key=lambda p: (-p[0], p[1].trial))]
+        return out
+
+
+@dataclass(frozen=True)
+class AccuracyRule:
+    """ASHA's ranking (Li et al., "A system for massively parallel hyperparameter tuning",
+    MLSys 2020): rung accuracy alone, kept for comparison with the Pareto rule."""
+
+    name: str = "accuracy"
+    ranks_by: str = "accuracy"
+    method: str = "val top1 alone"
+
+    def rank(self, records: Sequence[RungRecord]) -> list[RungRecord]:
         return sorted(records, key=lambda r: (-r.accuracy, r.trial))
-    if rule != "pareto":
-        raise ValueError(f"no ranking for early-stopping rule {rule!r}")
-    out = []
-    for front in non_dominated_fronts(records):
-        dist = crowding_distance(front)
-        out += [r for _, r in sorted(zip(dist, front), key=lambda p: (-p[0], p[1].trial))]
-    return out
 
 
-def decide(records: list[RungRecord], trial: int, epoch: int, rule: str, eta: int) -> Decision:
-    """The promotion decision for ``trial`` (whose record is among ``records``)."""
-    order = ranked(records, rule)
+PARETO, ACCURACY = ParetoRule(), AccuracyRule()
+RULES: dict[str, RungRule] = {r.name: r for r in (PARETO, ACCURACY)}  # config.EARLY_STOP_RULES, less "none"
+
+
+def rule_for(name: str) -> RungRule:
+    """The rule registered as ``name``; ConfigError for any other (``none`` has no ranking)."""
+    try:
+        return RULES[name]
+    except KeyError:
+        raise ConfigError(f"no ranking for early-stopping rule {name!r}; one of {', '.join(RULES)}") from None
+
+
+def decide(records: Sequence[RungRecord], trial: int, epoch: int, rule: RungRule, eta: int) -> Decision:
+    """The promotion decision for ``trial`` (whose record is among ``records``): it continues
+    when ``rule`` ranks it in the top ``ceil(n / eta)`` of the ``n`` records at the rung (ASHA's
+    promotion, taken asynchronously when the trial arrives). ValueError if ``trial`` has no record."""
+    order = rule.rank(records)
     numbers = [r.trial for r in order]
     return Decision(epoch, numbers.index(trial), len(order), math.ceil(len(order) / eta), tuple(numbers))
 
@@ -140,14 +178,16 @@ def rung_records(storage: optuna.storages.BaseStorage, study_id: int, epoch: int
 
 def rung_callback(storage: optuna.storages.BaseStorage, study_id: int, trial_id: int, early_stop: EarlyStop,
                   epochs: int, log: Optional[Callable[[str], None]] = None) -> Optional[Callable[[dict], None]]:
-    """A trial's ``on_epoch`` for successive halving (None when ``rule`` is off or the budget has
-    no rung): at a rung it writes its record, ranks, writes the decision, and raises
-    TrialStopped unless promoted. ``storage`` is the RDB storage itself, not Optuna's cache, so
-    the table read is the one every driver writes."""
-    rule = early_stop
-    rungs = set(rule.rungs(epochs)) if rule.active else set()
+    """A trial's ``on_epoch`` for successive halving (None when the rule is ``none`` or the
+    budget of ``epochs`` has no rung): at a rung it writes its record, ranks by the rule
+    (``rule_for(early_stop.rule)``), writes the decision, and raises TrialStopped unless
+    promoted. ``storage`` is the RDB storage itself, not Optuna's cache, so the table read is
+    the one every driver writes; ``study_id``/``trial_id`` are that storage's ids. The callback
+    reads ``global_epoch``, ``val_top1`` (in [0, 1]) and ``latency_ms`` from each record."""
+    rungs = set(early_stop.rungs(epochs)) if early_stop.active else set()
     if not rungs:
         return None
+    rule, eta = rule_for(early_stop.rule), early_stop.eta
     number = storage.get_trial(trial_id).number
 
     def on_epoch(rec: dict) -> None:
@@ -157,17 +197,16 @@ def rung_callback(storage: optuna.storages.BaseStorage, study_id: int, trial_id:
         acc, lat = float(rec["val_top1"]), float(rec["latency_ms"])
         storage.set_trial_user_attr(trial_id, rung_key(epoch), {"val_top1": acc, "latency_ms": lat})
         faults.reached("rung")
-        d = decide(rung_records(storage, study_id, epoch), number, epoch, rule.rule, rule.eta)
+        d = decide(rung_records(storage, study_id, epoch), number, epoch, rule, eta)
         storage.set_trial_user_attr(trial_id, decision_key(epoch), d.to_dict())
-        what = "accuracy" if rule.rule == "accuracy" else "(accuracy, latency)"
-        line = (f"rung at epoch {epoch}: val top1 {acc:.4f} @ {lat:.2f} ms ranks {d.rank + 1} of {d.n} by {what}; "
-                f"the top {d.keep} continue")
+        line = (f"rung at epoch {epoch}: val top1 {acc:.4f} @ {lat:.2f} ms ranks {d.rank + 1} of {d.n} by "
+                f"{rule.ranks_by}; the top {d.keep} continue")
         if log is not None:
             log(line)
         if not d.promote:
             raise TrialStopped(f"stopped at the rung at epoch {epoch}: val top1 {acc:.4f} @ {lat:.2f} ms ranked "
-                               f"{d.rank + 1} of {d.n} by {what} ({rule.rule} successive halving, top {d.keep} "
-                               "continue)", epoch, acc)
+                               f"{d.rank + 1} of {d.n} by {rule.ranks_by} ({rule.name} successive halving, top "
+                               f"{d.keep} continue)", epoch, acc)
 
     return on_epoch
 

@@ -1,7 +1,6 @@
 """The dispatcher: resolve the space, data and study, then hand the trials to an executor."""
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import replace
 from typing import Callable
@@ -10,6 +9,8 @@ from . import study as st
 from .config import DataSpec, EarlyStop, SearchConfig, from_dict, to_dict, with_num_classes
 from .device import resolve_device
 from .latency import resolve_runtime
+from .rungs import rule_for
+from .executors import dispatch
 from .executors.common import Prepared
 from .errors import ConfigError
 from .space import load_space
@@ -33,9 +34,7 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
         st.check_writable(storage)
     data = DataSpec.of(cfg.data, space.base.model.img_size, space.base.train.seed, cfg.data_options)
     splits = get_data(data)
-    if splits.num_classes != space.base.model.num_classes:
-        space = copy.copy(space)
-        space.base = with_num_classes(space.base, splits.num_classes)
+    space = replace(space, base=with_num_classes(space.base, splits.num_classes))
     latency = replace(space.latency, **{k: v for k, v in (("batch", cfg.latency_batch), ("anchor", cfg.latency_anchor),
                                                           ("runtime", cfg.runtime)) if v is not None})
     trial_device = "cuda" if cfg.executor == "ray" and cfg.ray.gpus_per_trial > 0 else resolve_device(cfg.device)
@@ -68,12 +67,11 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
         t = space.base.train
         log(f"early stopping: {early_stop.rule} successive halving, rungs at epochs "
             f"{early_stop.rungs(t.epochs_dense + t.epochs_prune)} of {t.epochs_dense + t.epochs_prune}; the top "
-            f"1/{early_stop.eta} at each continue, ranked by "
-            + ("(val top1, latency): non-dominated sort + crowding" if early_stop.rule == "pareto"
-               else "val top1 alone"))
+            f"1/{early_stop.eta} at each continue, ranked by {rule_for(early_stop.rule).method}")
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads, metric=cfg.metric,
                          latency=latency, limits=cfg.limits)
-    return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop)
+    return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop,
+                    anchor_model=(space.fixed_point, space.fixed_point_config()))
 
 
 def resolve_early_stop(cfg: SearchConfig, space_rule: EarlyStop, recorded: dict | None) -> EarlyStop:
@@ -99,12 +97,7 @@ def run_search(cfg: SearchConfig, log: Log | None = None) -> Prepared:
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     prep = prepare(cfg, log)
     with st.storage_errors(prep.storage):
-        if cfg.executor == "ray":
-            from .executors.ray import run_ray
-            run_ray(prep, log)
-        else:
-            from .executors.local import run_local
-            run_local(prep, log)
+        dispatch(prep, log)
     hint = st.command("hovit-nas", "pareto", "--study", prep.study_name, storage=prep.storage)
     log(f"done: {st.finished_count(prep.study)} finished trials in study {prep.study_name!r}; see `{hint}`")
     return prep

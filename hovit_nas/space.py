@@ -19,13 +19,29 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import optuna
 
 from .config import (EarlyStop, LatencyConfig, RunConfig, TrainConfig, dump_run_config, from_dict, read_yaml,
                      run_config_from_dict, to_dict)
 from .errors import ConfigError
+
+
+@runtime_checkable
+class TrialSpace(Protocol):
+    """What an executor needs of a space: a name, the base config and a config per trial.
+
+    Implemented by :class:`Space` (a search-space file) and ``confirm.ConfirmSpace`` (a
+    candidate retrained over seeds). ``suggest`` asks the Optuna trial for its parameters
+    (``trial.suggest_*``, so a sampler or an enqueued trial decides them) and returns a
+    validated RunConfig; it raises ConfigError for a combination no model has. ``base`` is
+    what every trial starts from: executors read its training budget (epochs) from it."""
+
+    name: str
+    base: RunConfig
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> RunConfig: ...
 
 
 def _space_dirs() -> list[Path]:

@@ -10,11 +10,11 @@ Liveness is Optuna's RDB heartbeat: the process that owns a running trial record
 every ``interval`` seconds; a trial whose heartbeat is older than ``grace`` seconds, on any host,
 is failed by the next driver that looks. Optuna skips a RUNNING trial that has no heartbeat at
 all, which is what a driver killed between ``ask`` and its first beat leaves behind; our storage
-also counts those as stale once they are older than the grace period.
+also counts those as stale once they are older than the grace period (_compat.py, the one
+place that reaches into Optuna's internals).
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import re
@@ -33,6 +33,7 @@ from typing import Callable, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from . import _compat
 from .config import SAMPLERS
 from .errors import HovitError, StorageError
 
@@ -45,8 +46,8 @@ CONFIRMS_ATTR = "confirms"  # a confirmation run (confirm.py): the search trial 
 REQUEUED_ATTRS = (FIXED_POINT_ATTR, CONFIRMS_ATTR, "seed")  # enqueued work that must complete once
 Log = Callable[[str], None]
 # We drive ask/tell ourselves and run our own heartbeat thread (Heartbeats below), which is what
-# Optuna warns about when a heartbeat storage is used outside Study.optimize.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+# Optuna warns about when a heartbeat storage is used outside Study.optimize: see ask().
+ASK_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize"
 
 
 # ----------------------------------------------------------------------------------- storage
@@ -77,29 +78,34 @@ class Heartbeat:
         return hb
 
 
-class Storage(optuna.storages.RDBStorage):
+class Storage(_compat.HeartbeatRDBStorage):
     """Optuna's RDB storage with the heartbeat on, where a RUNNING trial that never beat (its
     driver died right after creating it) is stale once it is older than the grace period."""
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = set(super()._get_stale_trial_ids(study_id))
-        now = _dt.datetime.now()
-        silent = [t for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-                  if t._trial_id not in stale and t.datetime_start is not None
-                  and (now - t.datetime_start).total_seconds() > self.grace_period]
-        if silent:
-            from optuna.storages._rdb import models
-
-            with self.scoped_session() as session:
-                beating = {h.trial_id for h in session.query(models.TrialHeartbeatModel).filter(
-                    models.TrialHeartbeatModel.trial_id.in_([t._trial_id for t in silent]))}
-            stale |= {t._trial_id for t in silent if t._trial_id not in beating}
-        return sorted(stale)
-
 
 def storage_of(study: optuna.Study) -> Storage:
-    """The study's RDB storage (Optuna wraps it in a cache)."""
-    return getattr(study._storage, "_backend", study._storage)
+    """The study's RDB storage, below Optuna's per-process cache (``_compat.rdb_storage``)."""
+    return _compat.rdb_storage(study)
+
+
+def study_id(study: optuna.Study) -> int:
+    """The storage's id of ``study`` (public storage API: one query)."""
+    return storage_of(study).get_study_id_from_name(study.study_name)
+
+
+def trial_id(study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study``, which heartbeats, rung records and
+    another process's writes address (public storage API; raises KeyError for no such trial)."""
+    storage = storage_of(study)
+    return storage.get_trial_id_from_study_id_trial_number(study_id(study), number)
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()`` without Optuna's warning that a heartbeat storage belongs to
+    ``Study.optimize``: our executors drive ask/tell and beat from their own thread."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ASK_WARNING, category=UserWarning)
+        return study.ask()
 
 
 def shown(url: str) -> str:
@@ -192,7 +198,7 @@ def open_storage(url: str, create: bool = True) -> Storage:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return Storage(url, engine_kwargs=kwargs, heartbeat_interval=hb.interval, grace_period=hb.grace)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # the driver's own exception types vary: matched by what they say
             racing = any(k in str(exc) for k in ("UNIQUE constraint", "already exists", "database is locked",
                                                   "duplicate key"))
             if not racing or attempt == 4:
@@ -284,7 +290,7 @@ def storage_errors(url: str):
         yield
     except HovitError:
         raise
-    except Exception as exc:  # noqa: BLE001 - only storage failures are converted
+    except Exception as exc:  # only storage failures are converted
         line = storage_failure_line(url, exc)
         if line is None:
             raise
@@ -409,11 +415,9 @@ def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler
     else:
         require_hovit_study(study, storage)
         check_compatible(study, study_attrs)
-        if add_missing:
-            have = [t.system_attrs.get("fixed_params") or t.params for t in study.get_trials(deepcopy=False)]
+        if add_missing:  # skip_if_exists: a trial with these parameters exists, in any state
             for params, attrs in enqueue:
-                if params not in have:
-                    study.enqueue_trial(params, user_attrs=attrs)
+                study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
     return study, created
 
 
@@ -481,29 +485,31 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
     return True
 
 
-def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
-    """Record ``reason`` and move a RUNNING trial to FAIL; re-queue it if it was the fixed point.
-    True for the one process whose transition won (another may be failing it at the same time)."""
-    storage = study._storage
+def fail_trial(study: optuna.Study, number: int, reason: str, tid: Optional[int] = None) -> bool:
+    """Record ``reason`` and move RUNNING trial ``number`` to FAIL (``study.tell``); re-queue it
+    if it was the fixed point or a confirmation run. True for the one process whose transition
+    won; False when the trial had already finished (another driver may be failing it at the same
+    time, or it just completed). ``tid``: its storage id, where the caller has it."""
+    tid = trial_id(study, number) if tid is None else tid
     try:
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-        if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-            return False
-    except optuna.exceptions.UpdateFinishedTrialError:
+        storage_of(study).set_trial_user_attr(tid, "fail_reason", reason)
+        frozen = study.tell(number, state=TrialState.FAIL)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # ValueError: "Cannot tell a FAIL trial"
         return False
-    requeue(study, storage.get_trial(trial._trial_id))
+    requeue(study, frozen)
     return True
 
 
 def fail_stale_trials(study: optuna.Study, log: Log | None = None) -> list[int]:
-    """Fail the trials whose owner stopped beating (a dead driver or worker, on any host)."""
+    """Fail the trials whose owner stopped beating (a dead driver or worker, on any host) and
+    return their numbers; ``log`` gets one line each."""
     storage = storage_of(study)
     grace = storage.grace_period
     failed = []
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
-        t = storage.get_trial(trial_id)
-        if t.state == TrialState.RUNNING and fail_trial(study, t, f"stale: no heartbeat for over {grace} s "
-                                                                  "(its driver or worker died)"):
+    for tid in _compat.stale_trial_ids(storage, study_id(study)):
+        t = storage.get_trial(tid)
+        if t.state == TrialState.RUNNING and fail_trial(study, t.number, f"stale: no heartbeat for over {grace} s "
+                                                                         "(its driver or worker died)", tid):
             failed.append(t.number)
             if log:
                 log(f"trial #{t.number} was left RUNNING by a dead driver (no heartbeat for over {grace} s): "
@@ -537,7 +543,7 @@ class Heartbeats:
             for trial_id in ids:
                 try:
                     self.storage.record_heartbeat(trial_id)
-                except Exception as exc:  # noqa: BLE001 - a storage hiccup must not kill the trial
+                except Exception as exc:  # any storage hiccup: it must not kill the trial
                     print(f"heartbeat for trial id {trial_id} failed: {storage_cause(exc) or type(exc).__name__}",
                           file=sys.stderr)
 
@@ -585,6 +591,43 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> Optional[int]:
     return None
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The verdict on a trial that has its parameters: train it (``state`` None), or close it
+    at once as ``state`` -- FAIL when the budget is taken, PRUNED for a duplicate -- with
+    ``reason`` recorded on the trial."""
+
+    state: Optional[TrialState] = None
+    reason: str = ""
+    duplicate_of: Optional[int] = None  # the earlier trial with the same parameters
+
+    @property
+    def admitted(self) -> bool:
+        return self.state is None
+
+
+def admit(study: optuna.Study, trial: optuna.Trial, budget: int, log: Log | None = None) -> Admission:
+    """The one check both executors make before a trial trains, after its parameters are
+    suggested: first the budget (``within_budget``: the lowest trial numbers win the last
+    slots, a fixed point always runs), then a duplicate (``duplicate_of``: the same parameters
+    finished or running). The verdict's reason is written to the trial's user attrs
+    (``fail_reason``; or ``duplicate_of`` and ``reason``) and a duplicate is logged; the caller
+    then tells the study ``state``, since only it holds the trial's handle."""
+    if not within_budget(study, trial, budget):
+        reason = "not run: other drivers took the last trials of the budget"
+        trial.set_user_attr("fail_reason", reason)
+        return Admission(TrialState.FAIL, reason)
+    earlier = duplicate_of(study, trial)
+    if earlier is None:
+        return Admission()
+    reason = f"duplicate of trial #{earlier}: the same config is not trained again"
+    trial.set_user_attr(DUPLICATE_ATTR, earlier)
+    trial.set_user_attr("reason", reason)
+    if log is not None:
+        log(f"trial #{trial.number}: same config as trial #{earlier}; recorded as its duplicate, not trained")
+    return Admission(TrialState.PRUNED, reason, earlier)
+
+
 def record(set_attr: Callable[[str, object], None], attrs: dict) -> None:
     """Write a trial's measurements as user attrs."""
     for k, v in attrs.items():
@@ -609,7 +652,7 @@ def find_studies(root: str | Path = "studies") -> list[tuple[str, str]]:
         url = f"sqlite:///{db}"
         try:
             names = [s.study_name for s in optuna.get_all_study_summaries(storage=url)]
-        except Exception:  # noqa: BLE001 - a broken file is reported when opened explicitly
+        except Exception:  # a broken file is reported when opened explicitly
             continue
         out += [(n, url) for n in _searches(names)]
     return out

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
 from timm.utils import random_seed
 from torch import nn
 
@@ -28,6 +29,7 @@ from .errors import HovitError, TrialFailed
 from .metrics import classification_metrics
 from .models import add_lora, count_params, create_hovit, export, save_exported, set_tau, tau_at
 from .models.gating import gates
+from .progress import Bar
 
 CHECKPOINT = "checkpoint.pt"
 Log = Callable[[str], None]
@@ -78,15 +80,28 @@ def make_schedule(opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int, 
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
 
+def make_optimizer(model: nn.Module, t: TrainConfig, gate_lr_mult: Optional[float] = None) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters, with timm's weight-decay rule
+    (``timm.optim.param_groups_weight_decay``, what ``create_optimizer_v2`` applies): decay
+    ``t.weight_decay`` on weight matrices and convolution kernels only -- none on 1-D
+    parameters (BatchNorm weights and biases, the gates' logits), on biases, nor on what
+    ``model.no_weight_decay()`` names (LeViT's attention biases, as timm's ``Levit`` lists
+    them). Frozen parameters are left out (phase 2 trains LoRA, gates and heads only).
+    ``gate_lr_mult``: the gates' logits get their own group at ``t.lr * gate_lr_mult``."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    groups = param_groups_weight_decay(model, t.weight_decay, no_weight_decay_list=skip)
+    if gate_lr_mult is not None and gates(model):
+        logits = [g.logits for g in gates(model) if g.logits.requires_grad]
+        ids = {id(p) for p in logits}
+        groups = [dict(g, params=[p for p in g["params"] if id(p) not in ids]) for g in groups]
+        groups = [g for g in groups if g["params"]] + [{"params": logits, "lr": t.lr * gate_lr_mult,
+                                                         "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+
+
 def _optimizer(model: nn.Module, cfg: RunConfig, phase: str, total_steps: int):
     t = cfg.train
-    params = [p for p in model.parameters() if p.requires_grad]
-    gate_ids = {id(g.logits) for g in gates(model)}
-    groups = [{"params": [p for p in params if id(p) not in gate_ids], "lr": t.lr}]
-    if phase == "prune" and gate_ids:
-        groups.append({"params": [g.logits for g in gates(model)], "lr": t.lr * cfg.prune.gate_lr_mult,
-                       "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+    opt = make_optimizer(model, t, cfg.prune.gate_lr_mult if phase == "prune" else None)
     warm = int(t.warmup_epochs * total_steps / max(1, sum(n for _, n in _phases(cfg))))
     return opt, make_schedule(opt, t, total_steps, warm)
 
@@ -165,7 +180,7 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
         bad_loss = torch.zeros((), device=dev)
         seen = 0
         batches = iter(loop.loader)
-        bar = _StepBar(f"{phase} {epoch + 1}/{epochs}", steps)
+        bar = Bar(f"{phase} {epoch + 1}/{epochs}", steps, stats=True)  # terminal only: the epoch line follows
         for step in range(steps):
             if step_hook is not None:
                 step_hook(epoch * steps + step, epochs * steps)
@@ -189,7 +204,8 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
             seen += len(y)
             if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps:
                 _check_finite(first_bad, bad_loss, phase, epoch)
-                bar.update(step + 1, float(loss_sum) / seen, int(correct) / seen)
+                if bar.active:  # reading the sums synchronises with the device: only for a bar someone sees
+                    bar.update(step + 1, stats=f"loss {float(loss_sum) / seen:.4f} acc {int(correct) / seen:.3f}")
         _check_finite(first_bad, bad_loss, phase, epoch)
         bar.close()
         val = evaluate(model, loop.val_set, loop.num_classes, dev, loop.guard)
@@ -207,29 +223,6 @@ def _check_finite(first_bad: torch.Tensor, bad_loss: torch.Tensor, phase: str, e
                           f"step {bad + 1}")
 
 
-class _StepBar:
-    """A per-step progress bar (epoch, loss, accuracy) on an interactive terminal; silent in
-    logs and CI, where the per-epoch lines carry the same figures."""
-
-    def __init__(self, label: str, total: int):
-        self.progress = None
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=True)
-            self.task = self.progress.add_task(label, total=total, stats="")
-            self.progress.start()
-
-    def update(self, done: int, loss: float, acc: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=done, stats=f"loss {loss:.4f} acc {acc:.3f}")
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
 def _log_default(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -244,7 +237,7 @@ def train_plain(model: nn.Module, splits: Splits, t: TrainConfig, device, log: O
     model.to(dev)
     epochs = t.epochs_dense + t.epochs_prune
     loader = train_loader(splits.train, t, dev, torch.Generator().manual_seed(t.seed))
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = make_optimizer(model, t)  # timm's model.no_weight_decay() applies to the baselines too
     loop = Loop(model, loader, splits.val, splits.num_classes, opt, None, t, dev)
     loop.sched = make_schedule(opt, t, loop.steps * epochs, int(t.warmup_epochs * loop.steps))
     fit_epochs(loop, "dense", epochs,
@@ -283,7 +276,11 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
         first_epoch = 0
         if state is not None and phase_idx == start_phase:
             model.load_state_dict(state["model"])
-            loop.opt.load_state_dict(state["optim"])
+            try:
+                loop.opt.load_state_dict(state["optim"])
+            except ValueError:  # its parameter groups differ: written before weight decay skipped 1-D params
+                raise HovitError(f"{out / CHECKPOINT}: written by an older hovit-nas whose optimizer had other "
+                                 "parameter groups; train again without --resume") from None
             loop.sched.load_state_dict(state["sched"])
             torch.set_rng_state(state["rng"])
             loader_gen.set_state(state["loader_rng"])
@@ -291,7 +288,7 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
             state = None
         tau_hook = None
         if phase == "prune":
-            tau_hook = lambda gstep, total: set_tau(model, tau_at(  # noqa: E731
+            tau_hook = lambda gstep, total: set_tau(model, tau_at(
                 gstep, total, cfg.prune.tau_start, cfg.prune.tau_end, cfg.prune.tau_schedule))
 
         def end_epoch(rec, _phase_idx=phase_idx, _loop=loop, _gen=loader_gen):
@@ -384,5 +381,5 @@ def _load_checkpoint(out: Optional[Path], cfg: RunConfig) -> dict:
 def _read_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # torch.load raises many types for a damaged file
         raise HovitError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None

@@ -15,8 +15,9 @@ from hovit_nas import study as st
 from hovit_nas.config import EarlyStop, SearchConfig
 from hovit_nas.errors import ConfigError, HovitError, TrialStopped
 from hovit_nas.pareto import summarise
-from hovit_nas.rungs import (RungRecord, crowding_distance, decide, decision_key, non_dominated_fronts, ranked,
-                             rung_callback, rung_key, rung_records)
+from hovit_nas.dominance import fronts as non_dominated_fronts
+from hovit_nas.rungs import (ACCURACY, PARETO, RULES, AccuracyRule, ParetoRule, RungRecord, RungRule,
+                             crowding_distance, decide, decision_key, rule_for, rung_callback, rung_key, rung_records)
 from hovit_nas.search import prepare
 from hovit_nas.space import space_from_dict
 
@@ -33,30 +34,30 @@ def test_a_fast_less_accurate_trial_survives_where_accuracy_alone_stops_it():
     slow = [R(0, 0.90, 10.0), R(1, 0.89, 11.0), R(2, 0.88, 12.0), R(3, 0.87, 13.0), R(4, 0.86, 14.0)]
     fast = R(5, 0.80, 2.0)  # 10 points less accurate, 5x faster
     records = slow + [fast]
-    pareto = decide(records, 5, 1, "pareto", eta=3)
-    accuracy = decide(records, 5, 1, "accuracy", eta=3)
+    pareto = decide(records, 5, 1, PARETO, eta=3)
+    accuracy = decide(records, 5, 1, ACCURACY, eta=3)
     assert pareto.keep == accuracy.keep == 2  # ceil(6 / 3)
     assert pareto.promote and pareto.rank <= 1  # on the first front with trial 0, both ends: infinite crowding
     assert not accuracy.promote and accuracy.rank == 5
-    assert set(_numbers(ranked(records, "pareto"))[:2]) == {0, 5}
-    assert _numbers(ranked(records, "accuracy"))[:2] == [0, 1]
+    assert set(_numbers(PARETO.rank(records))[:2]) == {0, 5}
+    assert _numbers(ACCURACY.rank(records))[:2] == [0, 1]
     # a slow trial that is worse on both counts than one already there is stopped under either rule
     late = records + [R(6, 0.85, 15.0)]
-    assert not decide(late, 6, 1, "pareto", 3).promote and not decide(late, 6, 1, "accuracy", 3).promote
+    assert not decide(late, 6, 1, PARETO, 3).promote and not decide(late, 6, 1, ACCURACY, 3).promote
 
 
 def test_first_trials_at_a_rung_continue_and_the_cutoff_is_ceil_n_over_eta():
-    assert decide([R(7, 0.1, 5.0)], 7, 3, "pareto", 3).promote  # alone at the rung: nothing to compare with
+    assert decide([R(7, 0.1, 5.0)], 7, 3, PARETO, 3).promote  # alone at the rung: nothing to compare with
     two = [R(0, 0.9, 1.0), R(1, 0.8, 2.0)]  # 0 is better on both
-    d = decide(two, 1, 1, "pareto", 3)
+    d = decide(two, 1, 1, PARETO, 3)
     assert (d.rank, d.n, d.keep, d.promote) == (1, 2, 1, False)
     four = [R(i, 0.5 + i / 10, 10.0 - i) for i in range(4)]  # a chain: each dominates the previous
-    assert [decide(four, i, 1, "pareto", 2).promote for i in range(4)] == [False, False, True, True]
+    assert [decide(four, i, 1, PARETO, 2).promote for i in range(4)] == [False, False, True, True]
 
 
 def test_fronts_crowding_and_ties():
     recs = [R(0, 0.9, 9.0), R(1, 0.8, 5.0), R(2, 0.7, 1.0), R(3, 0.85, 4.0), R(4, 0.6, 8.0), R(5, 0.9, 9.0)]
-    fronts = non_dominated_fronts(recs)
+    fronts = non_dominated_fronts(recs, key=lambda r: r.objectives)
     assert [sorted(_numbers(f)) for f in fronts] == [[0, 2, 3, 5], [1], [4]]
     d = crowding_distance(fronts[0])
     by = dict(zip(_numbers(fronts[0]), d))
@@ -65,11 +66,34 @@ def test_fronts_crowding_and_ties():
     # trials 0 and 5 are identical: ties sort by trial number, so the later one is the high end and
     # the earlier one interior, whichever driver ranks them
     assert by[5] == math.inf and by[0] == pytest.approx((0.9 - 0.85) / 0.2 + (9.0 - 4.0) / 8.0)
-    assert _numbers(ranked(recs, "pareto")) == [2, 5, 3, 0, 1, 4]
-    assert _numbers(ranked(recs, "accuracy")) == [0, 5, 3, 1, 2, 4]
+    assert _numbers(PARETO.rank(recs)) == [2, 5, 3, 0, 1, 4]
+    assert _numbers(ACCURACY.rank(recs)) == [0, 5, 3, 1, 2, 4]
     assert crowding_distance([R(0, 0.5, 1.0), R(1, 0.6, 0.5)]) == [math.inf, math.inf]
     flat = crowding_distance([R(0, 0.5, 3.0), R(1, 0.5, 2.0), R(2, 0.5, 1.0)])  # one objective constant
     assert flat == [math.inf, 1.0, math.inf]
+
+
+def test_rules_are_strategies_chosen_by_name_in_one_registry():
+    from hovit_nas.config import EARLY_STOP_RULES
+
+    assert set(RULES) == set(EARLY_STOP_RULES) - {"none"}  # every rule a space file may name has a ranking
+    assert rule_for("pareto") is PARETO and rule_for("accuracy") is ACCURACY
+    assert isinstance(ParetoRule(), RungRule) and isinstance(AccuracyRule(), RungRule)
+    for name, rule in RULES.items():
+        assert rule.name == name and rule.ranks_by and rule.method
+        assert set(_numbers(rule.rank([R(2, 0.5, 1.0), R(1, 0.6, 2.0)]))) == {1, 2}
+    with pytest.raises(ConfigError, match="no ranking for early-stopping rule 'none'"):
+        rule_for("none")
+
+    class Fastest:  # a new rule is one small object: decide() takes any RungRule
+        name, ranks_by, method = "fastest", "latency", "latency alone"
+
+        def rank(self, records):
+            return sorted(records, key=lambda r: (r.latency_ms, r.trial))
+
+    recs = [R(0, 0.9, 9.0), R(1, 0.1, 1.0), R(2, 0.5, 5.0)]
+    assert isinstance(Fastest(), RungRule)
+    assert decide(recs, 1, 1, Fastest(), eta=3).promote and not decide(recs, 0, 1, Fastest(), eta=3).promote
 
 
 def test_rung_epochs_and_validation():
@@ -92,13 +116,13 @@ def test_rung_table_lives_in_the_study_storage(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=st.open_storage(url), study_name="s", directions=st.DIRECTIONS)
     other = st.open_storage(url)  # another driver's handle
-    sid = study._study_id
+    sid = st.study_id(study)
     es = EarlyStop("pareto", 1, 3)
-    trials = [study.ask() for _ in range(4)]
+    trials = [st.ask(study) for _ in range(4)]
     results = []
     for i, (t, (acc, lat)) in enumerate(zip(trials, [(0.9, 9.0), (0.8, 1.0), (0.7, 5.0), (0.85, 10.0)])):
         storage = st.storage_of(study) if i % 2 == 0 else other
-        cb = rung_callback(storage, sid, t._trial_id, es, epochs=9)
+        cb = rung_callback(storage, sid, st.trial_id(study, t.number), es, epochs=9)
         try:
             cb({"global_epoch": 1, "val_top1": acc, "latency_ms": lat})
             cb({"global_epoch": 2, "val_top1": acc, "latency_ms": lat})  # no rung at epoch 2: nothing happens
@@ -112,14 +136,15 @@ def test_rung_table_lives_in_the_study_storage(tmp_path):
     assert [(r.trial, r.accuracy, r.latency_ms) for r in recs] == [(0, 0.9, 9.0), (1, 0.8, 1.0), (2, 0.7, 5.0),
                                                                      (3, 0.85, 10.0)]
     for t, promoted in zip(trials, results):
-        got = study._storage.get_trial(t._trial_id).user_attrs
+        got = study.trials[t.number].user_attrs
         dec = got[decision_key(1)]
         assert dec["promote"] == promoted and dec["peers"][dec["rank"]] == t.number
         assert got[rung_key(1)]["val_top1"] == recs[t.number].accuracy
-        assert decide([r for r in recs if r.trial in dec["peers"]], t.number, 1, "pareto", 3).to_dict() == dec
+        assert decide([r for r in recs if r.trial in dec["peers"]], t.number, 1, PARETO, 3).to_dict() == dec
     assert results == [True, False, False, False]
-    assert rung_callback(st.storage_of(study), sid, trials[0]._trial_id, EarlyStop("none"), 9) is None
-    assert rung_callback(st.storage_of(study), sid, trials[0]._trial_id, es, 1) is None  # no rung below epoch 1
+    first = st.trial_id(study, trials[0].number)
+    assert rung_callback(st.storage_of(study), sid, first, EarlyStop("none"), 9) is None
+    assert rung_callback(st.storage_of(study), sid, first, es, 1) is None  # no rung below epoch 1
 
 
 # --------------------------------------------------------------- real drivers, real kills
@@ -136,7 +161,7 @@ def _check_table(study, epochs=4):
     rungs = EarlyStop("pareto").rungs(epochs)
     trials = study.get_trials()
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
-    records = {e: {r.trial: r for r in rung_records(st.storage_of(study), study._study_id, e)} for e in rungs}
+    records = {e: {r.trial: r for r in rung_records(st.storage_of(study), st.study_id(study), e)} for e in rungs}
     front = {t.number for t in study.best_trials}
     for t in trials:
         a = t.user_attrs
@@ -145,7 +170,7 @@ def _check_table(study, epochs=4):
             if dec is None:
                 continue
             assert t.number in records[e] and set(dec["peers"]) <= set(records[e])
-            assert decide([records[e][n] for n in dec["peers"]], t.number, e, "pareto", 3).to_dict() == dec
+            assert decide([records[e][n] for n in dec["peers"]], t.number, e, PARETO, 3).to_dict() == dec
         if t.state == TrialState.PRUNED and "duplicate_of" not in a:
             e = a["stopped_at_rung"]
             assert a[rung_key(e)]["val_top1"] == a["rung_accuracy"] and not a[decision_key(e)]["promote"]

@@ -26,7 +26,7 @@ def _worker(url, barrier, q):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     barrier.wait()
     study, created = _open(url)
-    t = study.ask()  # every worker immediately takes a trial
+    t = st.ask(study)  # every worker immediately takes a trial
     load_space("hovit").suggest(t)
     q.put((created, t.number, st.FIXED_POINT_ATTR in t.user_attrs))
 
@@ -110,11 +110,11 @@ def test_stale_trials_fail_by_heartbeat_including_one_that_never_beat(tmp_path, 
     monkeypatch.setenv("HOVIT_NAS_HEARTBEAT", "1,3")
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study, _ = _open(url)
-    fixed, silent, dead, alive = study.ask(), study.ask(), study.ask(), study.ask()
+    fixed, silent, dead, alive = st.ask(study), st.ask(study), st.ask(study), st.ask(study)
     assert st.FIXED_POINT_ATTR in fixed.user_attrs  # the enqueued HoViT-B, killed before its first beat
-    st.storage_of(study).record_heartbeat(dead._trial_id)  # beat once, then its driver died
+    st.storage_of(study).record_heartbeat(st.trial_id(study, dead.number))  # beat once, then its driver died
     beats = st.Heartbeats(st.storage_of(study))
-    beats.add(alive._trial_id)
+    beats.add(st.trial_id(study, alive.number))
     try:
         time.sleep(4.5)
         lines = []
@@ -135,10 +135,38 @@ def test_stale_trials_fail_by_heartbeat_including_one_that_never_beat(tmp_path, 
 
 def test_budget_slots_go_to_the_lowest_trial_numbers(tmp_path):
     study, _ = _open(f"sqlite:///{tmp_path / 'study.db'}")
-    trials = [study.ask() for _ in range(4)]  # the fixed point, then three racing drivers' trials
+    trials = [st.ask(study) for _ in range(4)]  # the fixed point, then three racing drivers' trials
     assert [st.within_budget(study, t, 2) for t in trials] == [True, True, False, False]
     study.tell(trials[1], state=optuna.trial.TrialState.FAIL)  # a failed trial frees its slot
     assert st.within_budget(study, trials[2], 2) and not st.within_budget(study, trials[3], 2)
+
+
+def test_admission_checks_the_budget_first_then_duplicates(tmp_path):
+    """st.admit, the one check both executors make: over budget is FAIL even for a duplicate
+    (nothing ran, and a later slot may free up); within budget, a repeat is a PRUNED duplicate."""
+    study, _ = _open(f"sqlite:///{tmp_path / 'study.db'}")
+    sp = load_space("hovit")
+    fixed = st.ask(study)  # the enqueued fixed point
+    sp.suggest(fixed)
+    assert st.admit(study, fixed, 0).admitted  # a fixed point always runs
+    study.enqueue_trial(fixed.params)
+    twin = st.ask(study)  # another driver proposes the same config
+    sp.suggest(twin)
+    assert twin.params == fixed.params
+    over = st.admit(study, twin, 1)  # trial #1, budget 1: the fixed point holds the slot
+    assert (over.state, over.duplicate_of) == (optuna.trial.TrialState.FAIL, None) and not over.admitted
+    assert study.trials[twin.number].user_attrs["fail_reason"] == over.reason
+    assert "duplicate_of" not in study.trials[twin.number].user_attrs  # budget first: no duplicate check ran
+    lines = []
+    dup = st.admit(study, twin, 5, lines.append)
+    assert (dup.state, dup.duplicate_of) == (optuna.trial.TrialState.PRUNED, fixed.number)
+    assert study.trials[twin.number].user_attrs[st.DUPLICATE_ATTR] == fixed.number
+    assert lines == [f"trial #{twin.number}: same config as trial #{fixed.number}; recorded as its duplicate, "
+                     "not trained"]
+    study.enqueue_trial({**fixed.params, "head_width": 384})
+    other = st.ask(study)  # a new config within the budget
+    sp.suggest(other)
+    assert other.params != fixed.params and st.admit(study, other, 5).admitted
 
 
 @pytest.mark.parametrize("url, match", [

@@ -88,3 +88,32 @@ def test_cli_bad_config_is_one_line(tmp_path):
     assert r.stderr.strip() == f"error: {p}: model.stages[0].heads: 3 heads do not divide dim 64"
     r = run_cli("train", "--config", str(tmp_path / "none.yaml"))
     assert r.returncode == 2 and "none.yaml: no such file" in r.stderr
+
+
+def test_weight_decay_skips_batchnorm_biases_and_attention_biases_as_timm_does():
+    """timm's rule (param_groups_weight_decay, create_optimizer_v2): decay weight matrices and
+    kernels only; Levit.no_weight_decay() lists the attention biases; phase 2's gates get their own
+    group at gate_lr_mult x lr, undecayed, and frozen dense weights are left out."""
+    from hovit_nas.models import add_lora, create_hovit
+    from hovit_nas.train import make_optimizer
+
+    cfg = _tiny(keep=1)
+    model = create_hovit(cfg)
+
+    def groups(opt):
+        names = {id(p): n for n, p in model.named_parameters()}
+        return [(g["weight_decay"], g["lr"], {names[id(p)] for p in g["params"]}) for g in opt.param_groups]
+
+    decayed = set().union(*(ns for wd, _, ns in groups(make_optimizer(model, cfg.train)) if wd > 0))
+    undecayed = set().union(*(ns for wd, _, ns in groups(make_optimizer(model, cfg.train)) if wd == 0))
+    params = dict(model.named_parameters())
+    assert decayed and all(params[n].ndim > 1 and "attention_biases" not in n for n in decayed)
+    assert {n for n in params if n.endswith("attention_biases")} <= undecayed
+    assert {n for n in params if params[n].ndim <= 1} <= undecayed  # BatchNorm, biases, gate logits
+    assert decayed | undecayed == set(params)
+    model.set_dense(False)
+    add_lora(model, 2, 4)
+    g = groups(make_optimizer(model, cfg.train, gate_lr_mult=10.0))
+    assert g[-1][:2] == (0.0, cfg.train.lr * 10.0) and all("gate.logits" in n for n in g[-1][2])
+    trained = set().union(*(ns for _, _, ns in g))
+    assert all("lora_" in n or n.startswith(("stages.0.gate", "stages.1.gate", "head")) for n in trained)

@@ -325,32 +325,26 @@ def _resize_into(array: np.ndarray, out: np.ndarray) -> int:
 
 
 class _Progress:
-    """A progress bar on a terminal; otherwise a log line about every 10 seconds."""
+    """A progress bar on a terminal (progress.Bar); otherwise a log line about every 10 seconds."""
 
     def __init__(self, label: str, total: int, log: Log):
+        from ..progress import Bar
+
         self.label, self.total, self.log, self.done = label, total, log, 0
         self.t0 = self.last = time.time()
-        self.bar = None
-        if sys.stderr.isatty() and total >= PARALLEL_FROM:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), transient=True)
-            self.task = self.bar.add_task(label, total=total)
-            self.bar.start()
+        self.bar = Bar(label, total, enabled=sys.stderr.isatty() and total >= PARALLEL_FROM)
 
     def advance(self, n: int) -> None:
         self.done += n
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n)
+        if self.bar.active:
+            self.bar.update(advance=n)
         elif time.time() - self.last >= 10:
             self.last = time.time()
             rate = self.done / max(self.last - self.t0, 1e-9)
             self.log(f"dataset cache: {self.label} {self.done}/{self.total} ({rate:,.0f} img/s)")
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.close()
 
 
 def _slug(name: str) -> str:

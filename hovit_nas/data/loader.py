@@ -154,7 +154,7 @@ class Batches:
                     y = torch.from_numpy(self.data.labels[idx])
                     q.put((x, y.pin_memory() if pin else y, a))
                 q.put(None)
-            except BaseException as exc:  # noqa: BLE001 (re-raised in the consumer)
+            except BaseException as exc:  # re-raised in the consumer
                 q.put(exc)
 
         worker = threading.Thread(target=produce, daemon=True, name="hovit-nas-batches")

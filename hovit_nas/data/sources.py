@@ -210,7 +210,7 @@ def _from_npz(path: Path, spec: DataSpec) -> tuple[dict, list[str], str]:
         _download(PATHMNIST_URL, path)
     try:
         data = np.load(path)
-    except Exception as exc:  # noqa: BLE001 - numpy raises many kinds for a damaged file
+    except Exception as exc:  # numpy raises many kinds for a damaged file
         raise DataError(f"{path}: not a readable .npz ({exc})") from None
     parts = {}
     for name in SPLITS:

@@ -1,1 +1,56 @@
-"""Where trials run: in this process (local) or on a Ray cluster. Same trial function, same records."""
+"""Where trials run: in this process (local) or on a Ray cluster. Same trial function, same records.
+
+An executor is one small object behind the :class:`Executor` protocol: given a prepared search
+(``common.Prepared``: study, space, budget, trial template) it runs trials until the budget is
+met, through the same admission (``study.admit``), heartbeat and rung rules. :func:`dispatch` is
+the one place an executor is chosen by name, for a search (search.py) and a confirmation
+(confirm.py) alike; the implementations load lazily, so choosing ``local`` never imports Ray.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .common import Prepared
+
+Log = Callable[[str], None]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs a prepared search's remaining trials and returns when the budget is met, the
+    timeout passes or too many trials failed; Ctrl-C propagates as KeyboardInterrupt after
+    open trials are marked FAIL. Raises HovitError for bad input (e.g. a Ray address)."""
+
+    name: str  # as in SearchConfig.executor / --executor
+
+    def run(self, prep: "Prepared", log: Log) -> None: ...
+
+
+def _local() -> Executor:
+    from .local import LocalExecutor
+
+    return LocalExecutor()
+
+
+def _ray() -> Executor:
+    from .ray import RayExecutor
+
+    return RayExecutor()
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"local": _local, "ray": _ray}  # config.EXECUTORS
+
+
+def executor_for(name: str) -> Executor:
+    """The executor registered as ``name``; ConfigError for any other."""
+    from ..errors import ConfigError
+
+    if name not in EXECUTORS:
+        raise ConfigError(f"unknown executor {name!r}; one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]()
+
+
+def dispatch(prep: "Prepared", log: Log) -> None:
+    """Run ``prep`` on the executor its config names (``prep.config.executor``)."""
+    executor_for(prep.config.executor).run(prep, log)

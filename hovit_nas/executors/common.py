@@ -15,7 +15,7 @@ from .. import study as st
 from ..config import EarlyStop, RunConfig, SearchConfig
 from ..errors import HovitError
 from ..latency import Calibration
-from ..space import Space
+from ..space import TrialSpace
 from ..trial import TrialSpec, calibrate_anchor
 
 Log = Callable[[str], None]
@@ -26,7 +26,7 @@ class Prepared:
     """A search ready to run: its space, study, budget and the template every trial starts from."""
 
     config: SearchConfig
-    space: Space
+    space: TrialSpace
     study: optuna.Study
     study_name: str
     storage: str
@@ -35,6 +35,9 @@ class Prepared:
     created: bool
     out_dir: Path  # the study's artefacts (study.study_dir)
     early_stop: EarlyStop = field(default_factory=EarlyStop)  # successive halving (rungs.py), as recorded
+    # (name, config) of the model the study's latency anchor is calibrated on: the space's fixed
+    # point; None where the anchor is inherited (a confirmation reuses its search's)
+    anchor_model: Optional[tuple[str, RunConfig]] = None
 
     def trial_spec(self, config: RunConfig) -> TrialSpec:
         t = copy.copy(self.trial_template)
@@ -55,8 +58,11 @@ def ensure_anchor(prep: Prepared, device: str, threads: Optional[int], log: Log,
     t.device, t.threads = device, threads
     stored = _wait_for_anchor(prep, log)
     if stored is None:
-        space = prep.space
-        anchor = run(lambda: calibrate_anchor(space.fixed_point, space.fixed_point_config(), t))
+        if prep.anchor_model is None:
+            raise HovitError(f"study {prep.study_name!r} has no latency anchor to inherit; run it with "
+                             "--no-latency-anchor or confirm a study that was timed with one")
+        name, cfg = prep.anchor_model
+        anchor = run(lambda: calibrate_anchor(name, cfg, t))
         stored = prep.study.user_attrs.get(st.ANCHOR_ATTR)  # another driver may have been quicker: keep its
         if stored is None:
             prep.study.set_user_attr(st.ANCHOR_ATTR, anchor.to_dict())

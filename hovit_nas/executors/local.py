@@ -24,7 +24,17 @@ Log = Callable[[str], None]
 MAX_DUPLICATE_STREAK = 50  # proposals in a row already trained: the space is (nearly) exhausted
 
 
+class LocalExecutor:
+    """The ``local`` executor (executors.Executor): trials one after another in this process."""
+
+    name = "local"
+
+    def run(self, prep: Prepared, log: Log) -> None:
+        run_local(prep, log)
+
+
 def run_local(prep: Prepared, log: Log) -> None:
+    """Run ``prep``'s remaining trials here, on ``prep.config.device``, until the budget is met."""
     if st.finished_count(prep.study) >= prep.trials:
         log(f"study already has {prep.trials} finished trials; raise --trials to run more")
         return
@@ -46,21 +56,23 @@ class _Driver:
         deadline = time.time() + self.prep.config.timeout if self.prep.config.timeout else None
         beats = st.Heartbeats(st.storage_of(self.study))
         current: Optional[optuna.Trial] = None
+        tid: Optional[int] = None  # its storage id
         try:
             while self._wants_more(deadline):
-                current = self.study.ask()
+                current, tid = st.ask(self.study), None
                 faults.reached("created")
-                beats.add(current._trial_id)
-                self._one(current)
-                beats.discard(current._trial_id)
+                tid = st.trial_id(self.study, current.number)
+                beats.add(tid)
+                self._one(current, tid)
+                beats.discard(tid)
                 current = None
         except BaseException as exc:
             if current is not None:  # Ctrl-C or bad input mid-trial: never leave it RUNNING
                 reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"aborted: {exc}"
                 try:
-                    if st.fail_trial(self.study, self.study._storage.get_trial(current._trial_id), reason):
+                    if st.fail_trial(self.study, current.number, reason, tid):
                         self.log(f"marked interrupted trial #{current.number} failed")
-                except Exception:  # noqa: BLE001 - the storage itself failed: the heartbeat rule fails it later
+                except Exception:  # the storage itself failed: the heartbeat rule fails it later
                     pass
             raise
         finally:
@@ -87,29 +99,25 @@ class _Driver:
                 return True
             time.sleep(self.poll)  # the rest of the budget is running elsewhere: wait for it to finish or fail
 
-    def _one(self, trial: optuna.Trial) -> None:
+    def _one(self, trial: optuna.Trial, tid: int) -> None:
         study, prep = self.study, self.prep
-        if not st.within_budget(study, trial, prep.trials):
-            trial.set_user_attr("fail_reason", "not run: other drivers took the last trials of the budget")
-            study.tell(trial, state=TrialState.FAIL)
-            return
         try:
             cfg = prep.space.suggest(trial)
         except ConfigError as exc:  # a combination the space allows but no model has: not fatal
             self._failed(trial, f"config cannot be built: {one_line(exc)}")
             return
-        earlier = st.duplicate_of(study, trial)
-        if earlier is not None:
-            trial.set_user_attr(st.DUPLICATE_ATTR, earlier)
-            trial.set_user_attr("reason", f"duplicate of trial #{earlier}: the same config is not trained again")
-            study.tell(trial, state=TrialState.PRUNED)
-            self.log(f"trial #{trial.number}: same config as trial #{earlier}; recorded as its duplicate, not trained")
-            self.duplicates += 1
+        verdict = st.admit(study, trial, prep.trials, self.log)
+        if not verdict.admitted:
+            study.tell(trial, state=verdict.state)
+            self.duplicates += verdict.duplicate_of is not None
             return
         self.duplicates = 0
         spec = prep.trial_spec(cfg)
-        log = lambda m: self.log(f"    #{trial.number} {m.split('] ', 1)[-1]}")  # noqa: E731
-        on_epoch = rung_callback(st.storage_of(study), study._study_id, trial._trial_id, prep.early_stop,
+
+        def log(m: str) -> None:
+            self.log(f"    #{trial.number} {m.split('] ', 1)[-1]}")
+
+        on_epoch = rung_callback(st.storage_of(study), st.study_id(study), tid, prep.early_stop,
                                  cfg.train.epochs_dense + cfg.train.epochs_prune, log)
         st.check_writable(prep.storage)  # a result that cannot be saved must not cost a training
         try:
@@ -119,19 +127,18 @@ class _Driver:
         except TrialFailed as exc:
             self._failed(trial, str(exc))
             return
-        except Exception as exc:  # noqa: BLE001 - a crashing config must not stop the study
+        except Exception as exc:  # any other crash of one config must not stop the study
             self._failed(trial, f"{type(exc).__name__}: {exc}")
             return
         st.record(trial.set_user_attr, result.user_attrs())
         faults.reached("write")
         if result.feasible:
-            study.tell(trial, result.values)
+            self.report(study, study.tell(trial, result.values))
         else:
-            study.tell(trial, state=TrialState.PRUNED)
-        self.report(study, study._storage.get_trial(trial._trial_id))
+            self.report(study, study.tell(trial, state=TrialState.PRUNED))
 
     def _failed(self, trial: optuna.Trial, reason: str) -> None:
         trial.set_user_attr("fail_reason", reason)
-        self.study.tell(trial, state=TrialState.FAIL)
+        frozen = self.study.tell(trial, state=TrialState.FAIL)
         self.failures_left -= 1
-        self.report(self.study, self.study._storage.get_trial(trial._trial_id))
+        self.report(self.study, frozen)

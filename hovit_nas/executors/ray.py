@@ -1,8 +1,10 @@
 """Ray Tune executor: Ray runs the trials, Optuna decides them and keeps the study.
 
-The search algorithm is Ray's ``OptunaSearch`` on the *same* storage and study name, so
-``hovit-nas pareto``, ``pin`` and ``optuna-dashboard`` read the same records as after a local
-run. Our subclass adds what a shared multi-objective NAS study needs:
+The search algorithm is our own ``HovitSearcher`` on Tune's public ``Searcher`` interface: it
+asks and tells the *same* Optuna study (sampler and storage) as a local run, so ``hovit-nas
+pareto``, ``pin`` and ``optuna-dashboard`` read the same records. It does what Ray's
+``OptunaSearch`` does for a define-by-run space, plus what a shared multi-objective NAS study
+needs:
 
 - the trial budget, shared with every other driver, is checked before and after each ``ask``;
   a config already trained is recorded as a duplicate and never sent to a worker;
@@ -31,7 +33,7 @@ from dataclasses import replace
 from typing import Callable, Optional
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from .. import faults
 from .. import study as st
@@ -39,6 +41,7 @@ from ..config import run_config_from_dict, to_dict
 from ..device import DeviceGuard
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
 from ..rungs import rung_callback
+from ..space import TrialSpace
 from .common import Prepared, ProgressReporter, ensure_anchor
 
 # Kept light at import time (no torch): Ray unpickles the trainable in fresh workers, and the
@@ -52,30 +55,36 @@ Log = Callable[[str], None]
 
 def _searcher_class():
     from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
 
-    class HovitOptunaSearch(OptunaSearch):
-        def __init__(self, *args, budget: int, log: Log, interrupt: "_Interrupt", **kwargs):
-            super().__init__(*args, **kwargs)  # Tune pickles the searcher: keep live handles out of __init__
+    class HovitSearcher(Searcher):
+        """Tune's searcher interface (``suggest`` / ``on_trial_complete``, the public API for a
+        custom search algorithm) over the Optuna study itself: ask and tell on the same
+        storage, with the study's sampler, budget, duplicate rule and heartbeats."""
+
+        def __init__(self, study: optuna.Study, space: TrialSpace, budget: int, log: Log, interrupt: "_Interrupt"):
+            super().__init__()  # no metric/mode: the trial tells the study both objectives itself
+            self._study, self._space = study, space
             self._budget, self._log, self._interrupt = budget, log, interrupt
             self._reporter = ProgressReporter(budget, log)
+            self._open: dict[str, tuple[optuna.Trial, int]] = {}  # Tune's trial id -> (Optuna trial, storage id)
+            self._finished: set[str] = set()
             self._heartbeats: Optional[st.Heartbeats] = None
             self._errored: set[str] = set()  # failed in Tune, waiting for the error's reason
 
         @property
         def _beats(self) -> st.Heartbeats:
             if self._heartbeats is None:
-                self._heartbeats = st.Heartbeats(st.storage_of(self._ot_study))
+                self._heartbeats = st.Heartbeats(st.storage_of(self._study))
             return self._heartbeats
 
         def __getstate__(self):
             """Tune pickles the searcher into its experiment state (tuner.pkl): leave out the live
-            storage and study, whose URL may hold a password. Resuming never unpickles it: the
-            Optuna study is the search state."""
-            return dict(self.__dict__, _heartbeats=None, _storage=None, _ot_study=None)
+            study, its open trials and the heartbeats, whose storage URL may hold a password.
+            Resuming never unpickles it: the Optuna study is the search state."""
+            return dict(self.__dict__, _heartbeats=None, _study=None, _open={})
 
-        def suggest(self, trial_id: str):
-            study, budget = self._ot_study, self._budget
+        def suggest(self, trial_id: str) -> Optional[dict]:
+            study, budget = self._study, self._budget
             while True:
                 st.fail_stale_trials(study, self._log)
                 done, running, _ = st.counts(study)
@@ -83,40 +92,35 @@ def _searcher_class():
                     return Searcher.FINISHED
                 if done + running >= budget:
                     return None  # the rest of the budget is running: Tune asks again later
+                trial = st.ask(study)
+                faults.reached("created")
+                tid = st.trial_id(study, trial.number)
+                self._open[trial_id] = (trial, tid)
+                self._beats.add(tid)
                 try:
-                    config = super().suggest(trial_id)
+                    cfg = self._space.suggest(trial)
                 except ConfigError as exc:  # a combination the space allows but no model has: not fatal
-                    ot_trial = self._ot_trials[trial_id]
-                    ot_trial.set_user_attr("fail_reason", f"config cannot be built: {one_line(exc)}")
+                    trial.set_user_attr("fail_reason", f"config cannot be built: {one_line(exc)}")
                     self._close(trial_id, TrialState.FAIL)
                     continue
-                ot_trial = self._ot_trials[trial_id]
-                faults.reached("created")
-                self._beats.add(ot_trial._trial_id)
-                if not st.within_budget(study, ot_trial, budget):
-                    ot_trial.set_user_attr("fail_reason", "not run: other drivers took the last trials of the budget")
-                    self._close(trial_id, TrialState.FAIL)
-                    return None
-                earlier = st.duplicate_of(study, ot_trial)
-                if earlier is None:
-                    return config
-                ot_trial.set_user_attr(st.DUPLICATE_ATTR, earlier)
-                ot_trial.set_user_attr("reason", f"duplicate of trial #{earlier}: the same config is not trained again")
-                self._log(f"trial #{ot_trial.number}: same config as trial #{earlier}; recorded as its duplicate, "
-                          "not trained")
-                self._close(trial_id, TrialState.PRUNED)
+                verdict = st.admit(study, trial, budget, self._log)
+                if verdict.admitted:  # the trainable reads these two; Tune shows the parameters
+                    return {**trial.params, "optuna_trial_number": trial.number, "run_config": to_dict(cfg)}
+                self._close(trial_id, verdict.state)
+                if verdict.duplicate_of is None:
+                    return None  # the budget is taken: Tune asks again later
 
-        def _close(self, trial_id: str, state: TrialState, values=None) -> None:
-            ot_trial = self._ot_trials.pop(trial_id)
-            self._beats.discard(ot_trial._trial_id)
-            self._ot_study.tell(ot_trial, values, state=state)
+        def _close(self, trial_id: str, state: TrialState, values=None) -> FrozenTrial:
+            trial, tid = self._open.pop(trial_id)
+            self._beats.discard(tid)
+            return self._study.tell(trial, values, state=state)
 
-        def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
-            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+            if trial_id in self._finished or trial_id not in self._open:
                 return
             if self._interrupt.requested and not (result and result.get(FINAL)):
                 return  # stopped by Ctrl-C, not by the scheduler: fail_open_trials records it as interrupted
-            ot_trial = self._ot_trials[trial_id]
+            trial = self._open[trial_id][0]
             if error:  # Tune calls RecordTrialErrors.on_trial_error next, with the error: it closes the trial
                 self._errored.add(trial_id)
                 return
@@ -125,57 +129,59 @@ def _searcher_class():
             else:  # stopped early, or infeasible: never on the front
                 state, values = TrialState.PRUNED, None
                 if result and not result.get(FINAL):
-                    ot_trial.set_user_attr("reason", f"stopped early by the scheduler after epoch "
-                                                     f"{result.get('epoch', '?')}")
+                    trial.set_user_attr("reason", f"stopped early by the scheduler after epoch "
+                                                  f"{result.get('epoch', '?')}")
             self._finish(trial_id, state, values)
 
         def record_error(self, trial_id: str, reason: str) -> None:
             """A trial's task or worker failed (Tune's ``on_trial_error``): keep the reason the
             trial wrote itself (a NaN loss, out of memory), else Ray's, then tell FAIL."""
-            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            if trial_id in self._finished or trial_id not in self._open:
                 return
             self._errored.discard(trial_id)
-            ot_trial = self._ot_trials[trial_id]
-            frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            trial, tid = self._open[trial_id]
+            frozen = st.storage_of(self._study).get_trial(tid)
             if "fail_reason" not in frozen.user_attrs and frozen.state == TrialState.RUNNING:
-                ot_trial.set_user_attr("fail_reason", reason)
+                trial.set_user_attr("fail_reason", reason)
             self._finish(trial_id, TrialState.FAIL, None)
 
         def _finish(self, trial_id: str, state: TrialState, values) -> None:
-            ot_trial = self._ot_trials[trial_id]
+            trial = self._open[trial_id][0]
             faults.reached("write")
             try:
-                self._close(trial_id, state, values)
-            except Exception as exc:  # noqa: BLE001 - e.g. already failed as stale by another driver
-                self._log(f"trial #{ot_trial.number}: could not record its end ({type(exc).__name__}: {exc})")
-            self._completed_trials.add(trial_id)
-            self._reporter(self._ot_study, self._ot_study._storage.get_trial(ot_trial._trial_id))
+                frozen = self._close(trial_id, state, values)
+            except Exception as exc:  # e.g. already failed as stale by another driver: report what is stored
+                self._log(f"trial #{trial.number}: could not record its end ({type(exc).__name__}: {exc})")
+                frozen = next(t for t in self._study.get_trials(deepcopy=False) if t.number == trial.number)
+            self._finished.add(trial_id)
+            self._reporter(self._study, frozen)
 
         def save(self, checkpoint_path: str) -> None:
             """The study in the Optuna storage *is* the search state; Tune's pickled copy of live
             storage handles, samplers and closures would be neither portable nor needed."""
             import json
             with open(checkpoint_path, "w") as f:
-                json.dump({"optuna_study": self._study_name}, f)
+                json.dump({"optuna_study": self._study.study_name if self._study else None}, f)
 
         def restore(self, checkpoint_path: str) -> None:
             pass  # resume = re-run the same command: the Optuna study holds every trial
 
         def fail_open_trials(self, reason: str) -> list[int]:
+            """Tell FAIL, with ``reason``, every trial this searcher handed out that has not
+            finished; returns their numbers. Stops the heartbeat thread."""
             failed = []
-            for trial_id, ot_trial in list(self._ot_trials.items()):
-                if trial_id not in self._completed_trials:
-                    self._beats.discard(ot_trial._trial_id)
-                    frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-                    why = ("its Ray task failed (Ray gave no error)" if trial_id in self._errored else reason)
-                    if frozen.state == TrialState.RUNNING and st.fail_trial(self._ot_study, frozen, why):
-                        failed.append(ot_trial.number)
-                    self._completed_trials.add(trial_id)
+            for trial_id, (trial, tid) in list(self._open.items()):
+                if trial_id not in self._finished:
+                    self._beats.discard(tid)
+                    why = "its Ray task failed (Ray gave no error)" if trial_id in self._errored else reason
+                    if st.fail_trial(self._study, trial.number, why, tid):
+                        failed.append(trial.number)
+                    self._finished.add(trial_id)
             if self._heartbeats is not None:
                 self._heartbeats.close()
             return failed
 
-    return HovitOptunaSearch
+    return HovitSearcher
 
 
 def error_reason(trial) -> str:
@@ -187,10 +193,10 @@ def error_reason(trial) -> str:
 
         with open(trial.pickled_error_file, "rb") as f:
             exc = cloudpickle.load(f)
-    except Exception:  # noqa: BLE001 - an unreadable error file must not hide the failure
+    except Exception:  # an unreadable error file must not hide the failure
         try:
             exc = trial.get_pickled_error()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     if exc is not None:
         cause = getattr(exc, "cause", None)  # RayTaskError wraps the trainable's own exception
@@ -199,7 +205,7 @@ def error_reason(trial) -> str:
         return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     try:
         text = trial.get_error() or ""
-    except Exception:  # noqa: BLE001
+    except Exception:
         text = ""
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     return lines[-1] if lines else "its Ray task failed (Ray gave no error)"
@@ -253,16 +259,6 @@ class _Interrupt:
         return StopOnInterrupt()
 
 
-def _define_by_run(space):
-    """Tune pickles this with the searcher: it holds the space only (never the storage URL)."""
-
-    def define(trial) -> dict:
-        cfg = space.suggest(trial)
-        return {"optuna_trial_number": trial.number, "run_config": to_dict(cfg)}
-
-    return define
-
-
 def _storage_url(fallback: Optional[str]) -> str:
     url = os.environ.get(STORAGE_ENV) or fallback
     if not url:
@@ -311,7 +307,7 @@ def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
         except TrialFailed as exc:
             set_attr("fail_reason", str(exc))
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # any other crash: recorded, then Tune reports the trial as errored
             set_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise
         st.record(set_attr, result.user_attrs())
@@ -347,7 +343,18 @@ def _init_ray(address: Optional[str], storage: str, log: Log) -> bool:
     return True
 
 
+class RayExecutor:
+    """The ``ray`` executor (executors.Executor): trials on a Ray cluster, through Tune."""
+
+    name = "ray"
+
+    def run(self, prep: Prepared, log: Log) -> None:
+        run_ray(prep, log)
+
+
 def run_ray(prep: Prepared, log: Log) -> None:
+    """Run ``prep``'s remaining trials on Ray (``prep.config.ray``: address, resources, ASHA),
+    starting a local instance when no address is given."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -370,10 +377,7 @@ def run_ray(prep: Prepared, log: Log) -> None:
         ensure_anchor(prep, device, threads, log,
                       run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
         interrupt = _Interrupt()
-        searcher = _searcher_class()(
-            space=_define_by_run(prep.space), metric=["accuracy", "latency_ms"], mode=["max", "min"],
-            sampler=prep.study.sampler, study_name=prep.study_name, storage=st.open_storage(prep.storage),
-            budget=prep.trials, log=log, interrupt=interrupt)
+        searcher = _searcher_class()(prep.study, prep.space, budget=prep.trials, log=log, interrupt=interrupt)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune
         scheduler = (ASHAScheduler(time_attr="epoch", metric="val_top1_epoch", mode="max", max_t=epochs + 1,
                                    grace_period=1, reduction_factor=2) if r.asha else FIFOScheduler())

@@ -83,7 +83,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> HoViT
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input
+    except Exception as exc:  # any parse failure is bad input
         raise HovitError(f"{p}: not a safetensors file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise HovitError(f"{p}: not a hovit-nas exported model (format {meta.get('format')!r})")

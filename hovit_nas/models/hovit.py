@@ -103,6 +103,12 @@ class HoViT(nn.Module):
         self.head = NormLinear(dim, cfg.num_classes)
         self.head_dist = NormLinear(dim, cfg.num_classes)
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW leaves undecayed besides 1-D ones: LeViT's attention biases, as timm's
+        ``Levit.no_weight_decay`` (train.make_optimizer)."""
+        return {n for n, _ in self.named_parameters() if n.endswith("attention_biases")}
+
     def set_dense(self, dense: bool) -> None:
         for stage in self.stages:
             stage.dense = dense

@@ -123,7 +123,7 @@ def load_onnx(path: str | Path, device: str | torch.device = "cpu") -> OnnxModel
         raise HovitError(f"{p}: no such ONNX model")
     try:
         meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
-    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input
+    except Exception as exc:  # any parse failure is bad input
         raise HovitError(f"{p}: not an ONNX file ({type(exc).__name__})") from None
     if meta.get("format") != FORMAT:
         raise HovitError(f"{p}: not a hovit-nas ONNX export (format {meta.get('format')!r})")
