@@ -98,7 +98,7 @@ def mem():
 
 torch.set_num_threads(1)
 stages = {"start": mem()}
-s = load_data(DataSpec(path=sys.argv[1], img_size=int(sys.argv[2]), cache_dir=sys.argv[3]), log=lambda m: None)
+s = load_data(DataSpec(path=sys.argv[1], img_size=int(sys.argv[2]), cache_dir=sys.argv[3]))
 stages["opened"] = mem()
 dev = torch.device(sys.argv[4])
 n = 0
@@ -258,7 +258,7 @@ def main() -> None:
     print(f"   {', '.join(f'{s:.3f}' for s in opens)} s", flush=True)
 
     dev = torch.device(a.device)
-    splits = load_data(DataSpec(path=str(folder), img_size=a.img_size, cache_dir=cache), log=lambda m: None)
+    splits = load_data(DataSpec(path=str(folder), img_size=a.img_size, cache_dir=cache))
     print("3. delivery per core (torch 1 thread)", flush=True)
     torch.set_num_threads(1)
     d = delivery(splits.train, dev, a.batch)

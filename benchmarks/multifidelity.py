@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,11 +83,9 @@ def main() -> None:
     out = Path(a.out)
     work = out / "studies"
     work.mkdir(parents=True, exist_ok=True)
-    logf = open(out / "runs.log", "a")
-
-    def log(msg: str) -> None:
-        logf.write(msg + "\n")
-        logf.flush()
+    runs_log = logging.FileHandler(out / "runs.log")  # every trial's log lines (hovit-nas's loggers)
+    logging.getLogger("hovit_nas").addHandler(runs_log)
+    logging.getLogger("hovit_nas").setLevel(logging.INFO)
 
     dense, prune = (int(v) for v in a.epochs.split(","))
     full = dense + prune
@@ -120,14 +118,14 @@ def main() -> None:
                                study=name, storage=f"sqlite:///{db}", trials=a.trials, sampler=sampler, seed=seed,
                                device="cpu", threads=1, early_stop=rule)
             t0 = time.time()
-            prep = prepare(cfg, log)
+            prep = prepare(cfg)
             while True:  # one trial at a time until the epoch budget is spent
                 used = sum(_epochs(t) for t in prep.study.get_trials(deepcopy=False))
                 if used >= budget:
                     break
                 prep.trials = _done(prep.study) + 1
                 before = _started(prep.study)
-                run_local(prep, log)
+                run_local(prep)
                 failed = sum(t.state == TrialState.FAIL for t in prep.study.get_trials(deepcopy=False))
                 if _started(prep.study) == before or failed > 5:
                     break  # the driver would not start one, or configs keep failing
@@ -184,7 +182,7 @@ def main() -> None:
         splits = get_data(DataSpec.of(a.data, a.img_size, 0, DataOptions(max_per_split=a.max_per_split)))
         for k, t in refill:
             cfg = run_config_from_dict(t.user_attrs["config"], f"{k} trial {t.number}")
-            r = train_and_evaluate(cfg, splits, "cpu", log=None)
+            r = train_and_evaluate(cfg, splits, "cpu")
             e = t.user_attrs["stopped_at_rung"]
             retrained[(k, t.number)] = (r.val["top1"], t.user_attrs["latency_ms"])
             print(f"  retrained ({k[0]}) seed {k[1]} trial {t.number}: rung {e} recorded {t.user_attrs['rung_accuracy']:.4f}, "

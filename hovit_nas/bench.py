@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import yaml
@@ -22,6 +23,11 @@ from .device import resolve_device
 from .config import load_run_config, with_num_classes
 from .latency import calibrate, measure_latency, resolve_runtime
 from .models import BASELINES, PRESETS, count_params, create_baseline, create_hovit, export, hovit_b
+
+_log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from .config import DataOptions
 
 HOVIT_ROWS = ("hovit_b", "hovit_s", "hovit_b_attn_down", "hovit_b_dense")
 REFERENCE = "efficientnet_b0"
@@ -74,6 +80,32 @@ def _hovit_config(name: str, img_size: int, num_classes: int):
     return None
 
 
+def trainer_for(cfg: BenchConfig, data: str, options: "DataOptions", epochs: int,
+                max_steps: Optional[int]) -> tuple[Callable, int]:
+    """``bench --data``: a ``train(name, model_or_cfg) -> (model, metrics)`` for ``run_bench``,
+    and the data's class count. Every row gets the same budget: ``epochs`` dense epochs (and,
+    for HoViT, half as many pruning epochs, at least one), ``max_steps`` steps per epoch. A HoViT
+    row is trained through both phases and exported; a baseline is trained dense
+    (train.train_plain). Metrics: the test split's, plus ``val_top1``."""
+    from .config import DataSpec, TrainConfig
+    from .data import load_data
+    from .train import train_and_evaluate, train_plain
+
+    splits = load_data(DataSpec.of(data, cfg.img_size, 0, options))
+    _log.info(f"data: {splits.description} {splits.sizes}")
+    t = TrainConfig(epochs_dense=epochs, epochs_prune=max(1, epochs // 2), max_steps_per_epoch=max_steps)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    def trainer(name: str, model_or_cfg):
+        if name in PRESETS or name.endswith((".yaml", ".yml")):  # HoViT, built for the data: both phases + export
+            r = train_and_evaluate(replace(model_or_cfg, train=t), splits, cfg.device)
+            return r.exported, {**r.test, "val_top1": r.val["top1"]}
+        return model_or_cfg, train_plain(model_or_cfg, splits, t, cfg.device, name=name)
+
+    return trainer, splits.num_classes
+
+
 def row_labels(names: list[str]) -> dict[str, str]:
     """Each model's row name, unique within the table: a preset or baseline by its name; a config
     file by the study and trial it was pinned from (``pcam-cpu#20``), else by its path; a name
@@ -120,7 +152,7 @@ def bench_runtimes(cfg: BenchConfig, dev: torch.device) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def run_bench(cfg: BenchConfig, train: Optional[Callable] = None, log: Callable[[str], None] = print) -> dict:
+def run_bench(cfg: BenchConfig, train: Optional[Callable] = None) -> dict:
     """Build (optionally train) every model, then time them interleaved: ``rounds`` passes over
     all runtimes and models, ``runs`` samples each per pass, pooled per (model, runtime). Drift on
     a shared machine then hits every model alike, so the ratios to efficientnet_b0 on the same
@@ -143,8 +175,8 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None, log: Callable[
         ref = export(create_hovit(hovit_b(img_size, num_classes)))
         for rt in runtimes:
             anchors[rt] = calibrate("hovit_b", ref, img_size, runtime=rt, **kw)
-            log(f"  anchor on {rt}: exported HoViT-B calibrated at {anchors[rt].ms:.3f} ms; every model is "
-                "timed alternately with it")
+            _log.info(f"  anchor on {rt}: exported HoViT-B calibrated at {anchors[rt].ms:.3f} ms; every model is "
+                      "timed alternately with it")
     lat: dict = {}
     for r in range(rounds):
         t0 = time.time()
@@ -152,9 +184,9 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None, log: Callable[
             for name, (model, _, _) in built.items():
                 m = measure_latency(model, img_size, anchor=anchors[rt], runtime=rt, **kw)
                 lat[name, rt] = lat[name, rt].merged(m) if (name, rt) in lat else m
-        log(f"  round {r + 1}/{rounds}: " + "; ".join(
-            f"{rt}: " + ", ".join(f"{n} {lat[n, rt].median_ms:.1f}" for n in names) for rt in runtimes)
-            + f" ms ({time.time() - t0:.0f}s)")
+        _log.info(f"  round {r + 1}/{rounds}: " + "; ".join(
+                  f"{rt}: " + ", ".join(f"{n} {lat[n, rt].median_ms:.1f}" for n in names) for rt in runtimes)
+                  + f" ms ({time.time() - t0:.0f}s)")
     rows = []
     for rt in runtimes:
         ref_ms = lat[REFERENCE, rt].median_ms

@@ -6,13 +6,16 @@ Related options arrive as one typed object (``DataOptions``, ``Limits``, ``RayCo
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
 
 import click
 
+from .config import EARLY_STOP_RULES, EXECUTORS, EXPORT_FORMATS, METRICS, RUNTIMES, SAMPLERS
 from .errors import exit_status
 
 
@@ -29,12 +32,24 @@ class _Main(click.Group):
             if os.environ.get("HOVIT_NAS_DEBUG") and not isinstance(exc, KeyboardInterrupt):
                 raise
             code, line = exit_status(exc)
-            click.echo(line, err=True)
+            click.echo(_as_flags(self.get_command(ctx, ctx.invoked_subcommand or ""), line), err=True)
             sys.exit(code)
 
 
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
+def _as_flags(command: click.Command | None, line: str) -> str:
+    """Library errors name a setting as `name` (the field of its config object); on the command
+    line that is a flag: `trials` -> --trials, `latency_anchor` -> --latency-anchor/--no-latency-anchor.
+    Names the command has no option for stay as they are."""
+    flags: dict[str, str] = {}
+    for p in getattr(command, "params", []):
+        if isinstance(p, click.Option):
+            shown = "/".join(p.opts[:1] + p.secondary_opts[:1])
+            for key in [p.name, *(o.lstrip("-").replace("-", "_") for o in p.opts)]:
+                flags.setdefault(key, shown)
+    return re.sub(r"`([a-z_]+)`", lambda m: flags.get(m.group(1), m.group(0)), line)
+
+
+_log = logging.getLogger(__name__)
 
 
 def grouped(name: str, build: Callable, *options: tuple) -> Callable:
@@ -87,8 +102,13 @@ def resolve_config(config: str):
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hovit-nas")
-def main():
+@click.option("-v", "--verbose", count=True, help="More detail (-v: debug lines).")
+@click.option("-q", "--quiet", count=True, help="Less output (-q: warnings and errors only).")
+def main(verbose: int, quiet: int):
     """hovit-nas: search small, fast HoViT classifiers (accuracy vs latency)."""
+    from .logs import setup
+
+    setup(verbose, quiet)
 
 
 @main.command()
@@ -109,41 +129,15 @@ def main():
 def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epochs, batch_size, max_steps, device,
           threads, seed, out, resume):
     """Train one config: dense phase, pruning phase, export, evaluate."""
-    import torch
-
-    from .config import DataSpec, with_num_classes
-    from .data import load_data
-    from .device import resolve_device
-    from .latency import measure_latency
+    from .config import TrainOverrides
     from .metrics import macro_note
     from .models import PRESETS
-    from .train import train_and_evaluate
+    from .trial import train_run
 
-    cfg = resolve_config(config)
-    if img_size:
-        cfg.model.img_size = img_size
-    if epochs is not None:
-        cfg.train.epochs_dense, cfg.train.epochs_prune = epochs, max(1, epochs // 2) if cfg.model.pruned else 0
-    for key, val in (("epochs_dense", epochs_dense), ("epochs_prune", epochs_prune), ("batch_size", batch_size),
-                     ("max_steps_per_epoch", max_steps), ("seed", seed)):
-        if val is not None:
-            setattr(cfg.train, key, val)
-    cfg.validate()
-    splits = load_data(DataSpec.of(data, cfg.model.img_size, cfg.train.seed, data_options))
-    if config in PRESETS:  # a preset adapts to the data; a config file must match it (else exit 2)
-        adapted = with_num_classes(cfg, splits.num_classes)
-        if adapted is not cfg:
-            _log(f"preset {config}: num_classes {cfg.model.num_classes} -> {splits.num_classes} (from the data)")
-        cfg = adapted
-    _log(f"data: {splits.description} {splits.sizes}")
-    if threads:
-        torch.set_num_threads(threads)
-    out = Path(out or Path("runs") / cfg.name)
-    dev = resolve_device(device)
-    r = train_and_evaluate(cfg, splits, dev, out_dir=out, resume=resume)
-    r.latency = measure_latency(r.exported, cfg.model.img_size, device=dev, threads=threads,
-                                in_chans=cfg.model.in_chans).to_dict()
-    r.save(out / "result.json")
+    cfg = TrainOverrides(img_size, epochs, epochs_dense, epochs_prune, batch_size, max_steps, seed).apply(
+        resolve_config(config))
+    r, splits, out = train_run(cfg, data, data_options, adapt_classes=config in PRESETS, device=device,
+                               threads=threads, out_dir=out, resume=resume)
     click.echo(f"test: top1 {r.test['top1']:.4f}  f1 {r.test['f1_macro']:.4f}  recall {r.test['recall_macro']:.4f}  "
                f"precision {r.test['precision_macro']:.4f}  params {r.params_exported / 1e6:.2f} M  "
                f"latency {r.latency['median_ms']:.2f} ms  {macro_note(r.test, splits.classes)}".rstrip())
@@ -158,27 +152,11 @@ def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epoc
 def eval_cmd(model_path, data, data_options, device):
     """Evaluate an exported model (.safetensors, .onnx, or a run directory) on a dataset."""
     import json
-    from dataclasses import replace
 
-    from .config import DataSpec
-    from .data import check_num_classes, load_data
-    from .device import resolve_device
     from .metrics import macro_note
-    from .models import load_exported
-    from .train import evaluate
+    from .train import evaluate_exported
 
-    p = Path(model_path)
-    if p.is_dir():
-        p = p / "model.safetensors"
-    dev = resolve_device(device)
-    if p.suffix == ".onnx":
-        from .models.onnx import load_onnx
-        model = load_onnx(p, dev)
-    else:
-        model = load_exported(p, dev)
-    splits = load_data(DataSpec.of(data, model.config.img_size, 0, replace(data_options, augment=False)))
-    check_num_classes(splits, model.config.num_classes)
-    res = {name: evaluate(model, ds, splits.num_classes, dev) for name, ds in (("val", splits.val), ("test", splits.test))}
+    res, splits = evaluate_exported(model_path, data, data_options, device)
     for name, m in res.items():
         click.echo(f"{name}: top1 {m['top1']:.4f}  f1 {m['f1_macro']:.4f}  recall {m['recall_macro']:.4f}  "
                    f"precision {m['precision_macro']:.4f}  (n={m['n']}) {macro_note(m, splits.classes)}".rstrip())
@@ -187,7 +165,7 @@ def eval_cmd(model_path, data, data_options, device):
 
 @main.command("export")
 @click.argument("run_dir")
-@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx"]), default="safetensors", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="safetensors", show_default=True,
               help="onnx: dynamic batch axis, checked against PyTorch with onnxruntime on export.")
 @click.option("--out", "out", default=None, help="Output file (default RUN_DIR/model.safetensors or model.onnx).")
 def export_cmd(run_dir, fmt, out):
@@ -241,41 +219,17 @@ def _bench_config(**v):
 @click.option("--out", "out", default="results/bench", show_default=True)
 def bench(cfg, data, data_options, epochs, max_steps, out):
     """The paper's Table 1 structure: params, latency, ratio to efficientnet_b0 (+ accuracy with --data)."""
-    from .bench import format_table, run_bench, write_report
+    from .bench import format_table, run_bench, trainer_for, write_report
 
     trainer = None
     if data is not None:
-        trainer, cfg.num_classes = _bench_trainer(cfg, data, data_options, epochs or 2, max_steps)
-    _log(f"bench: {cfg.img_size} px, batch {cfg.batch}, device {cfg.device}")
-    report = run_bench(cfg, trainer, log=_log)
+        trainer, cfg.num_classes = trainer_for(cfg, data, data_options, epochs or 2, max_steps)
+    _log.info(f"bench: {cfg.img_size} px, batch {cfg.batch}, device {cfg.device}")
+    report = run_bench(cfg, trainer)
     report["command"] = "hovit-nas " + " ".join(sys.argv[1:])
     click.echo(format_table(report))
     js, cs = write_report(report, out)
     click.echo(f"wrote {js} and {cs}")
-
-
-def _bench_trainer(cfg, data, data_options, epochs, max_steps):
-    from dataclasses import replace
-
-    from .config import DataSpec, TrainConfig
-    from .data import load_data
-    from .models import PRESETS
-    from .train import train_and_evaluate, train_plain
-
-    splits = load_data(DataSpec.of(data, cfg.img_size, 0, data_options))
-    _log(f"data: {splits.description} {splits.sizes}")
-    t = TrainConfig(epochs_dense=epochs, epochs_prune=max(1, epochs // 2), max_steps_per_epoch=max_steps)
-    if cfg.threads:
-        import torch
-        torch.set_num_threads(cfg.threads)
-
-    def trainer(name, model_or_cfg):
-        if name in PRESETS or name.endswith((".yaml", ".yml")):  # HoViT, built for the data: both phases + export
-            r = train_and_evaluate(replace(model_or_cfg, train=t), splits, cfg.device, log=_log)
-            return r.exported, {**r.test, "val_top1": r.val["top1"]}
-        return model_or_cfg, train_plain(model_or_cfg, splits, t, cfg.device, name=name, log=_log)
-
-    return trainer, splits.num_classes
 
 
 def _quiet_optuna() -> None:
@@ -314,17 +268,17 @@ def ray_options(*extra: tuple) -> Callable:
 @click.option("--space", default="hovit", show_default=True, help="Space name (search_spaces/NAME.yaml) or file.")
 @data_option
 @data_options
-@click.option("--study", "study_name", default=None, help="Study name (default: the space's; '<space>-builtin' "
+@click.option("--study", "study", default=None, help="Study name (default: the space's; '<space>-builtin' "
                                                           "on the built-in data). An existing study is resumed.")
 @click.option("--storage", default=None, envvar="HOVIT_NAS_STORAGE", show_envvar=True,
               help="SQLAlchemy URL (default sqlite:///studies/<study>/study.db).")
 @click.option("--trials", type=int, default=None, help="Finished trials wanted in the study, in total (>= 1).")
 @click.option("--timeout", type=float, default=None, help="Stop starting trials after S seconds.")
-@click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random"]), default="nsga2", show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="nsga2", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads per trial.")
-@click.option("--metric", type=click.Choice(["top1", "f1_macro"]), default="top1", show_default=True)
+@click.option("--metric", type=click.Choice(METRICS), default="top1", show_default=True)
 @grouped(
     "limits", _limits,
     (("--max-latency",), "max_latency_ms", dict(type=float, default=None,
@@ -334,36 +288,30 @@ def ray_options(*extra: tuple) -> Callable:
 @click.option("--latency-batch", type=int, default=None, help="Batch size of the latency objective (space default 1).")
 @click.option("--latency-anchor/--no-latency-anchor", default=None,
               help="Time each candidate alternately with HoViT-B, cancelling machine drift (space default: on).")
-@click.option("--runtime", "--runtimes", "runtime", type=click.Choice(["auto", "torch", "onnxruntime"]), default=None,
+@click.option("--runtime", "--runtimes", "runtime", type=click.Choice(RUNTIMES), default=None,
               help="Where latency is timed: onnxruntime, torch (eager), or auto = onnxruntime on CPU, torch on "
                    "CUDA (space default: auto). A study keeps its runtime.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @ray_options(
     (("--asha-accuracy-only", "--asha"), "asha",
      dict(is_flag=True, help="Ray only: Ray Tune's ASHA scheduler, which ranks by validation accuracy ALONE "
                              "(latency ignored, so it favours slow, accurate models); stopped trials are PRUNED. "
                              "--early-stop pareto also weighs latency.")),
 )
-@click.option("--early-stop", type=click.Choice(["none", "pareto", "accuracy"]), default=None,
+@click.option("--early-stop", type=click.Choice(EARLY_STOP_RULES), default=None,
               help="Successive halving, both executors: at rungs (epochs r, r*eta, ...) a trial continues only in "
                    "the top 1/eta of the trials that reached the rung, ranked by (val top1, latency) [pareto] or "
                    "val top1 alone [accuracy]; stopped trials are PRUNED. Default: the study's, else the space's "
                    "(none).")
 @click.option("--rung-min-epochs", type=int, default=None, help="First rung r, in epochs (space default 1).")
 @click.option("--rung-eta", type=int, default=None, help="Reduction factor eta between rungs (space default 3).")
-def search(space, data, data_options, study_name, storage, trials, timeout, sampler, seed, device, threads, metric,
-           limits, latency_batch, latency_anchor, runtime, executor, ray, early_stop, rung_min_epochs, rung_eta):
+def search(**options):
     """Multi-objective search (accuracy up, latency down); HoViT-B is always the first trial."""
     from .config import SearchConfig
     from .search import run_search
 
     _quiet_optuna()
-    cfg = SearchConfig(space=space, data=data, data_options=data_options, study=study_name, storage=storage,
-                       trials=trials, timeout=timeout, sampler=sampler, seed=seed, device=device, threads=threads,
-                       metric=metric, limits=limits, latency_batch=latency_batch, latency_anchor=latency_anchor,
-                       runtime=runtime, executor=executor, ray=ray, early_stop=early_stop,
-                       rung_min_epochs=rung_min_epochs, rung_eta=rung_eta)
-    run_search(cfg, log=_log)
+    run_search(SearchConfig(**options))  # every option is a SearchConfig field of the same name
 
 
 @main.command()
@@ -376,7 +324,7 @@ def search(space, data, data_options, study_name, storage, trials, timeout, samp
 @click.option("--seeds", type=int, default=3, show_default=True, help="Further seeds per candidate (>= 2).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads per run.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @ray_options()
 def confirm(study_name, storage, data, data_options, top_k, seeds, device, threads, executor, ray):
     """Retrain the top-k front trials and HoViT-B over further seeds (study <study>-confirm), so
@@ -388,7 +336,7 @@ def confirm(study_name, storage, data, data_options, top_k, seeds, device, threa
     name, url = st.resolve_study(study_name, storage)
     cfg = ConfirmConfig(study=name, storage=st.absolute_url(url), data=data, data_options=data_options, top_k=top_k,
                         seeds=seeds, device=device, threads=threads, executor=executor, ray=ray)
-    run_confirm(cfg, _log)
+    run_confirm(cfg)
     parent = st.load(name, url)
     click.echo(format_table(confirmed(parent), parent.user_attrs.get("metric", "top1")))
     click.echo(f"next: {st.command('hovit-nas', 'pin', '--study', name, storage=url)}")

@@ -330,6 +330,7 @@ class Limits:
 METRICS = ("top1", "f1_macro")
 SAMPLERS = ("nsga2", "tpe", "random")
 EXECUTORS = ("local", "ray")
+EXPORT_FORMATS = ("safetensors", "onnx")
 
 
 @dataclass
@@ -360,7 +361,7 @@ class SearchConfig:
 
     def validate(self) -> "SearchConfig":
         if self.trials is not None and (isinstance(self.trials, bool) or self.trials < 1):
-            raise ConfigError(f"--trials must be >= 1 (or omitted for the space's default), got {self.trials}")
+            raise ConfigError(f"`trials` must be >= 1 (or omitted for the space's default), got {self.trials}")
         for name, value, allowed in (("metric", self.metric, METRICS), ("sampler", self.sampler, SAMPLERS),
                                      ("executor", self.executor, EXECUTORS),
                                      ("runtime", self.runtime or "auto", RUNTIMES),
@@ -368,17 +369,17 @@ class SearchConfig:
             if value not in allowed:
                 raise ConfigError(f"unknown {name} {value!r}; one of {', '.join(allowed)}")
         if self.latency_batch is not None and self.latency_batch < 1:
-            raise ConfigError(f"--latency-batch must be >= 1, got {self.latency_batch}")
+            raise ConfigError(f"`latency_batch` must be >= 1, got {self.latency_batch}")
         if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+            raise ConfigError(f"`threads` must be >= 1, got {self.threads}")
         if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"--timeout must be > 0, got {self.timeout}")
+            raise ConfigError(f"`timeout` must be > 0, got {self.timeout}")
         if self.rung_min_epochs is not None and self.rung_min_epochs < 1:
-            raise ConfigError(f"--rung-min-epochs must be >= 1, got {self.rung_min_epochs}")
+            raise ConfigError(f"`rung_min_epochs` must be >= 1, got {self.rung_min_epochs}")
         if self.rung_eta is not None and self.rung_eta < 2:
-            raise ConfigError(f"--rung-eta must be >= 2, got {self.rung_eta}")
+            raise ConfigError(f"`rung_eta` must be >= 2, got {self.rung_eta}")
         if self.ray.asha and self.early_stop not in (None, "none"):
-            raise ConfigError("--asha (Ray's scheduler, accuracy alone) and --early-stop both stop trials early; "
+            raise ConfigError("`asha` (Ray's scheduler, accuracy alone) and `early_stop` both stop trials early; "
                               "choose one")
         return self
 
@@ -498,3 +499,32 @@ def save_run_config(cfg: RunConfig, path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(dump_run_config(cfg))
     return p
+
+
+@dataclass
+class TrainOverrides:
+    """What ``hovit-nas train`` may change in a run config (None: keep the config's).
+
+    ``epochs`` is a shortcut: that many dense epochs and half as many pruning epochs (at least
+    one; none for a config without pruning)."""
+
+    img_size: Optional[int] = None
+    epochs: Optional[int] = None
+    epochs_dense: Optional[int] = None
+    epochs_prune: Optional[int] = None
+    batch_size: Optional[int] = None
+    max_steps_per_epoch: Optional[int] = None
+    seed: Optional[int] = None
+
+    def apply(self, cfg: RunConfig) -> RunConfig:
+        """A validated copy of ``cfg`` with these overrides; ConfigError names a bad value."""
+        model, train = cfg.model, cfg.train
+        if self.img_size:
+            model = dataclasses.replace(model, img_size=self.img_size)
+        if self.epochs is not None:
+            train = dataclasses.replace(train, epochs_dense=self.epochs,
+                                        epochs_prune=max(1, self.epochs // 2) if model.pruned else 0)
+        train = dataclasses.replace(train, **{k: v for k, v in (
+            ("epochs_dense", self.epochs_dense), ("epochs_prune", self.epochs_prune), ("batch_size", self.batch_size),
+            ("max_steps_per_epoch", self.max_steps_per_epoch), ("seed", self.seed)) if v is not None})
+        return dataclasses.replace(cfg, model=model, train=train).validate()

@@ -18,7 +18,7 @@ import logging
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -33,7 +33,6 @@ from .errors import HovitError
 if TYPE_CHECKING:
     from .executors.common import Prepared
 
-Log = Callable[[str], None]
 SUFFIX = "-confirm"
 _log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class ConfirmConfig:
 
     def validate(self) -> "ConfirmConfig":
         if self.top_k < 1 or self.seeds < 2:
-            raise HovitError(f"--top-k must be >= 1 and --seeds >= 2 (a spread needs two), got {self.top_k}, "
+            raise HovitError(f"`top_k` must be >= 1 and `seeds` >= 2 (a spread needs two), got {self.top_k}, "
                              f"{self.seeds}")
         return self
 
@@ -98,7 +97,7 @@ class ConfirmSpace:
         return cfg
 
 
-def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
+def prepare(cfg: ConfirmConfig) -> "Prepared":
     from .executors.common import Prepared  # the heavy part (torch); pareto/pin only read figures
     from .trial import TrialSpec, get_data
 
@@ -113,7 +112,7 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
     splits = get_data(data)
     if splits.description != a.get("data"):
         raise HovitError(f"study {cfg.study!r} was searched on {a.get('data')}, not {splits.description}; "
-                         "pass the search's --data (and split options)")
+                         "pass the search's `data` (and split options)")
     configs = {n: with_num_classes(c, splits.num_classes) for n, c in configs.items()}
     latency = from_dict(LatencyConfig, space_def.get("latency") or {}, "latency")
     latency.batch = a.get("latency_batch", latency.batch)
@@ -134,10 +133,10 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
     study, created = st.create_or_load(name, cfg.storage, optuna.samplers.RandomSampler(), attrs, pairs,
                                        add_missing=True)
     trials = len(pairs)
-    log(f"confirmation study {name!r} in {st.shown(cfg.storage)} ({'created' if created else 'resumed'}): "
-        f"{len(cands)} candidates (trials {', '.join(str(t.number) for t in cands)}) x seeds {cfg.seed_list}; "
-        f"{st.finished_count(study)}/{trials} runs done")
-    st.fail_stale_trials(study, log)
+    _log.info(f"confirmation study {name!r} in {st.shown(cfg.storage)} ({'created' if created else 'resumed'}): "
+              f"{len(cands)} candidates (trials {', '.join(str(t.number) for t in cands)}) x seeds {cfg.seed_list}; "
+              f"{st.finished_count(study)}/{trials} runs done")
+    st.fail_stale_trials(study)
     space = ConfirmSpace(configs, cfg.seed_list)
     search = SearchConfig(study=name, storage=cfg.storage, device=cfg.device, threads=cfg.threads,
                           metric=attrs["metric"], executor=cfg.executor, ray=cfg.ray)
@@ -147,14 +146,14 @@ def prepare(cfg: ConfirmConfig, log: Log) -> "Prepared":
                     st.study_dir(cfg.study, cfg.storage))
 
 
-def run_confirm(cfg: ConfirmConfig, log: Log) -> "Prepared":
+def run_confirm(cfg: ConfirmConfig) -> "Prepared":
     """Create or resume the linked study and run its executor; storage failures are one line
     (StorageError), as in ``search.run_search``."""
     from .executors import dispatch
 
-    prep = prepare(cfg, log)
+    prep = prepare(cfg)
     with st.storage_errors(prep.storage):
-        dispatch(prep, log)
+        dispatch(prep)
     return prep
 
 

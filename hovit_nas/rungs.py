@@ -20,16 +20,19 @@ did reach the rung) and no decision; its trial is failed by the heartbeat like a
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import optuna
 
-from . import faults
+from . import faults, logs
 from .config import EarlyStop
 from .dominance import fronts
 from .errors import ConfigError, TrialStopped
+
+_log = logging.getLogger(__name__)
 
 RUNG_PREFIX = "rung_"
 
@@ -177,7 +180,7 @@ def rung_records(storage: optuna.storages.BaseStorage, study_id: int, epoch: int
 
 
 def rung_callback(storage: optuna.storages.BaseStorage, study_id: int, trial_id: int, early_stop: EarlyStop,
-                  epochs: int, log: Optional[Callable[[str], None]] = None) -> Optional[Callable[[dict], None]]:
+                  epochs: int) -> Optional[Callable[[dict], None]]:
     """A trial's ``on_epoch`` for successive halving (None when the rule is ``none`` or the
     budget of ``epochs`` has no rung): at a rung it writes its record, ranks by the rule
     (``rule_for(early_stop.rule)``), writes the decision, and raises TrialStopped unless
@@ -201,8 +204,7 @@ def rung_callback(storage: optuna.storages.BaseStorage, study_id: int, trial_id:
         storage.set_trial_user_attr(trial_id, decision_key(epoch), d.to_dict())
         line = (f"rung at epoch {epoch}: val top1 {acc:.4f} @ {lat:.2f} ms ranks {d.rank + 1} of {d.n} by "
                 f"{rule.ranks_by}; the top {d.keep} continue")
-        if log is not None:
-            log(line)
+        _log.info(" ".join(filter(None, (logs.tag(""), line))))
         if not d.promote:
             raise TrialStopped(f"stopped at the rung at epoch {epoch}: val top1 {acc:.4f} @ {lat:.2f} ms ranked "
                                f"{d.rank + 1} of {d.n} by {rule.ranks_by} ({rule.name} successive halving, top "

@@ -1,9 +1,8 @@
 """The dispatcher: resolve the space, data and study, then hand the trials to an executor."""
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import replace
-from typing import Callable
 
 from . import study as st
 from .config import DataSpec, EarlyStop, SearchConfig, from_dict, to_dict, with_num_classes
@@ -16,17 +15,17 @@ from .errors import ConfigError
 from .space import load_space
 from .trial import TrialSpec, get_data
 
-Log = Callable[[str], None]
+_log = logging.getLogger(__name__)
 
 
-def prepare(cfg: SearchConfig, log: Log) -> Prepared:
+def prepare(cfg: SearchConfig) -> Prepared:
     cfg.validate()
     space = load_space(cfg.space)
     builtin = cfg.data is None
     if builtin:
         space = space.with_builtin_budget()
-        log(f"data: built-in digits (scikit-learn load_digits, 8x8 upsampled to {space.base.model.img_size} px) "
-            f"with the space's builtin_data budget; pass --data for your dataset")
+        _log.info(f"data: built-in digits (scikit-learn load_digits, 8x8 upsampled to {space.base.model.img_size} px) "
+                  f"with the space's builtin_data budget; pass --data for your dataset")
     name = st.check_study_name(cfg.study or (f"{space.name}-builtin" if builtin else space.name))
     storage = st.absolute_url(cfg.storage or st.default_storage(name))
     with st.storage_errors(storage):  # before any work: a foreign study, a full or read-only storage
@@ -58,16 +57,16 @@ def prepare(cfg: SearchConfig, log: Log) -> Prepared:
         pop = study.user_attrs.get("population", attrs["population"])
         study.sampler = st.make_sampler(cfg.sampler, st.driver_seed(cfg.seed, created), pop, constraints)
     out_dir = st.study_dir(name, storage)
-    log(f"study {name!r} in {st.shown(storage)} ({'created' if created else 'resumed'}; "
-        f"{st.finished_count(study)}/{trials} trials done); artefacts in {out_dir}")
-    st.fail_stale_trials(study, log)
-    log(f"data: {splits.description} {splits.sizes}; objectives: val {cfg.metric} (max), "
-        f"latency ms at batch {latency.batch} on {latency.runtime} (min)")
+    _log.info(f"study {name!r} in {st.shown(storage)} ({'created' if created else 'resumed'}; "
+              f"{st.finished_count(study)}/{trials} trials done); artefacts in {out_dir}")
+    st.fail_stale_trials(study)
+    _log.info(f"data: {splits.description} {splits.sizes}; objectives: val {cfg.metric} (max), "
+              f"latency ms at batch {latency.batch} on {latency.runtime} (min)")
     if early_stop.active:
         t = space.base.train
-        log(f"early stopping: {early_stop.rule} successive halving, rungs at epochs "
-            f"{early_stop.rungs(t.epochs_dense + t.epochs_prune)} of {t.epochs_dense + t.epochs_prune}; the top "
-            f"1/{early_stop.eta} at each continue, ranked by {rule_for(early_stop.rule).method}")
+        _log.info(f"early stopping: {early_stop.rule} successive halving, rungs at epochs "
+                  f"{early_stop.rungs(t.epochs_dense + t.epochs_prune)} of {t.epochs_dense + t.epochs_prune}; the top "
+                  f"1/{early_stop.eta} at each continue, ranked by {rule_for(early_stop.rule).method}")
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads, metric=cfg.metric,
                          latency=latency, limits=cfg.limits)
     return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop,
@@ -81,12 +80,12 @@ def resolve_early_stop(cfg: SearchConfig, space_rule: EarlyStop, recorded: dict 
     es = EarlyStop(cfg.early_stop or base.rule, cfg.rung_min_epochs or base.min_epochs, cfg.rung_eta or base.eta)
     es.validate("early stopping")
     if es.active and cfg.ray.asha:
-        raise ConfigError("--asha (Ray's scheduler, accuracy alone) and successive halving "
+        raise ConfigError("`asha` (Ray's scheduler, accuracy alone) and successive halving "
                           f"(early_stop: {es.rule}) both stop trials early; choose one")
     return es
 
 
-def run_search(cfg: SearchConfig, log: Log | None = None) -> Prepared:
+def run_search(cfg: SearchConfig) -> Prepared:
     """Prepare the study and run the executor.
 
     Raises:
@@ -94,10 +93,9 @@ def run_search(cfg: SearchConfig, log: Log | None = None) -> Prepared:
             naming it; the study stays intact and the same command resumes it.
         HovitError: bad input (space, data, options, a foreign study), one line.
     """
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    prep = prepare(cfg, log)
+    prep = prepare(cfg)
     with st.storage_errors(prep.storage):
-        dispatch(prep, log)
+        dispatch(prep)
     hint = st.command("hovit-nas", "pareto", "--study", prep.study_name, storage=prep.storage)
-    log(f"done: {st.finished_count(prep.study)} finished trials in study {prep.study_name!r}; see `{hint}`")
+    _log.info(f"done: {st.finished_count(prep.study)} finished trials in study {prep.study_name!r}; see `{hint}`")
     return prep

@@ -16,11 +16,11 @@ place that reaches into Optuna's internals).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -44,7 +44,7 @@ ANCHOR_ATTR = "latency_anchor"  # latency.Calibration as a dict: see executors/c
 DUPLICATE_ATTR = "duplicate_of"
 CONFIRMS_ATTR = "confirms"  # a confirmation run (confirm.py): the search trial it retrains
 REQUEUED_ATTRS = (FIXED_POINT_ATTR, CONFIRMS_ATTR, "seed")  # enqueued work that must complete once
-Log = Callable[[str], None]
+_log = logging.getLogger(__name__)
 # We drive ask/tell ourselves and run our own heartbeat thread (Heartbeats below), which is what
 # Optuna warns about when a heartbeat storage is used outside Study.optimize: see ask().
 ASK_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize"
@@ -463,11 +463,11 @@ def check_compatible(study: optuna.Study, attrs: dict) -> None:
         have.setdefault("latency_runtime", "torch")
     for key in COMPATIBLE:
         if key in attrs and key in have and have[key] != attrs[key]:
-            hint = {"latency_anchored": " (or --latency-anchor/--no-latency-anchor to match)",
-                    "latency_runtime": f" (or --runtime {have[key]} to match)",
-                    "early_stop": " (or --early-stop/--rung-min-epochs/--rung-eta to match)"}.get(key, "")
+            hint = {"latency_anchored": " (or set `latency_anchor` to match)",
+                    "latency_runtime": f" (or `runtime` {have[key]} to match)",
+                    "early_stop": " (or `early_stop`/`rung_min_epochs`/`rung_eta` to match)"}.get(key, "")
             raise HovitError(f"study {study.study_name!r} was created with {key}={_short(have[key])}, not "
-                             f"{_short(attrs[key])}; use --study NEW_NAME for a new study{hint}")
+                             f"{_short(attrs[key])}; use `study` NEW_NAME for a new study{hint}")
 
 
 def _short(v) -> str:
@@ -500,9 +500,9 @@ def fail_trial(study: optuna.Study, number: int, reason: str, tid: Optional[int]
     return True
 
 
-def fail_stale_trials(study: optuna.Study, log: Log | None = None) -> list[int]:
+def fail_stale_trials(study: optuna.Study) -> list[int]:
     """Fail the trials whose owner stopped beating (a dead driver or worker, on any host) and
-    return their numbers; ``log`` gets one line each."""
+    return their numbers, each logged on one line."""
     storage = storage_of(study)
     grace = storage.grace_period
     failed = []
@@ -511,10 +511,9 @@ def fail_stale_trials(study: optuna.Study, log: Log | None = None) -> list[int]:
         if t.state == TrialState.RUNNING and fail_trial(study, t.number, f"stale: no heartbeat for over {grace} s "
                                                                          "(its driver or worker died)", tid):
             failed.append(t.number)
-            if log:
-                log(f"trial #{t.number} was left RUNNING by a dead driver (no heartbeat for over {grace} s): "
-                    "marked FAIL" + ("; HoViT-B queued again" if FIXED_POINT_ATTR in t.user_attrs else
-                                     "; queued again" if CONFIRMS_ATTR in t.user_attrs else ""))
+            _log.info(f"trial #{t.number} was left RUNNING by a dead driver (no heartbeat for over {grace} s): "
+                      "marked FAIL" + ("; HoViT-B queued again" if FIXED_POINT_ATTR in t.user_attrs else
+                      "; queued again" if CONFIRMS_ATTR in t.user_attrs else ""))
     return failed
 
 
@@ -544,8 +543,8 @@ class Heartbeats:
                 try:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as exc:  # any storage hiccup: it must not kill the trial
-                    print(f"heartbeat for trial id {trial_id} failed: {storage_cause(exc) or type(exc).__name__}",
-                          file=sys.stderr)
+                    _log.warning(f"heartbeat for trial id {trial_id} failed: "
+                                 f"{storage_cause(exc) or type(exc).__name__}")
 
     def close(self) -> None:
         self._stop.set()
@@ -606,7 +605,7 @@ class Admission:
         return self.state is None
 
 
-def admit(study: optuna.Study, trial: optuna.Trial, budget: int, log: Log | None = None) -> Admission:
+def admit(study: optuna.Study, trial: optuna.Trial, budget: int) -> Admission:
     """The one check both executors make before a trial trains, after its parameters are
     suggested: first the budget (``within_budget``: the lowest trial numbers win the last
     slots, a fixed point always runs), then a duplicate (``duplicate_of``: the same parameters
@@ -623,8 +622,7 @@ def admit(study: optuna.Study, trial: optuna.Trial, budget: int, log: Log | None
     reason = f"duplicate of trial #{earlier}: the same config is not trained again"
     trial.set_user_attr(DUPLICATE_ATTR, earlier)
     trial.set_user_attr("reason", reason)
-    if log is not None:
-        log(f"trial #{trial.number}: same config as trial #{earlier}; recorded as its duplicate, not trained")
+    _log.info(f"trial #{trial.number}: same config as trial #{earlier}; recorded as its duplicate, not trained")
     return Admission(TrialState.PRUNED, reason, earlier)
 
 
@@ -666,17 +664,17 @@ def resolve_study(study: Optional[str], storage: Optional[str]) -> tuple[str, st
         names = _searches([s.study_name for s in
                            optuna.get_all_study_summaries(storage=open_storage(storage, create=False))])
         if len(names) != 1:
-            raise HovitError(f"storage holds {len(names)} studies ({', '.join(names) or 'none'}); pass --study")
+            raise HovitError(f"storage holds {len(names)} studies ({', '.join(names) or 'none'}); pass `study`")
         return names[0], storage
     if study:
         url = default_storage(study)  # checks the name: it must stay under ./studies
         if not Path(url.removeprefix("sqlite:///")).is_file():
-            raise HovitError(f"no study {study!r} at {url}; pass --storage URL")
+            raise HovitError(f"no study {study!r} at {url}; pass `storage` URL")
         return study, url
     found = find_studies()
     if len(found) != 1:
         raise HovitError(f"found {len(found)} studies under ./studies "
-                         f"({', '.join(n for n, _ in found) or 'none'}); pass --study NAME and/or --storage URL")
+                         f"({', '.join(n for n, _ in found) or 'none'}); pass `study` NAME and/or `storage` URL")
     return found[0]
 
 

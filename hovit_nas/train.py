@@ -9,19 +9,20 @@ the same number of epochs. One checkpoint per epoch; ``resume=True`` continues f
 from __future__ import annotations
 
 import json
+import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from timm.optim import param_groups_weight_decay
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.utils import random_seed
 from torch import nn
 
+from . import logs
 from .config import RunConfig, TrainConfig, dump_run_config, run_config_from_dict, to_dict
 from .data import Batches, Images, Splits, check_num_classes
 from .device import NO_GUARD, DeviceGuard, resolve_device
@@ -32,7 +33,10 @@ from .models.gating import gates
 from .progress import Bar
 
 CHECKPOINT = "checkpoint.pt"
-Log = Callable[[str], None]
+_log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from .config import DataOptions
 
 
 @dataclass
@@ -81,8 +85,9 @@ def make_schedule(opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int, 
 
 
 def make_optimizer(model: nn.Module, t: TrainConfig, gate_lr_mult: Optional[float] = None) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters, with timm's weight-decay rule
-    (``timm.optim.param_groups_weight_decay``, what ``create_optimizer_v2`` applies): decay
+    """AdamW from timm's ``create_optimizer_v2`` over the model's trainable parameters, with
+    timm's weight-decay rule (``timm.optim.param_groups_weight_decay``, what that factory applies
+    to a model): decay
     ``t.weight_decay`` on weight matrices and convolution kernels only -- none on 1-D
     parameters (BatchNorm weights and biases, the gates' logits), on biases, nor on what
     ``model.no_weight_decay()`` names (LeViT's attention biases, as timm's ``Levit`` lists
@@ -96,7 +101,8 @@ def make_optimizer(model: nn.Module, t: TrainConfig, gate_lr_mult: Optional[floa
         groups = [dict(g, params=[p for p in g["params"] if id(p) not in ids]) for g in groups]
         groups = [g for g in groups if g["params"]] + [{"params": logits, "lr": t.lr * gate_lr_mult,
                                                          "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+    # timm's factory on explicit groups: the same torch AdamW, so older checkpoints' state loads
+    return create_optimizer_v2(groups, opt="adamw", lr=t.lr, weight_decay=t.weight_decay)
 
 
 def _optimizer(model: nn.Module, cfg: RunConfig, phase: str, total_steps: int):
@@ -223,15 +229,9 @@ def _check_finite(first_bad: torch.Tensor, bad_loss: torch.Tensor, phase: str, e
                           f"step {bad + 1}")
 
 
-def _log_default(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def train_plain(model: nn.Module, splits: Splits, t: TrainConfig, device, log: Optional[Log] = None,
-                name: str = "model") -> dict:
+def train_plain(model: nn.Module, splits: Splits, t: TrainConfig, device, name: str = "model") -> dict:
     """Dense training of any classifier (the timm baselines in ``bench --data``): test metrics,
     plus the validation top-1 as ``val_top1``."""
-    log = log or _log_default
     dev = resolve_device(device)
     random_seed(t.seed)
     model.to(dev)
@@ -241,14 +241,14 @@ def train_plain(model: nn.Module, splits: Splits, t: TrainConfig, device, log: O
     loop = Loop(model, loader, splits.val, splits.num_classes, opt, None, t, dev)
     loop.sched = make_schedule(opt, t, loop.steps * epochs, int(t.warmup_epochs * loop.steps))
     fit_epochs(loop, "dense", epochs,
-               end_epoch=lambda r: log(f"[{name}] epoch {r['epoch']}/{r['epochs']}  loss {r['loss']:.4f}  "
-                                       f"val {r['val_top1']:.3f}  ({r['s']:.1f}s)"))
+               end_epoch=lambda r: _log.info(f"{logs.tag(f'[{name}]')} epoch {r['epoch']}/{r['epochs']}  loss "
+                                             f"{r['loss']:.4f}  val {r['val_top1']:.3f}  ({r['s']:.1f}s)"))
     val = evaluate(model, splits.val, splits.num_classes, dev)
     return {**evaluate(model, splits.test, splits.num_classes, dev), "val_top1": val["top1"]}
 
 
 def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = NO_GUARD,
-        out: Optional[Path] = None, resume: bool = False, log: Log = _log_default,
+        out: Optional[Path] = None, resume: bool = False,
         on_epoch: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
     """Both phases (dense, then gates + LoRA), one checkpoint per epoch under ``out``; returns
     the trained (unexported) model and the per-epoch history."""
@@ -261,7 +261,7 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
     if resume:
         state = _load_checkpoint(out, cfg)
         start_phase, start_epoch, history = state["phase_idx"], state["epoch"], state["history"]
-        log(f"resuming {cfg.name} at phase {phases[start_phase][0]} epoch {start_epoch}")
+        _log.info(f"resuming {cfg.name} at phase {phases[start_phase][0]} epoch {start_epoch}")
 
     t = cfg.train
     for phase_idx, (phase, epochs) in enumerate(phases):
@@ -280,7 +280,7 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
                 loop.opt.load_state_dict(state["optim"])
             except ValueError:  # its parameter groups differ: written before weight decay skipped 1-D params
                 raise HovitError(f"{out / CHECKPOINT}: written by an older hovit-nas whose optimizer had other "
-                                 "parameter groups; train again without --resume") from None
+                                 "parameter groups; train again without `resume`") from None
             loop.sched.load_state_dict(state["sched"])
             torch.set_rng_state(state["rng"])
             loader_gen.set_state(state["loader_rng"])
@@ -295,8 +295,8 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
             if rec["phase"] == "prune" and gates(model):
                 rec["tau"] = gates(model)[0].tau
             history.append(rec)
-            log(f"[{cfg.name}] {rec['phase']} epoch {rec['epoch']}/{rec['epochs']}  loss {rec['loss']:.4f}  "
-                f"train {rec['train_top1']:.3f}  val {rec['val_top1']:.3f}  ({rec['s']:.1f}s)")
+            _log.info(f"{logs.tag(f'[{cfg.name}]')} {rec['phase']} epoch {rec['epoch']}/{rec['epochs']}  loss "
+                      f"{rec['loss']:.4f}  train {rec['train_top1']:.3f}  val {rec['val_top1']:.3f}  ({rec['s']:.1f}s)")
             if out is not None:
                 _save_checkpoint(out, cfg, model, _loop.opt, _loop.sched, _gen, _phase_idx, rec["epoch"], history)
             if on_epoch is not None:
@@ -308,16 +308,14 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
 
 def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.device | None = "auto", *,
                        out_dir: str | Path | None = None, resume: bool = False, guard: DeviceGuard = NO_GUARD,
-                       log: Optional[Log] = _log_default,
                        on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """Train (both phases), export, evaluate val/test; with ``out_dir``, write the run's files.
     Latency is the caller's: it is a property of the exported model (``result.exported``)."""
     t_start = time.time()
-    log = log or (lambda _m: None)
     check_num_classes(splits, cfg.model.num_classes)
     dev = resolve_device(device)
     out = Path(out_dir) if out_dir else None
-    model, history = fit(cfg, splits, dev, guard, out, resume, log, on_epoch)
+    model, history = fit(cfg, splits, dev, guard, out, resume, on_epoch)
     with guard.shared():
         deployed = export(model)
     val = evaluate(deployed, splits.val, cfg.model.num_classes, dev, guard)
@@ -329,8 +327,8 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
     result.exported = deployed  # not serialised: for callers that keep using the model
     if out is not None:
         save_run(out, result, cfg)
-    log(f"[{cfg.name}] exported {result.params_exported / 1e6:.2f} M params; val top1 {val['top1']:.4f} "
-        f"test top1 {test['top1']:.4f} f1 {test['f1_macro']:.4f}")
+    _log.info(f"{logs.tag(f'[{cfg.name}]')} exported {result.params_exported / 1e6:.2f} M params; val top1 {val['top1']:.4f} "
+              f"test top1 {test['top1']:.4f} f1 {test['f1_macro']:.4f}")
     return result
 
 
@@ -368,13 +366,13 @@ def _save_checkpoint(out: Path, cfg, model, opt, sched, loader_gen, phase_idx, e
 
 def _load_checkpoint(out: Optional[Path], cfg: RunConfig) -> dict:
     if out is None:
-        raise HovitError("--resume needs --out DIR (the run directory holding checkpoint.pt)")
+        raise HovitError("`resume` needs `out` DIR (the run directory holding checkpoint.pt)")
     path = out / CHECKPOINT
     if not path.is_file():
         raise HovitError(f"{path}: no checkpoint to resume from")
     state = _read_checkpoint(path)
     if state["config"] != dump_run_config(cfg):
-        raise HovitError(f"{path}: checkpoint was written for a different config; use the same --config")
+        raise HovitError(f"{path}: checkpoint was written for a different config; use the same `config`")
     return state
 
 
@@ -383,3 +381,33 @@ def _read_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for a damaged file
         raise HovitError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None
+
+
+def evaluate_exported(model_path: str | Path, data: Optional[str], options: "DataOptions",
+                      device: str = "auto") -> tuple[dict[str, dict], Splits]:
+    """``hovit-nas eval``: an exported model (``.safetensors``, ``.onnx``, or a run directory)
+    scored on the val and test splits of ``data`` (no augmentation), at the model's resolution.
+
+    Returns ``{"val": metrics, "test": metrics}`` (metrics.classification_metrics) and the splits.
+    Raises:
+        DataError: the data's class count differs from the model's, or the data is bad.
+    """
+    from dataclasses import replace
+
+    from .config import DataSpec
+    from .data import load_data
+    from .models import load_exported
+
+    p = Path(model_path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    dev = resolve_device(device)
+    if p.suffix == ".onnx":
+        from .models.onnx import load_onnx
+        model = load_onnx(p, dev)
+    else:
+        model = load_exported(p, dev)
+    splits = load_data(DataSpec.of(data, model.config.img_size, 0, replace(options, augment=False)))
+    check_num_classes(splits, model.config.num_classes)
+    return {name: evaluate(model, ds, splits.num_classes, dev) for name, ds in (("val", splits.val),
+                                                                                 ("test", splits.test))}, splits

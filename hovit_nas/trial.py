@@ -6,24 +6,31 @@ training, on the exported skeleton: a config that breaks a latency/params limit 
 infeasible without spending any training on it, and every per-epoch record a caller receives
 carries it (successive halving ranks on it, rungs.py). A callback that raises TrialStopped ends
 training early: the result is ``stopped``, with the epoch and its accuracy.
+
+``train_run`` is the same work for one config outside a study (``hovit-nas train``): data,
+training, export, evaluation, then the exported model's latency, written to a run directory.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from .config import DataSpec, LatencyConfig, Limits, RunConfig, run_config_from_dict, to_dict
+from .config import DataOptions, DataSpec, LatencyConfig, Limits, RunConfig, run_config_from_dict, to_dict
 from .data import Splits, load_data
 from .device import DeviceGuard, resolve_device
 from . import faults
 from .errors import TrialFailed, TrialStopped
 from .latency import Anchor, Calibration, calibrate, measure_latency
 from .models import count_params, create_hovit, export
-from .train import train_and_evaluate
+from .train import RunResult, train_and_evaluate
+
+_log = logging.getLogger(__name__)
 
 _DATA: dict[str, Splits] = {}  # per-process cache: trials in one worker share the decoded data
 _ANCHOR_MODELS: dict[str, torch.nn.Module] = {}  # per-process: the reference skeleton, built once
@@ -146,8 +153,8 @@ def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device, guar
     return lat.to_dict(), count_params(deployed)
 
 
-def run_trial(spec: TrialSpec, log: Callable[[str], None] | None = None,
-              on_epoch: Callable[[dict], None] | None = None, guard: Optional[DeviceGuard] = None) -> TrialResult:
+def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
+              guard: Optional[DeviceGuard] = None) -> TrialResult:
     """Latency first (cheap, known before training), then train, export and evaluate.
     Out-of-memory becomes TrialFailed with its reason; a NaN loss already is one."""
     t0 = time.time()
@@ -176,7 +183,7 @@ def run_trial(spec: TrialSpec, log: Callable[[str], None] | None = None,
             if on_epoch is not None:
                 on_epoch(dict(rec, latency_ms=result.latency_ms))
 
-        r = train_and_evaluate(cfg, splits, dev, guard=guard, log=log, on_epoch=epoch_done)
+        r = train_and_evaluate(cfg, splits, dev, guard=guard, on_epoch=epoch_done)
     except TrialStopped as stop:
         result.status, result.reason, result.history = "stopped", stop.reason, history
         result.stopped_at_rung, result.rung_accuracy = stop.epoch, stop.accuracy
@@ -219,3 +226,38 @@ def remeasure(records: dict[int, dict], anchor: Optional[Calibration | dict] = N
                                           device=rec["device"], min_time_s=min_time_s, anchor=ref,
                                           runtime=rec.get("runtime", "torch")))
     return out
+
+
+def train_run(cfg: RunConfig, data: Optional[str], options: DataOptions, *, adapt_classes: bool = False,
+              device: str = "auto", threads: Optional[int] = None, out_dir: str | Path | None = None,
+              resume: bool = False) -> tuple[RunResult, Splits, Path]:
+    """One run as ``hovit-nas train`` makes it: load ``data`` at the config's resolution (split
+    with its seed), adapt the class count when ``adapt_classes`` (a preset; a config file must
+    match its data), train both phases, export, evaluate val/test, time the exported model
+    (latency.measure_latency, ``threads`` CPU threads), and write the run directory (default
+    ``runs/<name>``: checkpoint, model, result.json).
+
+    Returns the result (``latency`` filled), the splits and the run directory.
+    Raises:
+        DataError, ConfigError: bad data or a class count that does not match (exit 2).
+        TrialFailed: a NaN loss or out of memory.
+    """
+    from .config import with_num_classes
+
+    splits = load_data(DataSpec.of(data, cfg.model.img_size, cfg.train.seed, options))
+    if adapt_classes:
+        adapted = with_num_classes(cfg, splits.num_classes)
+        if adapted is not cfg:
+            _log.info(f"preset {cfg.name}: num_classes {cfg.model.num_classes} -> {splits.num_classes} (from the data)")
+        cfg = adapted
+    _log.info(f"data: {splits.description} {splits.sizes}")
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out_dir or Path("runs") / cfg.name)
+    dev = resolve_device(device)
+    r = train_and_evaluate(cfg, splits, dev, out_dir=out, resume=resume)
+    r.latency = measure_latency(r.exported, cfg.model.img_size, device=dev, threads=threads,
+                                in_chans=cfg.model.in_chans).to_dict()
+    r.save(out / "result.json")
+    return r, splits, out
+

@@ -103,3 +103,23 @@ def dashboard_study(storage_url: str, study_name: str) -> dict:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def log_lines():
+    """The messages hovit-nas logs during a test (its module loggers; the CLI prints the same)."""
+    import logging
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger, handler = logging.getLogger("hovit_nas"), Collect(logging.DEBUG)
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(old)

@@ -20,17 +20,17 @@ def _entries(cache):
     return sorted(p.name for p in cache.iterdir() if p.is_dir())
 
 
-def test_built_once_then_opened_and_rebuilt_when_files_change(tmp_path, class_folder):
-    cache, logs = tmp_path / "cache", []
+def test_built_once_then_opened_and_rebuilt_when_files_change(tmp_path, class_folder, log_lines):
+    cache, logs = tmp_path / "cache", log_lines
     spec = DataSpec(path=str(class_folder), img_size=24, cache_dir=str(cache))
-    first = load_data(spec, log=logs.append)
+    first = load_data(spec)
     assert "built train+val+test" in logs[-1] and str(cache) in logs[-1]
     assert len(_entries(cache)) == 3
     manifest = json.loads((first.train.cache / "manifest.json").read_text())
     assert manifest["img_size"] == 24 and manifest["split"] == "train" and len(manifest["files"]) == len(first.train)
     assert {tuple(f[:1]) for f in manifest["files"]} <= {(str(p),) for p in class_folder.rglob("*.*")}
 
-    again = load_data(spec, log=logs.append)
+    again = load_data(spec)
     assert logs[-1].startswith("dataset cache: opened") and isinstance(again.train.images, np.memmap)
     assert not again.train.images.flags.writeable  # read-only: shared through the page cache
     assert np.array_equal(np.asarray(again.val.images), np.asarray(first.val.images))
@@ -39,7 +39,7 @@ def test_built_once_then_opened_and_rebuilt_when_files_change(tmp_path, class_fo
     victim = first.test.cache and json.loads((first.test.cache / "manifest.json").read_text())["files"][0][0]
     from PIL import Image
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(victim)
-    third = load_data(spec, log=logs.append)
+    third = load_data(spec)
     assert logs[-1].startswith("dataset cache: built test")
     assert _entries(cache) == sorted(_entries(cache)) and len(_entries(cache)) == 3
     assert int(np.asarray(third.test.images).reshape(len(third.test), -1).sum(1).min()) == 0
@@ -47,10 +47,10 @@ def test_built_once_then_opened_and_rebuilt_when_files_change(tmp_path, class_fo
     # a damaged entry is rebuilt, and a crashed builder's temporary folder is cleared meanwhile
     (third.train.cache / "manifest.json").write_text("{")
     (cache / f"{third.train.cache.name}.tmp-999999").mkdir()
-    load_data(spec, log=logs.append)
+    load_data(spec)
     assert logs[-1].startswith("dataset cache: built train (") and len(_entries(cache)) == 3
     # another resolution is another entry
-    load_data(DataSpec(path=str(class_folder), img_size=16, cache_dir=str(cache)), log=logs.append)
+    load_data(DataSpec(path=str(class_folder), img_size=16, cache_dir=str(cache)))
     assert len(_entries(cache)) == 6
 
 
@@ -59,16 +59,21 @@ def test_every_unreadable_file_is_named_up_front(tmp_path, class_folder):
     (class_folder / "TUM" / "TUM-999.tif").write_bytes(b"II*\x00 nope")
     spec = DataSpec(path=str(class_folder), img_size=16, cache_dir=str(tmp_path / "c"))
     with pytest.raises(DataError, match=r"unreadable image .*LYM-998\.png.*\(and 1 more unreadable files\)"):
-        load_data(spec, log=lambda m: None)
+        load_data(spec)
     assert not [p for p in (tmp_path / "c").iterdir() if ".tmp-" in p.name]  # nothing half-built left
 
 
 CONCURRENT = """
-import sys, time
+import logging, sys, time
 from hovit_nas.data import DataSpec, load_data
 logs = []
+class Collect(logging.Handler):
+    def emit(self, record):
+        logs.append(record.getMessage())
+logging.getLogger("hovit_nas").addHandler(Collect())
+logging.getLogger("hovit_nas").setLevel(logging.INFO)
 t0 = time.time()
-s = load_data(DataSpec(path=sys.argv[1], img_size=48, cache_dir=sys.argv[2]), log=logs.append)
+s = load_data(DataSpec(path=sys.argv[1], img_size=48, cache_dir=sys.argv[2]))
 print(logs[-1].split(" (")[0], len(s.train))
 """
 
@@ -143,7 +148,7 @@ def test_batched_and_per_sample_orientation_agree():
 
 
 def test_batches_are_uint8_until_the_device_reproducible_and_cover_the_split(tmp_path, class_folder):
-    s = load_data(DataSpec(path=str(class_folder), img_size=16, cache_dir=str(tmp_path / "c")), log=lambda m: None)
+    s = load_data(DataSpec(path=str(class_folder), img_size=16, cache_dir=str(tmp_path / "c")))
     assert s.train.images.dtype == np.uint8
 
     def epoch(seed):

@@ -67,7 +67,7 @@ def test_medmnist_npz(tmp_path):
     s = load_data(DataSpec(path=str(tmp_path / "pathmnist.npz"), img_size=32))
     assert s.num_classes == 9 and s.sizes == {"train": 20, "val": 6, "test": 6}
     assert s.train[0][0].shape == (3, 32, 32)
-    with pytest.raises(DataError, match="pass --download"):
+    with pytest.raises(DataError, match="pass `download`"):
         load_data(DataSpec(path=str(tmp_path / "missing.npz")))
 
 

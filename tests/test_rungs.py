@@ -224,8 +224,8 @@ def test_driver_killed_mid_rung_then_resumed(tmp_path):
     # a resume that changes the rule is refused (one line); the recorded rule is kept otherwise
     cfg = SearchConfig(space=str(space), storage=url, threads=1, early_stop="accuracy")
     with pytest.raises(HovitError, match=r"^study 'tiny-builtin' was created with early_stop=\{\"rule\": \"pareto\""
-                                         r".*use --study NEW_NAME .*--early-stop"):
-        prepare(cfg, log=lambda m: None)
+                                         r".*use `study` NEW_NAME .*`early_stop`"):
+        prepare(cfg)
     r = run_cli("search", "--space", str(space), "--threads", "1", "--storage", url, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "early stopping: pareto successive halving" in r.stderr and "left RUNNING by a dead driver" in r.stderr
@@ -241,9 +241,9 @@ def test_driver_killed_mid_rung_then_resumed(tmp_path):
 
 def test_asha_and_successive_halving_are_refused_together():
     from hovit_nas.config import RayConfig
-    with pytest.raises(ConfigError, match=r"^--asha \(Ray's scheduler, accuracy alone\) and --early-stop both"):
+    with pytest.raises(ConfigError, match=r"^`asha` \(Ray's scheduler, accuracy alone\) and `early_stop` both"):
         SearchConfig(executor="ray", ray=RayConfig(asha=True), early_stop="pareto").validate()
-    with pytest.raises(ConfigError, match=r"--rung-eta must be >= 2, got 1"):
+    with pytest.raises(ConfigError, match=r"`rung_eta` must be >= 2, got 1"):
         SearchConfig(rung_eta=1).validate()
     with pytest.raises(ConfigError, match=r"unknown early stopping rule 'loss'"):
         SearchConfig(early_stop="loss").validate()

@@ -54,18 +54,18 @@ def test_fixed_point_enqueued_exactly_once_across_concurrent_starts_and_resume(t
 def test_resume_with_other_data_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     _open(url)
-    with pytest.raises(HovitError, match="was created with data=d, not other; use --study NEW_NAME"):
+    with pytest.raises(HovitError, match="was created with data=d, not other; use `study` NEW_NAME"):
         st.create_or_load("s", url, st.make_sampler("nsga2", 0), _attrs(data="other"), _fixed(load_space("hovit")))
 
 
 def test_raw_timed_study_is_not_resumed_with_anchored_latency(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     _open(url)  # created with no latency_anchored attr: a study from before anchoring (raw timing)
-    with pytest.raises(HovitError, match="latency_anchored=false, not true.*--no-latency-anchor"):
+    with pytest.raises(HovitError, match="latency_anchored=false, not true.*set `latency_anchor` to match"):
         st.create_or_load("s", url, st.make_sampler("nsga2", 0), _attrs(latency_anchored=True), _fixed(load_space("hovit")))
 
 
-def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path):
+def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path, log_lines):
     from dataclasses import replace
     from pathlib import Path
 
@@ -76,7 +76,7 @@ def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path):
     from spaces import tiny_space
 
     spec = SearchConfig(space=str(tiny_space(tmp_path)), storage=f"sqlite:///{tmp_path / 'a.db'}")
-    calls, lines = [], []
+    calls, lines = [], log_lines
 
     def calibrate(_):
         calls.append(1)
@@ -85,26 +85,26 @@ def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path):
     def never(_):
         raise AssertionError("a resumed study must reuse its anchor")
 
-    first = prepare(spec, lines.append)
-    ensure_anchor(first, "cpu", None, lines.append, run=calibrate)
+    first = prepare(spec)
+    ensure_anchor(first, "cpu", None, run=calibrate)
     assert first.trial_template.anchor.ms == 1.5 and calls == [1]
     assert any("latency anchor: hovit_b calibrated at 1.500 ms" in m for m in lines)
-    again = prepare(spec, lines.append)
+    again = prepare(spec)
     assert not again.created
-    ensure_anchor(again, "cpu", None, lines.append, run=never)
+    ensure_anchor(again, "cpu", None, run=never)
     assert again.trial_template.anchor.ms == 1.5
     two = tmp_path / "two" / "tiny.yaml"  # the same space, its latency now timed with 2 threads
     two.parent.mkdir()
     two.write_text(Path(spec.space).read_text().replace("threads: 1", "threads: 2"))
     with pytest.raises(HovitError, match="calibrated on cpu with 1 threads, this run uses cpu with 2"):
-        ensure_anchor(prepare(replace(spec, space=str(two)), lines.append), "cpu", None, lines.append, run=never)
+        ensure_anchor(prepare(replace(spec, space=str(two))), "cpu", None, run=never)
     off = SearchConfig(space=spec.space, storage=f"sqlite:///{tmp_path / 'b.db'}", latency_anchor=False)
-    raw = prepare(off, lines.append)
-    ensure_anchor(raw, "cpu", None, lines.append, run=never)
+    raw = prepare(off)
+    ensure_anchor(raw, "cpu", None, run=never)
     assert raw.trial_template.anchor is None and "latency_anchor" not in raw.study.user_attrs
 
 
-def test_stale_trials_fail_by_heartbeat_including_one_that_never_beat(tmp_path, monkeypatch):
+def test_stale_trials_fail_by_heartbeat_including_one_that_never_beat(tmp_path, monkeypatch, log_lines):
     """A trial whose owner stopped beating, and one whose driver died before its first beat, are
     failed; a beating one is not; a stale fixed point is queued again, exactly once."""
     monkeypatch.setenv("HOVIT_NAS_HEARTBEAT", "1,3")
@@ -117,8 +117,8 @@ def test_stale_trials_fail_by_heartbeat_including_one_that_never_beat(tmp_path, 
     beats.add(st.trial_id(study, alive.number))
     try:
         time.sleep(4.5)
-        lines = []
-        failed = st.fail_stale_trials(study, lines.append)
+        lines = log_lines
+        failed = st.fail_stale_trials(study)
         assert sorted(failed) == sorted([fixed.number, silent.number, dead.number])
         assert st.fail_stale_trials(study) == []  # already failed: nobody fails them twice
     finally:
@@ -141,7 +141,7 @@ def test_budget_slots_go_to_the_lowest_trial_numbers(tmp_path):
     assert st.within_budget(study, trials[2], 2) and not st.within_budget(study, trials[3], 2)
 
 
-def test_admission_checks_the_budget_first_then_duplicates(tmp_path):
+def test_admission_checks_the_budget_first_then_duplicates(tmp_path, log_lines):
     """st.admit, the one check both executors make: over budget is FAIL even for a duplicate
     (nothing ran, and a later slot may free up); within budget, a repeat is a PRUNED duplicate."""
     study, _ = _open(f"sqlite:///{tmp_path / 'study.db'}")
@@ -157,8 +157,9 @@ def test_admission_checks_the_budget_first_then_duplicates(tmp_path):
     assert (over.state, over.duplicate_of) == (optuna.trial.TrialState.FAIL, None) and not over.admitted
     assert study.trials[twin.number].user_attrs["fail_reason"] == over.reason
     assert "duplicate_of" not in study.trials[twin.number].user_attrs  # budget first: no duplicate check ran
-    lines = []
-    dup = st.admit(study, twin, 5, lines.append)
+    log_lines.clear()
+    lines = log_lines
+    dup = st.admit(study, twin, 5)
     assert (dup.state, dup.duplicate_of) == (optuna.trial.TrialState.PRUNED, fixed.number)
     assert study.trials[twin.number].user_attrs[st.DUPLICATE_ATTR] == fixed.number
     assert lines == [f"trial #{twin.number}: same config as trial #{fixed.number}; recorded as its duplicate, "

@@ -30,16 +30,16 @@ class Interrupt(Exception):
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, digits32):
-    full = train_and_evaluate(_tiny(), digits32, "cpu", out_dir=tmp_path / "full", log=None)
+    full = train_and_evaluate(_tiny(), digits32, "cpu", out_dir=tmp_path / "full")
 
     def stop_after_3(rec):
         if rec["global_epoch"] == 3:  # inside phase 2 (prune, with LoRA)
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_and_evaluate(_tiny(), digits32, "cpu", out_dir=tmp_path / "cut", log=None,
+        train_and_evaluate(_tiny(), digits32, "cpu", out_dir=tmp_path / "cut",
                            on_epoch=stop_after_3)
-    resumed = train_and_evaluate(_tiny(), digits32, "cpu", out_dir=tmp_path / "cut", resume=True, log=None)
+    resumed = train_and_evaluate(_tiny(), digits32, "cpu", out_dir=tmp_path / "cut", resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 1, 2]
     assert [round(h["loss"], 5) for h in resumed.history] == [round(h["loss"], 5) for h in full.history]
     assert resumed.selected_blocks == full.selected_blocks
@@ -50,7 +50,7 @@ def test_nan_loss_fails_with_reason(digits32):
     cfg = _tiny()
     cfg.train.lr = 1e30
     with pytest.raises(TrialFailed, match=r"loss became (nan|inf) \(NaN/inf\) in phase dense, epoch 1, step ([2-9]|\d\d)$"):
-        train_and_evaluate(cfg, digits32, "cpu", log=None)  # step 1 is finite: the first update blows it up
+        train_and_evaluate(cfg, digits32, "cpu")  # step 1 is finite: the first update blows it up
 
 
 @pytest.mark.slow

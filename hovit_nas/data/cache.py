@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,14 +30,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 from ..errors import DataError
 from .pixels import pil_to_rgb8
 
-Log = Callable[[str], None]
+_log = logging.getLogger(__name__)
 VERSION = 2  # 2: 16-bit, 32-bit and float sources converted by data/pixels.py (1 clipped them)
 CACHE_ENV = "HOVIT_NAS_CACHE_DIR"
 PARALLEL_FROM = 256  # below this many files, decode in-process (a pool costs more than it saves)
@@ -102,11 +103,9 @@ class CacheEntry:
     built: bool
 
 
-def open_or_build(src: SplitSource, img_size: int, cache_dir: Optional[str] = None,
-                  log: Optional[Log] = None) -> CacheEntry:
+def open_or_build(src: SplitSource, img_size: int, cache_dir: Optional[str] = None) -> CacheEntry:
     """The entry for ``src`` at ``img_size``: opened if its manifest matches the files, else
     built (once per node: others wait on the lock, then open it)."""
-    log = log or _stderr
     root = cache_root(cache_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -125,10 +124,10 @@ def open_or_build(src: SplitSource, img_size: int, cache_dir: Optional[str] = No
             opened = _open(entry, manifest)  # another process may have built it while we waited
             if opened is not None:  # built by another process meanwhile
                 return opened
-            _build(entry, src, img_size, manifest, log)
+            _build(entry, src, img_size, manifest)
     except OSError as exc:  # unwritable cache directory, disk full: name the place, not a traceback
         raise DataError(f"dataset cache {root}: {exc.strerror or exc} ({exc.filename or entry}); "
-                        "pass --cache-dir DIR") from None
+                        "pass `cache_dir` DIR") from None
     opened = _open(entry, manifest)
     if opened is None:
         raise DataError(f"dataset cache {entry}: built but cannot be opened (was it removed meanwhile?)")
@@ -165,7 +164,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _build(entry: Path, src: SplitSource, img_size: int, manifest: dict, log: Log) -> None:
+def _build(entry: Path, src: SplitSource, img_size: int, manifest: dict) -> None:
     for stale in entry.parent.glob(f"{entry.name}.tmp-*"):  # a crashed builder's leftovers (we hold the lock)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = entry.parent / f"{entry.name}.tmp-{os.getpid()}"
@@ -175,19 +174,19 @@ def _build(entry: Path, src: SplitSource, img_size: int, manifest: dict, log: Lo
     workers = _workers(n if src.paths is not None else 0)
     loud = src.paths is not None and n >= PARALLEL_FROM  # quick builds: load_data's summary line is enough
     if loud:
-        log(f"dataset cache: building {src.split} ({n} images at {img_size} px, {size_gib:.2f} GiB) in {entry} "
-        f"with {workers} process{'es' if workers > 1 else ''}")
+        _log.info(f"dataset cache: building {src.split} ({n} images at {img_size} px, {size_gib:.2f} GiB) in {entry} "
+                  f"with {workers} process{'es' if workers > 1 else ''}")
     t0 = time.time()
     try:
         out = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(n, 3, img_size, img_size))
         if src.paths is not None:
-            bad, constant = _decode_files(src.paths, tmp / "images.u8", out.shape, workers, src.split, log)
+            bad, constant = _decode_files(src.paths, tmp / "images.u8", out.shape, workers, src.split)
             if bad:
                 raise Unreadable(bad)
         else:
             constant = _resize_into(src.array, out)
         out.flush()
-        _check_constant(src, out, constant, log)
+        _check_constant(src, out, constant)
         del out
         np.save(tmp / "labels.npy", np.asarray(src.labels, dtype=np.int64))
         (tmp / "manifest.json").write_text(json.dumps(manifest))
@@ -204,10 +203,10 @@ def _build(entry: Path, src: SplitSource, img_size: int, manifest: dict, log: Lo
         raise
     dt = max(time.time() - t0, 1e-9)
     if loud:
-        log(f"dataset cache: built {src.split} in {dt:.1f} s ({n / dt:,.0f} img/s): {entry}")
+        _log.info(f"dataset cache: built {src.split} in {dt:.1f} s ({n / dt:,.0f} img/s): {entry}")
 
 
-def _check_constant(src: SplitSource, images: np.ndarray, constant: int, log: Log) -> None:
+def _check_constant(src: SplitSource, images: np.ndarray, constant: int) -> None:
     """A split whose every image is one flat colour is never a dataset: it is what a wrong bit
     depth, dtype or value range leaves (e.g. 16-bit tiles clipped to 255). Refuse it, whatever the
     cause; a few flat images (blank background tiles) are only counted in the log."""
@@ -218,7 +217,7 @@ def _check_constant(src: SplitSource, images: np.ndarray, constant: int, log: Lo
                         f"colour, e.g. RGB {tuple(v)}); the source's bit depth, dtype or value range is not what "
                         "it seems (accepted inputs: see data/pixels.py)")
     if constant:
-        log(f"dataset cache: {constant} of {n} {src.split} images are one flat colour (blank tiles?)")
+        _log.info(f"dataset cache: {constant} of {n} {src.split} images are one flat colour (blank tiles?)")
 
 
 def _workers(n_files: int) -> int:
@@ -227,14 +226,14 @@ def _workers(n_files: int) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), n_files // CHUNK))
 
 
-def _decode_files(paths: list[Path], out_path: Path, shape: tuple, workers: int, label: str,
-                  log: Log) -> tuple[list[str], int]:
+def _decode_files(paths: list[Path], out_path: Path, shape: tuple, workers: int,
+                  label: str) -> tuple[list[str], int]:
     """Decode into the array file; returns the error lines of unreadable files (all of them, so a
     user fixes the dataset in one pass) and how many decoded images are one flat colour."""
     chunks = [(i, paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
     bad: list[str] = []
     constant = 0
-    progress = _Progress(f"caching {label}", len(paths), log)
+    progress = _Progress(f"caching {label}", len(paths))
     if workers == 1:
         out = np.memmap(out_path, dtype=np.uint8, mode="r+", shape=shape)
         for start, chunk in chunks:
@@ -327,10 +326,10 @@ def _resize_into(array: np.ndarray, out: np.ndarray) -> int:
 class _Progress:
     """A progress bar on a terminal (progress.Bar); otherwise a log line about every 10 seconds."""
 
-    def __init__(self, label: str, total: int, log: Log):
+    def __init__(self, label: str, total: int):
         from ..progress import Bar
 
-        self.label, self.total, self.log, self.done = label, total, log, 0
+        self.label, self.total, self.done = label, total, 0
         self.t0 = self.last = time.time()
         self.bar = Bar(label, total, enabled=sys.stderr.isatty() and total >= PARALLEL_FROM)
 
@@ -341,7 +340,7 @@ class _Progress:
         elif time.time() - self.last >= 10:
             self.last = time.time()
             rate = self.done / max(self.last - self.t0, 1e-9)
-            self.log(f"dataset cache: {self.label} {self.done}/{self.total} ({rate:,.0f} img/s)")
+            _log.info(f"dataset cache: {self.label} {self.done}/{self.total} ({rate:,.0f} img/s)")
 
     def close(self) -> None:
         self.bar.close()
@@ -349,7 +348,3 @@ class _Progress:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "data"
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)

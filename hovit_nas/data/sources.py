@@ -14,22 +14,23 @@ uint8 arrays decoded once per node.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..config import DataSpec
 from ..errors import DataError
-from .cache import SplitSource, Unreadable, _stderr, decode, open_or_build
+from .cache import SplitSource, Unreadable, open_or_build
 from .pixels import array_to_uint8
 from .scan import Scan, scan_class_folder
 from .loader import Images
 
 PATHMNIST_URL = "https://zenodo.org/records/10519652/files/pathmnist.npz?download=1"
 SPLITS = ("train", "val", "test")
-Log = Callable[[str], None]
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,14 +105,14 @@ def _pick(files, labels, idx):
     return [files[i] for i in idx], [labels[i] for i in idx]
 
 
-def _scanned(root: Path, log: Log) -> Scan:
+def _scanned(root: Path) -> Scan:
     scan = scan_class_folder(root)
-    log(scan.summary())
+    _log.info(scan.summary())
     return scan
 
 
-def _from_class_folder(root: Path, spec: DataSpec, log: Log) -> tuple[dict, list[str], str]:
-    scan = _scanned(root, log)
+def _from_class_folder(root: Path, spec: DataSpec) -> tuple[dict, list[str], str]:
+    scan = _scanned(root)
     files, labels, classes = scan.files, scan.labels, scan.classes
     split = (load_split_index(spec.split_index, len(files)) if spec.split_index
              else stratified_split(labels, spec.val_frac, spec.test_frac, spec.seed))
@@ -121,7 +122,7 @@ def _from_class_folder(root: Path, spec: DataSpec, log: Log) -> tuple[dict, list
         keep = _cap(lab, spec.max_per_split, spec.seed)
         parts[name] = _pick(f, lab, keep)
     if spec.external_test:
-        ext = _scanned(Path(spec.external_test), log)
+        ext = _scanned(Path(spec.external_test))
         ext_files, ext_labels, ext_classes = ext.files, ext.labels, ext.classes
         if ext_classes != classes:
             raise DataError(f"{spec.external_test}: classes {ext_classes} do not match {root}'s {classes}")
@@ -136,10 +137,10 @@ def _split_dirs(root: Path) -> Optional[dict]:
     return None
 
 
-def _from_split_folders(dirs: dict, spec: DataSpec, log: Log) -> tuple[dict, list[str], str]:
+def _from_split_folders(dirs: dict, spec: DataSpec) -> tuple[dict, list[str], str]:
     parts, classes = {}, None
     for name, d in dirs.items():
-        scan = _scanned(d, log)
+        scan = _scanned(d)
         files, labels, cls = scan.files, scan.labels, scan.classes
         if classes is not None and cls != classes:
             raise DataError(f"{d}: classes {cls} do not match train's {classes}")
@@ -206,7 +207,7 @@ def _from_npz(path: Path, spec: DataSpec) -> tuple[dict, list[str], str]:
     front; pixel values converted by data/pixels.py's rules."""
     if not path.is_file():
         if not spec.download:
-            raise DataError(f"{path}: no such file (pass --download to fetch PathMNIST)")
+            raise DataError(f"{path}: no such file (pass `download` to fetch PathMNIST)")
         _download(PATHMNIST_URL, path)
     try:
         data = np.load(path)
@@ -268,10 +269,9 @@ def _array_sources(parts: dict, dataset: str, spec: DataSpec, origin: list) -> d
             for name, (x, y) in parts.items()}
 
 
-def load_data(spec: DataSpec, log: Optional[Log] = None) -> Splits:
+def load_data(spec: DataSpec) -> Splits:
     """Resolve a spec to train/val/test (errors name the culprit), each split read from the
     node's dataset cache: decoded on first use, opened read-only afterwards."""
-    log = log or _stderr
     if spec.img_size < 16:
         raise DataError(f"img_size must be >= 16, got {spec.img_size}")
     if spec.path is None or spec.path in ("builtin", "builtin:digits"):
@@ -285,13 +285,13 @@ def load_data(spec: DataSpec, log: Optional[Log] = None) -> Splits:
         elif (dirs := _split_dirs(root) if root.is_dir() else None) is not None:
             if spec.split_index:
                 raise DataError(f"{root}: has train/val/test folders; a split index applies only to a class folder")
-            sources, classes, description = _from_split_folders(dirs, spec, log)
+            sources, classes, description = _from_split_folders(dirs, spec)
         else:
-            sources, classes, description = _from_class_folder(root, spec, log)
+            sources, classes, description = _from_class_folder(root, spec)
     ds, built, bad = {}, [], []
     for name in SPLITS:
         try:
-            entry = open_or_build(sources[name], spec.img_size, spec.cache_dir, log)
+            entry = open_or_build(sources[name], spec.img_size, spec.cache_dir)
         except Unreadable as exc:  # name every bad file of every split, then stop
             bad += exc.lines
             continue
@@ -301,13 +301,12 @@ def load_data(spec: DataSpec, log: Optional[Log] = None) -> Splits:
     if bad:
         raise Unreadable(bad)
     total = sum(int(d.images.nbytes) for d in ds.values())
-    log(f"dataset cache: {'built ' + '+'.join(built) if built else 'opened'} "
-        f"({'/'.join(str(len(d)) for d in ds.values())} images at {spec.img_size} px, "
-        f"{total / 2 ** 20:,.1f} MiB) in {ds['train'].cache.parent}")
+    _log.info(f"dataset cache: {'built ' + '+'.join(built) if built else 'opened'} "
+              f"({'/'.join(str(len(d)) for d in ds.values())} images at {spec.img_size} px, "
+              f"{total / 2 ** 20:,.1f} MiB) in {ds['train'].cache.parent}")
     missing = missing_classes({k: d.labels for k, d in ds.items()}, classes)
     if missing:
-        log("warning: " + describe_missing(missing) + "; macro scores average over the classes present "
-            "in each split")
+        _log.warning(describe_missing(missing) + "; macro scores average over the classes present in each split")
     return Splits(ds["train"], ds["val"], ds["test"], classes, description, {k: len(v) for k, v in ds.items()},
                   missing)
 

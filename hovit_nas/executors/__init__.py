@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from .common import Prepared
 
-Log = Callable[[str], None]
 
 
 @runtime_checkable
@@ -24,7 +23,7 @@ class Executor(Protocol):
 
     name: str  # as in SearchConfig.executor / --executor
 
-    def run(self, prep: "Prepared", log: Log) -> None: ...
+    def run(self, prep: "Prepared") -> None: ...
 
 
 def _local() -> Executor:
@@ -51,6 +50,6 @@ def executor_for(name: str) -> Executor:
     return EXECUTORS[name]()
 
 
-def dispatch(prep: "Prepared", log: Log) -> None:
+def dispatch(prep: "Prepared") -> None:
     """Run ``prep`` on the executor its config names (``prep.config.executor``)."""
-    executor_for(prep.config.executor).run(prep, log)
+    executor_for(prep.config.executor).run(prep)

@@ -3,6 +3,7 @@ anchor, and the progress line. Executors import this module, never the dispatche
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..latency import Calibration
 from ..space import TrialSpace
 from ..trial import TrialSpec, calibrate_anchor
 
-Log = Callable[[str], None]
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Prepared:
         return t
 
 
-def ensure_anchor(prep: Prepared, device: str, threads: Optional[int], log: Log,
+def ensure_anchor(prep: Prepared, device: str, threads: Optional[int],
                   run: Callable[[Callable[[], Calibration]], Calibration] = lambda calibrate: calibrate()) -> None:
     """One calibrated reference per study, so every trial's latency scales by the same figure.
     ``device``/``threads`` are the trials'; ``run`` runs the calibration where trials run (a Ray
@@ -56,28 +57,28 @@ def ensure_anchor(prep: Prepared, device: str, threads: Optional[int], log: Log,
         return
     t = copy.copy(prep.trial_template)
     t.device, t.threads = device, threads
-    stored = _wait_for_anchor(prep, log)
+    stored = _wait_for_anchor(prep)
     if stored is None:
         if prep.anchor_model is None:
             raise HovitError(f"study {prep.study_name!r} has no latency anchor to inherit; run it with "
-                             "--no-latency-anchor or confirm a study that was timed with one")
+                             "`latency_anchor` off or confirm a study that was timed with one")
         name, cfg = prep.anchor_model
         anchor = run(lambda: calibrate_anchor(name, cfg, t))
         stored = prep.study.user_attrs.get(st.ANCHOR_ATTR)  # another driver may have been quicker: keep its
         if stored is None:
             prep.study.set_user_attr(st.ANCHOR_ATTR, anchor.to_dict())
-            log(f"latency anchor: {anchor.name} calibrated at {anchor.ms:.3f} ms on {anchor.device} "
-                f"({anchor.threads} threads); each trial is timed alternately with it, reported as ratio x this")
+            _log.info(f"latency anchor: {anchor.name} calibrated at {anchor.ms:.3f} ms on {anchor.device} "
+                      f"({anchor.threads} threads); each trial is timed alternately with it, reported as ratio x this")
     if stored is not None:
         anchor = Calibration.from_dict(stored)
         if anchor.device.split(":")[0] != device.split(":")[0] or anchor.threads != t.latency_threads:
             raise HovitError(f"study {prep.study_name!r}: its latency anchor was calibrated on {anchor.device} "
                              f"with {anchor.threads} threads, this run uses {device} with {t.latency_threads}; run "
-                             f"it the same way (--device/--threads/--cpus-per-trial) or use --study NEW_NAME")
+                             f"it the same way (`device`/`threads`/`cpus_per_trial`) or use `study` NEW_NAME")
     prep.trial_template.anchor = anchor
 
 
-def _wait_for_anchor(prep: Prepared, log: Log) -> Optional[dict]:
+def _wait_for_anchor(prep: Prepared) -> Optional[dict]:
     """A driver that joined a fresh study waits for its creator's calibration, for as long as a
     live process may stay silent (the heartbeat grace): past that, the creator is presumed dead
     and this driver calibrates."""
@@ -89,7 +90,7 @@ def _wait_for_anchor(prep: Prepared, log: Log) -> Optional[dict]:
         if stored is not None or prep.created or st.finished_count(prep.study) or time.time() > deadline:
             return stored
         if not said:
-            log(f"waiting up to {wait} s for the driver that created the study to calibrate its latency anchor")
+            _log.info(f"waiting up to {wait} s for the driver that created the study to calibrate its latency anchor")
             said = True
         time.sleep(1)
 
@@ -97,8 +98,8 @@ def _wait_for_anchor(prep: Prepared, log: Log) -> Optional[dict]:
 class ProgressReporter:
     """One line per finished trial: done/total, the trial's figures, the front so far."""
 
-    def __init__(self, total: int, log: Log):
-        self.total, self.log, self.t0 = total, log, time.time()
+    def __init__(self, total: int):
+        self.total, self.t0 = total, time.time()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         done = st.finished_count(study)
@@ -116,5 +117,5 @@ class ProgressReporter:
         fastest = min(front, key=lambda t: t.values[1]) if front else None
         summary = (f" | front {len(front)}: best {best.values[0]:.4f} @ {best.values[1]:.2f} ms, "
                    f"fastest {fastest.values[1]:.2f} ms @ {fastest.values[0]:.4f}") if best else ""
-        self.log(f"[{done}/{self.total}] trial #{trial.number}{fp}: {what}{summary}  "
-                 f"[{time.time() - self.t0:.0f}s]")
+        _log.info(f"[{done}/{self.total}] trial #{trial.number}{fp}: {what}{summary}  "
+                  f"[{time.time() - self.t0:.0f}s]")

@@ -6,13 +6,14 @@ config was not trained already, and a heartbeat from the moment the trial exists
 """
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import optuna
 from optuna.trial import TrialState
 
-from .. import faults
+from .. import faults, logs
 from .. import study as st
 from ..device import resolve_device
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
@@ -20,7 +21,7 @@ from ..rungs import rung_callback
 from ..trial import run_trial
 from .common import Prepared, ProgressReporter, ensure_anchor
 
-Log = Callable[[str], None]
+_log = logging.getLogger(__name__)
 MAX_DUPLICATE_STREAK = 50  # proposals in a row already trained: the space is (nearly) exhausted
 
 
@@ -29,24 +30,24 @@ class LocalExecutor:
 
     name = "local"
 
-    def run(self, prep: Prepared, log: Log) -> None:
-        run_local(prep, log)
+    def run(self, prep: Prepared) -> None:
+        run_local(prep)
 
 
-def run_local(prep: Prepared, log: Log) -> None:
+def run_local(prep: Prepared) -> None:
     """Run ``prep``'s remaining trials here, on ``prep.config.device``, until the budget is met."""
     if st.finished_count(prep.study) >= prep.trials:
-        log(f"study already has {prep.trials} finished trials; raise --trials to run more")
+        _log.info(f"study already has {prep.trials} finished trials; raise --trials to run more")
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ensure_anchor(prep, str(resolve_device(prep.config.device)), prep.config.threads, log)
-    _Driver(prep, log).run()
+    ensure_anchor(prep, str(resolve_device(prep.config.device)), prep.config.threads)
+    _Driver(prep).run()
 
 
 class _Driver:
-    def __init__(self, prep: Prepared, log: Log):
-        self.prep, self.study, self.log = prep, prep.study, log
-        self.report = ProgressReporter(prep.trials, log)
+    def __init__(self, prep: Prepared):
+        self.prep, self.study = prep, prep.study
+        self.report = ProgressReporter(prep.trials)
         remaining = prep.trials - st.finished_count(prep.study)
         self.failures_left = 2 * max(1, remaining // 4)  # configs that crash; beyond this, stop
         self.duplicates = 0
@@ -71,7 +72,7 @@ class _Driver:
                 reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"aborted: {exc}"
                 try:
                     if st.fail_trial(self.study, current.number, reason, tid):
-                        self.log(f"marked interrupted trial #{current.number} failed")
+                        _log.info(f"marked interrupted trial #{current.number} failed")
                 except Exception:  # the storage itself failed: the heartbeat rule fails it later
                     pass
             raise
@@ -81,19 +82,19 @@ class _Driver:
     def _wants_more(self, deadline: Optional[float]) -> bool:
         """True when a trial should start now; waits while other drivers' trials may fill the budget."""
         while True:
-            st.fail_stale_trials(self.study, self.log)
+            st.fail_stale_trials(self.study)
             done, running, _ = st.counts(self.study)
             if done >= self.prep.trials:
                 return False
             if deadline is not None and time.time() > deadline:
-                self.log("timeout reached; no new trials started")
+                _log.info("timeout reached; no new trials started")
                 return False
             if self.failures_left <= 0:
-                self.log("stopping: too many trials failed (see their fail_reason in the study)")
+                _log.info("stopping: too many trials failed (see their fail_reason in the study)")
                 return False
             if self.duplicates >= MAX_DUPLICATE_STREAK:
-                self.log(f"stopping: the last {self.duplicates} proposals were all configs trained already "
-                         "(is the space exhausted?)")
+                _log.info(f"stopping: the last {self.duplicates} proposals were all configs trained already "
+                          "(is the space exhausted?)")
                 return False
             if done + running < self.prep.trials:
                 return True
@@ -106,22 +107,19 @@ class _Driver:
         except ConfigError as exc:  # a combination the space allows but no model has: not fatal
             self._failed(trial, f"config cannot be built: {one_line(exc)}")
             return
-        verdict = st.admit(study, trial, prep.trials, self.log)
+        verdict = st.admit(study, trial, prep.trials)
         if not verdict.admitted:
             study.tell(trial, state=verdict.state)
             self.duplicates += verdict.duplicate_of is not None
             return
         self.duplicates = 0
         spec = prep.trial_spec(cfg)
-
-        def log(m: str) -> None:
-            self.log(f"    #{trial.number} {m.split('] ', 1)[-1]}")
-
         on_epoch = rung_callback(st.storage_of(study), st.study_id(study), tid, prep.early_stop,
-                                 cfg.train.epochs_dense + cfg.train.epochs_prune, log)
+                                 cfg.train.epochs_dense + cfg.train.epochs_prune)
         st.check_writable(prep.storage)  # a result that cannot be saved must not cost a training
         try:
-            result = run_trial(spec, log=log, on_epoch=on_epoch)
+            with logs.tagged(f"    #{trial.number}"):  # its training lines, among the search's own
+                result = run_trial(spec, on_epoch=on_epoch)
         except HovitError:
             raise  # bad input: abort the search (run() fails the trial)
         except TrialFailed as exc:

@@ -30,7 +30,7 @@ import os
 import signal
 import threading
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -50,7 +50,7 @@ from .common import Prepared, ProgressReporter, ensure_anchor
 
 FINAL = "final"
 STORAGE_ENV = "HOVIT_NAS_STORAGE_URL"
-Log = Callable[[str], None]
+_log = logging.getLogger(__name__)
 
 
 def _searcher_class():
@@ -61,11 +61,11 @@ def _searcher_class():
         custom search algorithm) over the Optuna study itself: ask and tell on the same
         storage, with the study's sampler, budget, duplicate rule and heartbeats."""
 
-        def __init__(self, study: optuna.Study, space: TrialSpace, budget: int, log: Log, interrupt: "_Interrupt"):
+        def __init__(self, study: optuna.Study, space: TrialSpace, budget: int, interrupt: "_Interrupt"):
             super().__init__()  # no metric/mode: the trial tells the study both objectives itself
             self._study, self._space = study, space
-            self._budget, self._log, self._interrupt = budget, log, interrupt
-            self._reporter = ProgressReporter(budget, log)
+            self._budget, self._interrupt = budget, interrupt
+            self._reporter = ProgressReporter(budget)
             self._open: dict[str, tuple[optuna.Trial, int]] = {}  # Tune's trial id -> (Optuna trial, storage id)
             self._finished: set[str] = set()
             self._heartbeats: Optional[st.Heartbeats] = None
@@ -86,7 +86,7 @@ def _searcher_class():
         def suggest(self, trial_id: str) -> Optional[dict]:
             study, budget = self._study, self._budget
             while True:
-                st.fail_stale_trials(study, self._log)
+                st.fail_stale_trials(study)
                 done, running, _ = st.counts(study)
                 if done >= budget:
                     return Searcher.FINISHED
@@ -103,7 +103,7 @@ def _searcher_class():
                     trial.set_user_attr("fail_reason", f"config cannot be built: {one_line(exc)}")
                     self._close(trial_id, TrialState.FAIL)
                     continue
-                verdict = st.admit(study, trial, budget, self._log)
+                verdict = st.admit(study, trial, budget)
                 if verdict.admitted:  # the trainable reads these two; Tune shows the parameters
                     return {**trial.params, "optuna_trial_number": trial.number, "run_config": to_dict(cfg)}
                 self._close(trial_id, verdict.state)
@@ -151,7 +151,7 @@ def _searcher_class():
             try:
                 frozen = self._close(trial_id, state, values)
             except Exception as exc:  # e.g. already failed as stale by another driver: report what is stored
-                self._log(f"trial #{trial.number}: could not record its end ({type(exc).__name__}: {exc})")
+                _log.info(f"trial #{trial.number}: could not record its end ({type(exc).__name__}: {exc})")
                 frozen = next(t for t in self._study.get_trials(deepcopy=False) if t.number == trial.number)
             self._finished.add(trial_id)
             self._reporter(self._study, frozen)
@@ -303,7 +303,7 @@ def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
                          FINAL: False, "status": "running", "accuracy": None, "latency_ms": None})
 
         try:
-            result = run_trial(spec, on_epoch=on_epoch, log=None, guard=guard)
+            result = run_trial(spec, on_epoch=on_epoch, guard=guard)
         except TrialFailed as exc:
             set_attr("fail_reason", str(exc))
             raise
@@ -319,7 +319,7 @@ def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
     return hovit_trial
 
 
-def _init_ray(address: Optional[str], storage: str, log: Log) -> bool:
+def _init_ray(address: Optional[str], storage: str) -> bool:
     """Start (or join) Ray. Workers get the storage URL from their environment: a local Ray
     inherits the driver's; a cluster's job gets it in its runtime environment."""
     import ray
@@ -338,8 +338,8 @@ def _init_ray(address: Optional[str], storage: str, log: Log) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise HovitError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
     res = ray.cluster_resources()
-    log(f"ray: {int(res.get('CPU', 0))} CPUs, {res.get('GPU', 0):g} GPUs"
-        + (f" at {address}" if address else " (local instance)"))
+    _log.info(f"ray: {int(res.get('CPU', 0))} CPUs, {res.get('GPU', 0):g} GPUs"
+              + (f" at {address}" if address else " (local instance)"))
     return True
 
 
@@ -348,11 +348,11 @@ class RayExecutor:
 
     name = "ray"
 
-    def run(self, prep: Prepared, log: Log) -> None:
-        run_ray(prep, log)
+    def run(self, prep: Prepared) -> None:
+        run_ray(prep)
 
 
-def run_ray(prep: Prepared, log: Log) -> None:
+def run_ray(prep: Prepared) -> None:
     """Run ``prep``'s remaining trials on Ray (``prep.config.ray``: address, resources, ASHA),
     starting a local instance when no address is given."""
     import ray
@@ -364,20 +364,20 @@ def run_ray(prep: Prepared, log: Log) -> None:
     cpus, gpus = float(r.cpus_per_trial or 1), float(r.gpus_per_trial or 0)
     remaining = prep.trials - st.finished_count(prep.study)
     if remaining <= 0:
-        log(f"study already has {prep.trials} finished trials; raise --trials to run more")
+        _log.info(f"study already has {prep.trials} finished trials; raise --trials to run more")
         return
-    started = _init_ray(r.address, prep.storage, log)
+    started = _init_ray(r.address, prep.storage)
     try:
         if gpus > 0 and ray.cluster_resources().get("GPU", 0) < gpus:
-            raise HovitError(f"--gpus-per-trial {gpus:g} but the Ray cluster has "
+            raise HovitError(f"`gpus_per_trial` {gpus:g} but the Ray cluster has "
                              f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
         max_conc = r.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
         device = "cuda" if gpus > 0 else ("cpu" if cfg.device in ("auto", "cpu") else cfg.device)
         threads = cfg.threads or max(1, int(cpus))
-        ensure_anchor(prep, device, threads, log,
+        ensure_anchor(prep, device, threads,
                       run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
         interrupt = _Interrupt()
-        searcher = _searcher_class()(prep.study, prep.space, budget=prep.trials, log=log, interrupt=interrupt)
+        searcher = _searcher_class()(prep.study, prep.space, budget=prep.trials, interrupt=interrupt)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune
         scheduler = (ASHAScheduler(time_attr="epoch", metric="val_top1_epoch", mode="max", max_t=epochs + 1,
                                    grace_period=1, reduction_factor=2) if r.asha else FIFOScheduler())
@@ -390,8 +390,8 @@ def run_ray(prep: Prepared, log: Log) -> None:
                                       stop=interrupt.stopper(), callbacks=[_error_callback(searcher)],
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
         )
-        log(f"ray: {remaining} trials, {max_conc} at a time, {cpus:g} CPU + {gpus:g} GPU each on {device}"
-            + (", ASHA early stopping (validation accuracy only)" if r.asha else ""))
+        _log.info(f"ray: {remaining} trials, {max_conc} at a time, {cpus:g} CPU + {gpus:g} GPU each on {device}"
+                  + (", ASHA early stopping (validation accuracy only)" if r.asha else ""))
         # Ctrl-C is ours (exit 130, open trials marked failed), not Tune's
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         # a failed trial is one line (its fail_reason, from the progress reporter), not Ray's raw traceback
@@ -406,7 +406,7 @@ def run_ray(prep: Prepared, log: Log) -> None:
         finally:
             failed = searcher.fail_open_trials("interrupted: the driver stopped before the trial finished")
             if failed:
-                log(f"marked unfinished trials {failed} failed")
+                _log.info(f"marked unfinished trials {failed} failed")
     finally:
         if started:
             ray.shutdown()
