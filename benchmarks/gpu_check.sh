@@ -33,7 +33,7 @@ export HOVIT_NAS_CACHE_DIR="$OUT/cache" HOVIT_NAS_HEARTBEAT=2,10 PYTHONPATH="$RO
 HOVIT=("$PY" -m hovit_nas)
 
 if [ "$TINY" = 1 ]; then
-  TILES=270; SIZE=64; BATCHES="8"; RUNS="--runs 3 --rounds 1 --warmup 1 --no-anchor"; STEPS=20; PIPE="--steps 3 --rounds 1"
+  TILES=270; SIZE=32; BATCHES="8"; RUNS="--runs 3 --rounds 1 --warmup 1 --no-anchor"; STEPS=20; PIPE="--steps 3 --rounds 1"
   GPUS=0; LIMIT=300
 else
   TILES=20000; SIZE=224; BATCHES="1 32"; RUNS="--runs 20 --rounds 3"; STEPS=200; PIPE="--steps 20 --rounds 2"

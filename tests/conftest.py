@@ -11,11 +11,80 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HOVIT_NAS_SHARED", ROOT.parent / "shared")) / "data"
+# The device locks (hovit_nas/device.py): one folder for the whole machine on purpose, shared by the
+# pytest-xdist workers, so a latency measurement in one worker waits for the other worker's training
+# steps and runs alone, as it would beside concurrent trials.
 os.environ.setdefault("HOVIT_NAS_LOCK_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "hovit-nas-test-locks"))
 # a short heartbeat grace, so tests that kill a driver see its trials failed within seconds
 os.environ.setdefault("HOVIT_NAS_HEARTBEAT", "2,10")
-# the dataset cache of this test session: never the user's ~/.cache
+# the dataset cache of this test session: never the user's ~/.cache; one per process, so one per
+# xdist worker (a worker builds the built-in data once for its tests)
 os.environ.setdefault("HOVIT_NAS_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"hovit-nas-test-cache-{os.getpid()}"))
+
+# Rough cost in seconds of the slowest tests (serial, on the project's 2-core CPU machine), so that
+# under `-n 2` the longest start first and the workers finish together. Only the order matters:
+# an unlisted test counts as 0 and keeps its place in file order. A test with an xdist_group mark
+# (pyproject: --dist loadgroup) goes with its group, which costs the sum of its tests.
+COSTS = {
+    "test_gpu_check.py::test_gpu_check_dry_run_on_cpu": 150,
+    "test_ray.py::test_kill_driver_and_rerun_resumes": 100,  # each of 2
+    "test_train.py::test_resume_after_interruption_matches_uninterrupted_run": 100,
+    "test_chaos.py::test_short_kill_battery": 100,
+    "test_ray.py::test_failing_trials_are_recorded_and_the_search_goes_on": 95,
+    "test_confirm.py::test_an_interrupted_confirmation_resumes_to_each_run_exactly_once": 95,
+    "test_ray.py::test_asha_stopped_trials_are_pruned_never_on_the_front": 80,
+    "test_ray.py::test_ray_runs_four_trials_two_at_a_time_into_sqlite": 80,
+    "test_ray.py::test_two_node_cluster_each_node_builds_its_own_cache_once": 75,
+    "test_trust.py::test_full_disk_is_one_line_before_training_and_the_resume_completes": 75,
+    "test_train.py::test_end_to_end_on_real_crc_tiles": 70,
+    "test_ray.py::test_ray_into_postgresql": 70,
+    "test_ray.py::test_pareto_early_stop_on_ray_uses_the_storage_rung_table": 70,
+    "test_search_e2e.py::test_search_records_a_multi_objective_study": 45,  # with the module's search
+    "test_trust.py::test_a_read_only_storage_is_named_before_training": 60,
+    "test_trust_ray.py::test_a_killed_ray_worker_fails_its_trial_with_a_reason": 55,  # each of 2
+    "test_trust.py::test_the_printed_hint_works_when_pasted_against_postgresql": 50,
+    "test_reliability.py::test_no_password_in_any_output_or_file": 50,
+    "test_wheel.py::test_search_on_builtin_space_from_empty_dir": 45,
+    "test_onnx.py::test_search_on_onnxruntime_records_it_and_refuses_another_runtime": 45,
+    "test_onnx.py::test_export_onnx_then_eval_it_like_the_safetensors": 45,
+    "test_reliability.py::test_two_drivers_share_one_budget_and_never_train_a_config_twice": 45,
+    "test_latency_bench.py::test_bench_cli_writes_table_csv_json": 45,
+    "test_rungs.py::test_driver_killed_mid_rung_then_resumed": 40,
+    "test_rungs.py::test_two_drivers_share_one_rung_table": 40,
+    "test_reliability.py::test_dead_driver_is_seen_from_another_host": 35,  # each of 2
+    "test_onnx.py::test_bench_has_a_runtime_column": 30,
+    "test_study.py::test_fixed_point_enqueued_exactly_once_across_concurrent_starts_and_resume": 30,
+    "test_reliability.py::test_kill_right_after_the_fixed_point_is_created": 30,
+    "test_search_e2e.py::test_pareto_and_pin_then_train_the_pinned_config": 25,
+    "test_data.py::test_cli_bad_data_is_one_line_exit_2": 25,
+    "test_trust.py::test_cli_prints_that_macro_scores_skip_an_absent_class": 20,
+    "test_reliability.py::test_printed_commands_are_shell_quoted_and_artefacts_sit_next_to_the_study": 20,
+    "test_model.py::test_random_valid_configs_build_forward_and_export": 15,
+    "test_reliability.py::test_plain_postgresql_url_works": 15,
+    "test_wheel.py::test_wheel_ships_spaces_and_py_typed": 15,  # with the module's wheel build
+    "test_train.py::test_cli_bad_config_is_one_line": 15,
+    "test_cache.py::test_concurrent_processes_build_once": 10,
+    "test_trust.py::test_bench_takes_runtime_and_names_config_rows_by_study_and_trial": 10,
+}
+
+
+def _cost(item) -> float:
+    return COSTS.get(f"{item.path.name}::{item.originalname}", 0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (in each worker; all sort alike), the costliest tests and groups first."""
+    if not hasattr(config, "workerinput"):
+        return  # a serial run keeps file order
+    first, total, keys = {}, {}, []
+    for i, item in enumerate(items):
+        mark = item.get_closest_marker("xdist_group")
+        unit = f"group:{mark.args[0] if mark.args else mark.kwargs['name']}" if mark else f"test:{i}"
+        first.setdefault(unit, i)
+        total[unit] = total.get(unit, 0) + _cost(item)
+        keys.append(unit)
+    order = sorted(range(len(items)), key=lambda i: (-total[keys[i]], first[keys[i]], i))
+    items[:] = [items[i] for i in order]
 
 
 def write_image(path: Path, rng: np.random.Generator, size: int = 32, fmt: str | None = None, tint: int = 0) -> Path:

@@ -1,7 +1,9 @@
 """The GPU check script's CPU dry run: every step it runs on a GPU also runs here, tiny, so the
 script cannot rot between the rare sessions that have a GPU."""
 import json
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -12,8 +14,9 @@ from conftest import ROOT, shared_data
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     shared_data("crc-tiles")  # the NCT-shaped tiles are cut from the real ones
     out = tmp_path / "gpu-check"
+    # the interpreter running the tests, not whatever python3 or .venv the script would find
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--device", "cpu", "--tiny"],
-                       capture_output=True, text=True, timeout=900)
+                       capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable))
     summary = (out / "summary.txt").read_text().splitlines()
     assert r.returncode == 0, r.stderr[-3000:]
     steps = [line.split()[0] for line in summary]

@@ -65,7 +65,7 @@ def test_latency_protocol_records_its_conditions():
 
 
 def test_bench_cli_writes_table_csv_json(tmp_path):
-    r = run_cli("bench", "--device", "cpu", "--img-size", "64", "--runs", "3", "--rounds", "2", "--warmup", "1",
+    r = run_cli("bench", "--device", "cpu", "--img-size", "32", "--runs", "3", "--rounds", "2", "--warmup", "1",
                 "--models", "hovit_b,hovit_b:unexported,levit_128s", "--runtimes", "torch", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "bench.json").read_text())

@@ -9,7 +9,9 @@ import pytest
 from conftest import dashboard_study, run_cli
 from spaces import tiny_space
 
-pytestmark = pytest.mark.slow
+# one worker runs the module: its tests share one search, and the plot test reads the pareto.html that
+# test_pareto_and_pin_then_train_the_pinned_config writes
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("search-e2e")]
 
 
 @pytest.fixture(scope="module")
