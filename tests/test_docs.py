@@ -9,7 +9,7 @@ from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 CI = (ROOT / ".ci" / "run").read_text()
-TEST_COMMAND = ".venv/bin/python -m pytest tests -v --durations=15"
+TEST_COMMAND = ".venv/bin/python -m pytest tests -n 2 -v --durations=15"
 QUICK_START = (
     "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/hovit-nas search --space hovit",
     "bash .ci/run",
