@@ -374,7 +374,8 @@ def identity(study: optuna.Study) -> str:
 
 def require_hovit_study(study: optuna.Study, storage: str) -> None:
     """Every command that opens a study checks first that hovit-nas made it: two objectives
-    (maximise accuracy, minimise latency_ms) and a recorded space.
+    (maximise accuracy, minimise latency_ms) and a recorded space. A study with neither a space nor
+    a trial may be mid-creation by a concurrent start: it is given ``CREATION_WAIT_S`` to finish.
 
     Raises:
         HovitError: naming the study, the storage (password masked) and what it is instead.
@@ -385,8 +386,27 @@ def require_hovit_study(study: optuna.Study, storage: str) -> None:
         raise HovitError(f"{where} is not a hovit-nas study: {len(dirs)} objective(s) ({', '.join(dirs)}), not "
                          "accuracy (maximize) and latency_ms (minimize); open it with optuna-dashboard")
     if "space" not in study.user_attrs:
+        _await_creation(study)
+    if "space" not in study.user_attrs:
+        if not study.get_trials(deepcopy=False):
+            raise HovitError(f"{where} records neither a search space nor a trial: a start that was creating it "
+                             "was interrupted, or another tool made it; delete it (optuna delete-study) or use "
+                             "`study` NEW_NAME")
         raise HovitError(f"{where} is not a hovit-nas study: it maximizes and minimizes two objectives but records "
                          "no search space (made by another tool)")
+
+
+CREATION_WAIT_S = 30.0  # how long a start waits for a concurrent start to finish creating the study
+
+
+def _await_creation(study: optuna.Study) -> None:
+    """Wait until the study records its space (its last attribute, written by ``create_or_load``
+    before any trial), while it has no trial: a concurrent start that won the insert is still
+    writing its attributes."""
+    deadline = time.monotonic() + CREATION_WAIT_S
+    while ("space" not in study.user_attrs and not study.get_trials(deepcopy=False)
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
 
 
 def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler, study_attrs: dict,
@@ -394,7 +414,14 @@ def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler
     """Create the study and enqueue its fixed work, ``(params, user_attrs)`` pairs (the search's
     fixed point, a confirmation's runs) -- or load it. Exactly one process wins the study's unique
     insert; only that one enqueues, so concurrent starts and resumes never add a second fixed
-    point. ``add_missing``: a loaded study also gets the pairs it lacks (a wider confirmation)."""
+    point. The creator writes the ``space`` attribute after the others and before any trial; a loader
+    that finds no space and no trial waits up to ``CREATION_WAIT_S`` for it. ``add_missing``: a loaded study also
+    gets the pairs it lacks (a wider confirmation).
+
+    Raises:
+        HovitError: the study is not a hovit-nas study, or was left half-created, or was created
+            with other settings (``check_compatible``).
+    """
     st = open_storage(storage)
     try:
         study = optuna.create_study(storage=st, study_name=name, directions=DIRECTIONS, sampler=sampler,
@@ -409,7 +436,11 @@ def create_or_load(name: str, storage: str, sampler: optuna.samplers.BaseSampler
             study.set_metric_names(OBJECTIVES)
         study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
         for k, v in study_attrs.items():
-            study.set_user_attr(k, v)
+            if k != "space":
+                study.set_user_attr(k, v)
+        # the last attribute: a study that records its space has all of them, so a concurrent start
+        # waits for it (``require_hovit_study``); trials come after, so none appears before it
+        study.set_user_attr("space", study_attrs["space"])
         for params, attrs in enqueue:
             study.enqueue_trial(params, user_attrs=attrs)
     else:

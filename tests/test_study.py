@@ -188,3 +188,29 @@ def test_samplers():
     assert isinstance(st.make_sampler("random", 1), optuna.samplers.RandomSampler)
     with pytest.raises(HovitError, match="unknown sampler"):
         st.make_sampler("cma")
+
+
+def test_a_start_waits_for_a_concurrent_creator_then_refuses_a_half_created_study(tmp_path, monkeypatch):
+    """The creator writes `space` last; a start that loads the study before that waits for it
+    (the CI race of stop 24), and a study left with no space and no trial is named as such."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    bare = optuna.create_study(storage=url, study_name="s", directions=st.DIRECTIONS)  # a creator mid-way
+    sp = load_space("hovit")
+
+    def finish():
+        time.sleep(1.0)
+        for k, v in _attrs().items():
+            bare.set_user_attr(k, v)
+
+    threading.Thread(target=finish).start()
+    t0 = time.monotonic()
+    study, created = _open(url)
+    assert not created and study.user_attrs["space"] == "hovit" and time.monotonic() - t0 >= 0.9
+
+    optuna.create_study(storage=url, study_name="half", directions=st.DIRECTIONS)
+    monkeypatch.setattr(st, "CREATION_WAIT_S", 0.5)
+    with pytest.raises(HovitError, match="records neither a search space nor a trial: a start that was creating it "
+                                         "was interrupted, or another tool made it; delete it"):
+        st.create_or_load("half", url, st.make_sampler("nsga2", 0), _attrs(), _fixed(sp))
