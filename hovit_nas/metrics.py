@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> dict:
@@ -29,6 +28,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_cla
         ``classes_scored`` (how many classes the macro scores average over) and
         ``classes_absent`` (class indices with no sample in ``y_true``).
     """
+    # imported here, not with the package: scikit-learn brings scipy and about 1 CPU-second of imports
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     present = sorted(set(y_true.tolist()))
     absent = [c for c in range(num_classes) if c not in set(present)]

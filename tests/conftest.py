@@ -37,7 +37,6 @@ COSTS = {
     "test_ray.py::test_two_node_cluster_each_node_builds_its_own_cache_once": 75,
     "test_trust.py::test_full_disk_is_one_line_before_training_and_the_resume_completes": 75,
     "test_train.py::test_end_to_end_on_real_crc_tiles": 70,
-    "test_ray.py::test_ray_into_postgresql": 70,
     "test_ray.py::test_pareto_early_stop_on_ray_uses_the_storage_rung_table": 70,
     "test_search_e2e.py::test_search_records_a_multi_objective_study": 45,  # with the module's search
     "test_trust.py::test_a_read_only_storage_is_named_before_training": 60,

@@ -141,6 +141,10 @@ def test_no_password_in_any_output_or_file(tmp_path):
     r = _search(tmp_path, space, "--storage", url, "--executor", "ray", "--max-concurrent", "1", timeout=900)
     out.append(r.stdout + r.stderr)
     assert r.returncode == 0, r.stderr[-2000:]
+    study = optuna.load_study(study_name=f"{name}-builtin", storage=url)  # Ray into PostgreSQL: 2 local, 1 Ray
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 3 and len(study.trials) == 3 and "ray_node" in done[-1].user_attrs
+    assert [t.user_attrs.get("fixed_point") for t in done].count("hovit_b") == 1
     for cmd in (["pareto", "--storage", url, "--study", f"{name}-builtin"],
                 ["pin", "--storage", url, "--study", f"{name}-builtin"]):
         r = run_cli(*cmd, cwd=tmp_path)

@@ -1,8 +1,13 @@
-"""Thin peft glue: LoRA adapters on the LeViT blocks' linear layers for the pruning phase."""
+"""Thin peft glue: LoRA adapters on the LeViT blocks' linear layers for the pruning phase.
+
+peft is imported on first use, not with the package: it imports transformers, about 2 CPU-seconds
+that every process not training through LoRA (a search driver, ``bench``, ``export``, ``eval``, a
+command refusing its input) would otherwise pay at start.
+"""
 from __future__ import annotations
 
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.tuners_utils import BaseTunerLayer
+import sys
+
 from torch import nn
 
 # every nn.Linear inside a stage's blocks (qkv, proj, mlp): LinearNorm.linear
@@ -17,6 +22,8 @@ def add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+    from peft import LoraConfig, inject_adapter_in_model
+
     inject_adapter_in_model(
         LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=BLOCK_LINEARS), model)
     for name, p in model.named_parameters():
@@ -26,6 +33,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base weight and put the plain layer back in place."""
+    if "peft" not in sys.modules:  # never imported: no module can hold an adapter
+        return model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     for name, module in list(model.named_modules()):
         if isinstance(module, BaseTunerLayer):
             module.merge()
