@@ -33,11 +33,11 @@ export HOVIT_NAS_CACHE_DIR="$OUT/cache" HOVIT_NAS_HEARTBEAT=2,10 PYTHONPATH="$RO
 HOVIT=("$PY" -m hovit_nas)
 
 if [ "$TINY" = 1 ]; then
-  TILES=270; SIZE=32; BATCHES="8"; RUNS="--runs 3 --rounds 1 --warmup 1 --no-anchor"; STEPS=20; PIPE="--steps 3 --rounds 1"
-  GPUS=0; LIMIT=300
+  TILES=270; SIZE=32; BATCHES="8"; RUNS="--runs 3 --rounds 1 --warmup 1 --min-time 0.25 --no-anchor"; STEPS=20; PIPE="--steps 3 --rounds 1"
+  GPUS=0; LIMIT=300; LAT_S=0.25
 else
   TILES=20000; SIZE=224; BATCHES="1 32"; RUNS="--runs 20 --rounds 3"; STEPS=200; PIPE="--steps 20 --rounds 2"
-  GPUS=0.5; LIMIT=240
+  GPUS=0.5; LIMIT=240; LAT_S=1
 fi
 FOLDER="$OUT/nct-shaped-$TILES"
 
@@ -75,13 +75,13 @@ step input-pipeline "$PY" "$ROOT/benchmarks/input_pipeline.py" --folder "$FOLDER
 
 # a short space: the hovit space at this size with a capped budget
 SPACE="$OUT/space.yaml"
-"$PY" - "$ROOT/hovit_nas/spaces/hovit.yaml" "$SPACE" "$SIZE" "$STEPS" <<'EOF'
+"$PY" - "$ROOT/hovit_nas/spaces/hovit.yaml" "$SPACE" "$SIZE" "$STEPS" "$LAT_S" <<'EOF'
 import sys, yaml
 d = yaml.safe_load(open(sys.argv[1]))
 d["name"] = "gpu-check"
 d["base"]["model"]["img_size"] = int(sys.argv[3])
 d["base"]["train"].update(epochs_dense=1, epochs_prune=1, max_steps_per_epoch=int(sys.argv[4]))
-d["latency"].update(runs=10, warmup=3)
+d["latency"].update(runs=10, warmup=3, min_time_s=float(sys.argv[5]), anchor_time_s=3 * float(sys.argv[5]))
 yaml.safe_dump(d, open(sys.argv[2], "w"))
 EOF
 

@@ -21,7 +21,8 @@ import yaml
 
 from .device import resolve_device
 from .config import load_run_config, with_num_classes
-from .latency import calibrate, measure_latency, resolve_runtime
+from .errors import HovitError
+from .latency import calibrate, measure_latency, resolve_runtime, runtime_version
 from .models import BASELINES, PRESETS, count_params, create_baseline, create_hovit, export, hovit_b
 
 _log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class BenchConfig:
     anchor: bool = True
     models: list[str] = field(default_factory=list)  # empty: every Table 1 row; a .yaml is a HoViT config
     runtimes: list[str] = field(default_factory=lambda: ["auto"])  # auto: torch + onnxruntime on CPU
+    min_time_s: float = 1.0  # seconds timed per model per round, at least; the anchor calibrates over 3x
 
 
 @dataclass
@@ -140,7 +142,11 @@ def _build(name: str, img_size: int, num_classes: int, train: Optional[Callable]
 
 
 def bench_runtimes(cfg: BenchConfig, dev: torch.device) -> list[str]:
-    """``auto``: both runtimes on the CPU; on CUDA, torch, plus onnxruntime if it has the CUDA provider."""
+    """``auto``: torch and onnxruntime on the CPU; on CUDA, torch, plus onnxruntime if it has the
+    CUDA provider. ``openvino`` (CPU only) is timed when named.
+
+    Raises:
+        HovitError: an unknown runtime, or openvino not installed or asked for on a GPU."""
     out: list[str] = []
     for r in cfg.runtimes:
         if r == "auto":
@@ -170,11 +176,13 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None) -> dict:
     labels = row_labels(names)
     kw = dict(batch=cfg.batch, device=dev, runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads,
               cuda_graph=cfg.cuda_graph)
+    if cfg.min_time_s <= 0:
+        raise HovitError(f"`min_time` must be > 0 seconds, got {cfg.min_time_s}")
     anchors: dict = {rt: None for rt in runtimes}
     if cfg.anchor:
         ref = export(create_hovit(hovit_b(img_size, num_classes)))
         for rt in runtimes:
-            anchors[rt] = calibrate("hovit_b", ref, img_size, runtime=rt, **kw)
+            anchors[rt] = calibrate("hovit_b", ref, img_size, seconds=3 * cfg.min_time_s, runtime=rt, **kw)
             _log.info(f"  anchor on {rt}: exported HoViT-B calibrated at {anchors[rt].ms:.3f} ms; every model is "
                       "timed alternately with it")
     lat: dict = {}
@@ -182,7 +190,7 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None) -> dict:
         t0 = time.time()
         for rt in runtimes:
             for name, (model, _, _) in built.items():
-                m = measure_latency(model, img_size, anchor=anchors[rt], runtime=rt, **kw)
+                m = measure_latency(model, img_size, anchor=anchors[rt], runtime=rt, min_time_s=cfg.min_time_s, **kw)
                 lat[name, rt] = lat[name, rt].merged(m) if (name, rt) in lat else m
         _log.info(f"  round {r + 1}/{rounds}: " + "; ".join(
                   f"{rt}: " + ", ".join(f"{n} {lat[n, rt].median_ms:.1f}" for n in names) for rt in runtimes)
@@ -200,7 +208,9 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None) -> dict:
     any_lat = lat[REFERENCE, runtimes[0]]
     return {"img_size": img_size, "batch": cfg.batch, "device": str(dev), "device_name": any_lat.device_name,
             "threads": any_lat.threads, "runs": cfg.runs * rounds, "rounds": rounds, "warmup": cfg.warmup,
+            "min_time_s": cfg.min_time_s,
             "cuda_graph": any_lat.cuda_graph, "torch": torch.__version__, "runtimes": runtimes,
+            "runtime_versions": {rt: runtime_version(rt) or torch.__version__ for rt in runtimes},
             "anchor": {"name": "hovit_b", "ms": {rt: a.ms for rt, a in anchors.items()}} if cfg.anchor else None,
             "rows": [asdict(r) for r in rows]}
 
@@ -215,8 +225,10 @@ def format_table(report: dict) -> str:
     widths = [max(len(str(row[i])) for row in table) for i in range(len(have))]
     lines = [f"device: {report['device_name']} ({report['device']}), threads {report['threads']}, "
              f"batch {report['batch']}, {report['img_size']} px, median of >= {report['runs']} runs per model "
-             f"(>= 1 s timed per round, {report.get('rounds', 1)} interleaved rounds)"
+             f"(>= {report.get('min_time_s', 1.0):g} s timed per round, {report.get('rounds', 1)} interleaved rounds)"
              + (", CUDA graph" if report.get("cuda_graph") else "")
+             + ("; " + ", ".join(f"{k} {v}" for k, v in report["runtime_versions"].items())
+                if report.get("runtime_versions") else "")
              + (", anchored to HoViT-B on each runtime (" + ", ".join(f"{k} {v:.3f} ms" for k, v in
                                                                      report["anchor"]["ms"].items()) + ")"
                 if report.get("anchor") else "")]

@@ -15,7 +15,7 @@ from typing import Callable
 
 import click
 
-from .config import EARLY_STOP_RULES, EXECUTORS, EXPORT_FORMATS, METRICS, RUNTIMES, SAMPLERS
+from .config import EARLY_STOP_RULES, EVAL_RUNTIMES, EXECUTORS, EXPORT_FORMATS, METRICS, RUNTIMES, SAMPLERS
 from .errors import exit_status
 
 
@@ -149,14 +149,16 @@ def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epoc
 @data_option
 @data_options
 @click.option("--device", default="auto")
-def eval_cmd(model_path, data, data_options, device):
+@click.option("--runtime", type=click.Choice(EVAL_RUNTIMES), default=None,
+              help="For an .onnx: onnxruntime (default) or openvino (CPU); a .safetensors runs on torch.")
+def eval_cmd(model_path, data, data_options, device, runtime):
     """Evaluate an exported model (.safetensors, .onnx, or a run directory) on a dataset."""
     import json
 
     from .metrics import macro_note
     from .train import evaluate_exported
 
-    res, splits = evaluate_exported(model_path, data, data_options, device)
+    res, splits = evaluate_exported(model_path, data, data_options, device, runtime)
     for name, m in res.items():
         click.echo(f"{name}: top1 {m['top1']:.4f}  f1 {m['f1_macro']:.4f}  recall {m['recall_macro']:.4f}  "
                    f"precision {m['precision_macro']:.4f}  (n={m['n']}) {macro_note(m, splits.classes)}".rstrip())
@@ -202,13 +204,17 @@ def _bench_config(**v):
     (("--runs",), "runs", dict(type=int, default=20, show_default=True, help="Timed runs per model per round.")),
     (("--rounds",), "rounds", dict(type=int, default=5, show_default=True, help="Interleaved passes over all models.")),
     (("--warmup",), "warmup", dict(type=int, default=10, show_default=True)),
+    (("--min-time",), "min_time_s", dict(type=float, default=1.0, show_default=True,
+                                          help="Seconds timed per model per round, at least (the anchor "
+                                               "calibrates over 3x).")),
     (("--threads",), "threads", dict(type=int, default=None, help="CPU threads (recorded).")),
     (("--cuda-graph",), "cuda_graph", dict(is_flag=True, help="Replay a captured CUDA graph (GPU only).")),
     (("--models",), "models", dict(default=None, help="Comma-separated subset (default: all rows); a .yaml "
                                                        "is a HoViT run config, e.g. a pinned best.yaml.")),
     (("--runtime", "--runtimes"), "runtimes", dict(default="auto", show_default=True,
-                                                   help="Comma-separated: torch, onnxruntime; auto = both on CPU "
-                                                        "(--runtimes is an alias).")),
+                                                   help="Comma-separated: torch, onnxruntime, openvino (CPU; "
+                                                        "pip install 'hovit-nas[openvino]'); auto = torch and "
+                                                        "onnxruntime on CPU (--runtimes is an alias).")),
     (("--anchor/--no-anchor",), "anchor", dict(default=True, show_default=True,
                                                help="Time every model alternately with an exported HoViT-B.")),
 )
@@ -289,8 +295,8 @@ def ray_options(*extra: tuple) -> Callable:
 @click.option("--latency-anchor/--no-latency-anchor", default=None,
               help="Time each candidate alternately with HoViT-B, cancelling machine drift (space default: on).")
 @click.option("--runtime", "--runtimes", "runtime", type=click.Choice(RUNTIMES), default=None,
-              help="Where latency is timed: onnxruntime, torch (eager), or auto = onnxruntime on CPU, torch on "
-                   "CUDA (space default: auto). A study keeps its runtime.")
+              help="Where latency is timed: onnxruntime, torch (eager), openvino (CPU), or auto = onnxruntime on "
+                   "CPU, torch on CUDA (space default: auto). A study keeps its runtime.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @ray_options(
     (("--asha-accuracy-only", "--asha"), "asha",

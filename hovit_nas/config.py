@@ -183,20 +183,27 @@ class RunConfig:
 
 @dataclass
 class LatencyConfig:
-    """How a study times the exported model (latency.py): batch, runs, warm-up, CPU threads, and
-    whether each measurement is anchored to the fixed point (cancels a shared machine's drift)."""
+    """How a study times the exported model (latency.py): batch, runs, warm-up, CPU threads, the
+    runtime, whether each measurement is anchored to the fixed point (cancels a shared machine's
+    drift), and how long each measurement (``min_time_s``) and the anchor's calibration
+    (``anchor_time_s``) time at least, in seconds."""
 
     batch: int = 1
     runs: int = 30
     warmup: int = 10
     threads: Optional[int] = None  # None: the trial's threads, else torch's default
     anchor: bool = True
-    runtime: str = "auto"  # torch | onnxruntime | auto (onnxruntime on CPU, torch on CUDA): latency.py
+    runtime: str = "auto"  # torch | onnxruntime | openvino | auto (onnxruntime on CPU, torch on CUDA): latency.py
+    min_time_s: float = 1.0  # each measurement times at least this long (more runs for fast models)
+    anchor_time_s: float = 3.0  # the anchor's one calibration window, per study
 
     def validate(self, where: str = "latency") -> "LatencyConfig":
         for name in ("batch", "runs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("min_time_s", "anchor_time_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{where}.{name}: must be > 0 seconds, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ConfigError(f"{where}.warmup: must be >= 0, got {self.warmup}")
         if self.threads is not None and self.threads < 1:
@@ -206,7 +213,7 @@ class LatencyConfig:
         return self
 
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # latency.RUNTIMES and auto
 
 
 @dataclass
@@ -331,6 +338,7 @@ METRICS = ("top1", "f1_macro")
 SAMPLERS = ("nsga2", "tpe", "random")
 EXECUTORS = ("local", "ray")
 EXPORT_FORMATS = ("safetensors", "onnx")
+EVAL_RUNTIMES = ("torch", "onnxruntime", "openvino")  # what `eval` runs an exported model on
 
 
 @dataclass

@@ -45,7 +45,8 @@ class Latency:
     cuda_graph: bool
     torch_version: str
     samples_ms: list = field(default_factory=list, repr=False)
-    runtime: str = "torch"  # torch (eager) | onnxruntime
+    runtime: str = "torch"  # torch (eager) | onnxruntime | openvino
+    runtime_version: Optional[str] = None  # onnxruntime's or OpenVINO's version (torch's is torch_version)
     anchor: Optional[str] = None  # reference model timed alongside; then median_ms = ratio x anchor_ms
     anchor_ms: Optional[float] = None  # the reference's calibrated latency
     raw_median_ms: Optional[float] = None  # the candidate's own median in one window (drifts; not pooled)
@@ -123,34 +124,67 @@ class Calibration:
         return cls(d["name"], float(d["ms"]), d.get("config") or {}, d["device"], int(d["threads"]))
 
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+EXPORTED = ("onnxruntime", "openvino")  # runtimes that run the model exported to ONNX
 
 
 def resolve_runtime(runtime: str, device: str | torch.device) -> str:
     """``auto``: onnxruntime on the CPU (what CPU deployments run, and where eager PyTorch
-    mis-ranks model families), PyTorch (CUDA events, optional graphs) on a GPU."""
+    mis-ranks model families), PyTorch (CUDA events, optional graphs) on a GPU. ``openvino`` is
+    checked here, before any training: installed, and asked for on the CPU.
+
+    Raises:
+        HovitError: an unknown runtime, openvino not installed, or openvino on a GPU."""
     if runtime == "auto":
         return "torch" if torch.device(device).type == "cuda" else "onnxruntime"
+    from .errors import HovitError
+
     if runtime not in RUNTIMES:
-        from .errors import HovitError
         raise HovitError(f"unknown latency runtime {runtime!r}; one of auto, {', '.join(RUNTIMES)}")
+    if runtime == "openvino":  # checked before any training: installed, and on the CPU
+        from .models import openvino as ov
+
+        ov.require()
+        if torch.device(device).type != "cpu":
+            raise HovitError(f"the openvino runtime is timed on the CPU here, not on {device}; use `device` cpu, "
+                             "or `runtime` torch on a GPU")
     return runtime
 
 
 _SESSIONS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def _onnx_runner(model: nn.Module, x: torch.Tensor, threads: int, dev: torch.device):
-    """A zero-argument call of ``model`` on onnxruntime (the session cached per model, so the
-    study's anchor is exported once per process)."""
+def _exported_runner(model: nn.Module, x: torch.Tensor, threads: int, dev: torch.device, runtime: str):
+    """A zero-argument call of ``model`` exported to ONNX, on onnxruntime or OpenVINO (the session
+    or compiled model cached per model, so the study's anchor is exported once per process)."""
     from .models.onnx import onnx_bytes, session
 
-    key = (tuple(x.shape[1:]), threads, str(dev))
+    key = (runtime, tuple(x.shape[1:]), threads, str(dev))
     cache = _SESSIONS.setdefault(model, {})
+    feed = x.cpu().numpy()
+    if runtime == "openvino":
+        from .models import openvino as ov
+
+        if key not in cache:
+            cache[key] = ov.compile_onnx(onnx_bytes(model, x.shape[-1], x.shape[1]), threads, str(dev))
+        return ov.runner(cache[key], feed)
     if key not in cache:
         cache[key] = session(onnx_bytes(model, x.shape[-1], x.shape[1]), threads, str(dev))
-    sess, feed = cache[key], {"images": x.cpu().numpy()}
-    return lambda: sess.run(None, feed)
+    sess = cache[key]
+    return lambda: sess.run(None, {"images": feed})
+
+
+def runtime_version(runtime: str) -> Optional[str]:
+    """The version of an exported runtime's package (None for torch: see ``torch_version``)."""
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        return onnxruntime.__version__
+    if runtime == "openvino":
+        from .models import openvino as ov
+
+        return ov.version()
+    return None
 
 
 @torch.inference_mode()
@@ -162,16 +196,20 @@ def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str
     ``min_time_s`` is timed: a few ms of timing cannot average out a shared machine's noise.
     With ``anchor``, candidate and reference are timed in alternating short blocks (module docstring).
     ``guard`` (default: this device's) is held exclusively while timing. ``runtime`` is where the
-    model runs: ``torch`` (eager) or ``onnxruntime`` (the model exported to ONNX, all graph
-    optimisations, the same thread count); the anchor runs on the same runtime."""
+    model runs: ``torch`` (eager), ``onnxruntime`` (the model exported to ONNX, all graph
+    optimisations) or ``openvino`` (the same ONNX compiled by OpenVINO for the CPU, latency hint,
+    f32: models/openvino.py), each at the same thread count; the anchor runs on the same runtime.
+
+    Raises:
+        HovitError: the runtime is not installed (openvino is optional) or cannot run on ``device``."""
     dev = torch.device(device)
     models = [model.eval().to(dev)] + ([anchor.model.eval().to(dev)] if anchor else [])
     x = torch.randn(batch, in_chans, img_size, img_size, device=dev)
     guard = guard or DeviceGuard.of(dev)
-    if runtime == "onnxruntime":
+    if runtime in EXPORTED:
         n = threads or torch.get_num_threads()
         with guard.shared():  # exporting is compute; the timing below is exclusive
-            fns = [_onnx_runner(m, x, n, dev) for m in models]
+            fns = [_exported_runner(m, x, n, dev, runtime) for m in models]
         with guard.exclusive():
             times = _time_host(fns, warmup, runs, min_time_s)
         n_threads, cuda_graph = n, False
@@ -183,7 +221,7 @@ def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str
                 cuda_graph = False
                 times = _time_host([lambda m=m: m(x) for m in models], warmup, runs, min_time_s)
     like = Latency(0.0, 0.0, 0.0, 0.0, 0, warmup, batch, img_size, str(dev), device_name(dev), n_threads,
-                   cuda_graph, torch.__version__, runtime=runtime)
+                   cuda_graph, torch.__version__, runtime=runtime, runtime_version=runtime_version(runtime))
     if anchor is None:
         return summarise(times[0][0], like)
     # each candidate sample scaled by its neighbouring anchor block: drift between blocks cancels

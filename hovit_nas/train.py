@@ -384,9 +384,11 @@ def _read_checkpoint(path: Path) -> dict:
 
 
 def evaluate_exported(model_path: str | Path, data: Optional[str], options: "DataOptions",
-                      device: str = "auto") -> tuple[dict[str, dict], Splits]:
+                      device: str = "auto", runtime: Optional[str] = None) -> tuple[dict[str, dict], Splits]:
     """``hovit-nas eval``: an exported model (``.safetensors``, ``.onnx``, or a run directory)
     scored on the val and test splits of ``data`` (no augmentation), at the model's resolution.
+    ``runtime``: for an ``.onnx``, ``onnxruntime`` (default) or ``openvino``; a ``.safetensors``
+    runs on torch.
 
     Returns ``{"val": metrics, "test": metrics}`` (metrics.classification_metrics) and the splits.
     Raises:
@@ -401,10 +403,13 @@ def evaluate_exported(model_path: str | Path, data: Optional[str], options: "Dat
     p = Path(model_path)
     if p.is_dir():
         p = p / "model.safetensors"
-    dev = resolve_device(device)
+    dev = resolve_device("cpu" if runtime == "openvino" and device == "auto" else device)
     if p.suffix == ".onnx":
         from .models.onnx import load_onnx
-        model = load_onnx(p, dev)
+        model = load_onnx(p, dev, runtime or "onnxruntime")
+    elif runtime not in (None, "torch"):
+        raise HovitError(f"{p}: a .safetensors model runs on torch; export it with --format onnx to run it on "
+                         f"{runtime}")
     else:
         model = load_exported(p, dev)
     splits = load_data(DataSpec.of(data, model.config.img_size, 0, replace(options, augment=False)))

@@ -129,7 +129,7 @@ def _anchor(calibration: Optional[Calibration]) -> Optional[Anchor]:
 def _protocol(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> dict:
     lat = spec.latency
     return dict(batch=lat.batch, device=device, runs=lat.runs, warmup=lat.warmup, threads=spec.latency_threads,
-                in_chans=cfg.model.in_chans, runtime=lat.runtime)
+                in_chans=cfg.model.in_chans, runtime=lat.runtime, min_time_s=lat.min_time_s)
 
 
 def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> Calibration:
@@ -141,7 +141,9 @@ def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> Calibration:
     cfg_dict = to_dict(cfg)
     with DeviceGuard.of(dev).shared():
         model = _anchor_model(cfg_dict)
-    a = calibrate(name, model, cfg.model.img_size, **_protocol(cfg, spec, dev))
+    protocol = _protocol(cfg, spec, dev)
+    protocol.pop("min_time_s")  # the calibration window is the longer anchor_time_s
+    a = calibrate(name, model, cfg.model.img_size, seconds=spec.latency.anchor_time_s, **protocol)
     return Calibration(name, a.ms, cfg_dict, str(dev), spec.latency_threads)
 
 

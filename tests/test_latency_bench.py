@@ -1,6 +1,8 @@
 import json
 import time
 
+import pytest
+
 from torch import nn
 
 from conftest import run_cli
@@ -66,8 +68,10 @@ def test_latency_protocol_records_its_conditions():
 
 def test_bench_cli_writes_table_csv_json(tmp_path):
     r = run_cli("bench", "--device", "cpu", "--img-size", "32", "--runs", "3", "--rounds", "2", "--warmup", "1",
-                "--models", "hovit_b,hovit_b:unexported,levit_128s", "--runtimes", "torch", "--out", str(tmp_path))
+                "--min-time", "0.25", "--models", "hovit_b,hovit_b:unexported,levit_128s", "--runtimes", "torch",
+                "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
+    assert ">= 0.25 s timed per round, 2 interleaved rounds" in r.stdout
     report = json.loads((tmp_path / "bench.json").read_text())
     rows = {row["model"]: row for row in report["rows"]}
     assert set(rows) == {"hovit_b", "hovit_b:unexported", "levit_128s", "efficientnet_b0"}
@@ -76,6 +80,16 @@ def test_bench_cli_writes_table_csv_json(tmp_path):
     assert "ratio_to_effnet_b0" in r.stdout and (tmp_path / "bench.csv").read_text().startswith("model,")
     assert report["anchor"]["name"] == "hovit_b" and "anchored to HoViT-B" in r.stdout
     raw = run_cli("bench", "--device", "cpu", "--img-size", "32", "--runs", "3", "--rounds", "1", "--warmup", "1",
-                  "--models", "levit_128s", "--no-anchor", "--out", str(tmp_path / "raw"))
+                  "--min-time", "0.25", "--models", "levit_128s", "--no-anchor", "--out", str(tmp_path / "raw"))
     assert raw.returncode == 0, raw.stderr
     assert json.loads((tmp_path / "raw" / "bench.json").read_text())["anchor"] is None
+
+
+def test_latency_timing_windows_are_validated():
+    from hovit_nas.config import LatencyConfig
+    from hovit_nas.errors import ConfigError
+
+    assert LatencyConfig(min_time_s=0.25, anchor_time_s=0.75).validate().min_time_s == 0.25
+    for bad in ({"min_time_s": 0}, {"anchor_time_s": -1.0}):
+        with pytest.raises(ConfigError, match=f"latency.{next(iter(bad))}: must be > 0 seconds"):
+            LatencyConfig(**bad).validate()

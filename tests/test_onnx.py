@@ -1,4 +1,5 @@
 """ONNX export checked by a real onnxruntime session; latency timed on onnxruntime per study."""
+import importlib.util
 import json
 
 import optuna
@@ -12,6 +13,8 @@ from hovit_nas.latency import measure_latency, resolve_runtime
 from hovit_nas.models import create_hovit, export, hovit_b, hovit_b_attn_down
 from hovit_nas.models.onnx import load_onnx, save_onnx
 from spaces import tiny_space
+
+HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None  # the test extra installs it
 
 
 def _trained_like(cfg):
@@ -91,19 +94,28 @@ def test_export_onnx_then_eval_it_like_the_safetensors(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     e = run_cli("export", str(out), "--format", "onnx", cwd=tmp_path)
     assert e.returncode == 0 and "max relative" in e.stdout and (out / "model.onnx").is_file(), e.stderr
-    evals = [run_cli("eval", str(p), "--max-per-split", "60", cwd=tmp_path) for p in
-             (out / "model.safetensors", out / "model.onnx")]
-    assert all(x.returncode == 0 for x in evals), evals[1].stderr
-    a, b = (json.loads(x.stdout.strip().splitlines()[-1]) for x in evals)
-    assert a["test"]["top1"] == b["test"]["top1"] and a["val"]["n"] == b["val"]["n"]
+    runs = [(out / "model.safetensors", ()), (out / "model.onnx", ())]
+    if HAVE_OPENVINO:
+        runs.append((out / "model.onnx", ("--runtime", "openvino")))
+    evals = [run_cli("eval", str(p), "--max-per-split", "60", *extra, cwd=tmp_path) for p, extra in runs]
+    assert all(x.returncode == 0 for x in evals), [x.stderr[-1000:] for x in evals]
+    a, *others = (json.loads(x.stdout.strip().splitlines()[-1]) for x in evals)
+    assert all(a["test"]["top1"] == b["test"]["top1"] and a["val"]["n"] == b["val"]["n"] for b in others)
+    wrong = run_cli("eval", str(out / "model.safetensors"), "--runtime", "onnxruntime", cwd=tmp_path)
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1].endswith(
+        "a .safetensors model runs on torch; export it with --format onnx to run it on onnxruntime")
 
 
 @pytest.mark.slow
 def test_bench_has_a_runtime_column(tmp_path):
+    runtimes = ("torch", "onnxruntime") + (("openvino",) if HAVE_OPENVINO else ())
     r = run_cli("bench", "--img-size", "32", "--num-classes", "2", "--models", "hovit_s", "--runs", "3",
-                "--rounds", "1", "--warmup", "1", "--threads", "1", "--out", str(tmp_path), cwd=tmp_path)
+                "--rounds", "1", "--warmup", "1", "--min-time", "0.25", "--threads", "1", "--runtime", ",".join(runtimes),
+                "--out", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    rows = report["rows"]
     assert {(x["model"], x["runtime"]) for x in rows} == {(m, rt) for m in ("hovit_s", "efficientnet_b0")
-                                                          for rt in ("torch", "onnxruntime")}
+                                                          for rt in runtimes}
+    assert list(report["runtime_versions"]) == list(runtimes) and all(report["runtime_versions"].values())
     assert all(x["ratio_to_effnet_b0"] == 1.0 for x in rows if x["model"] == "efficientnet_b0")

@@ -366,7 +366,8 @@ def test_bench_takes_runtime_and_names_config_rows_by_study_and_trial(tmp_path):
     labels = row_labels([paths[0], str(twin)])
     assert len(set(labels.values())) == 2 and all(v.startswith("pcam-a#3 (") for v in labels.values())
     r = run_cli("bench", "--runtime", "torch", "--models", ",".join(paths), "--img-size", "32", "--runs", "2",
-                "--rounds", "1", "--warmup", "1", "--no-anchor", "--out", str(tmp_path / "bench"), cwd=tmp_path)
+                "--rounds", "1", "--warmup", "1", "--min-time", "0.25", "--no-anchor", "--out", str(tmp_path / "bench"),
+                cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "pcam-a#3" in r.stdout and "pcam-b#7" in r.stdout
 

@@ -115,7 +115,14 @@ class OnnxModel(nn.Module):
         return torch.from_numpy(out).to(x.device)
 
 
-def load_onnx(path: str | Path, device: str | torch.device = "cpu") -> OnnxModel:
+def load_onnx(path: str | Path, device: str | torch.device = "cpu", runtime: str = "onnxruntime") -> nn.Module:
+    """A hovit-nas ``.onnx`` export as a module (tensors in, logits out) on ``runtime``:
+    ``onnxruntime`` (``OnnxModel``) or ``openvino`` (``openvino.OpenVinoModel``, CPU only).
+
+    Raises:
+        HovitError: no such file, not ONNX, not a hovit-nas export (no config in its metadata),
+            or the runtime is unknown, missing or cannot run on ``device``.
+    """
     import onnx
 
     p = Path(path)
@@ -127,4 +134,13 @@ def load_onnx(path: str | Path, device: str | torch.device = "cpu") -> OnnxModel
         raise HovitError(f"{p}: not an ONNX file ({type(exc).__name__})") from None
     if meta.get("format") != FORMAT:
         raise HovitError(f"{p}: not a hovit-nas ONNX export (format {meta.get('format')!r})")
-    return OnnxModel(p, from_dict(ArchConfig, json.loads(meta["config"]), "model"), str(device))
+    config = from_dict(ArchConfig, json.loads(meta["config"]), "model")
+    if runtime == "openvino":
+        from .openvino import OpenVinoModel
+
+        if torch.device(device).type != "cpu":
+            raise HovitError(f"the openvino runtime runs on the CPU here, not on {device}; use --device cpu")
+        return OpenVinoModel(p, config)
+    if runtime != "onnxruntime":
+        raise HovitError(f"an .onnx model runs on onnxruntime or openvino, not {runtime!r}")
+    return OnnxModel(p, config, str(device))
