@@ -21,6 +21,7 @@ from .confirm import confirmed, format_table
 from .dominance import dominates, non_dominated
 from .errors import HovitError
 from .rungs import fidelity
+from .target import label as target_label
 
 
 def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:
@@ -83,7 +84,7 @@ def summarise(study: optuna.Study) -> dict:
     return {
         "study": study.study_name, "metric": study.user_attrs.get("metric", "top1"),
         "data": study.user_attrs.get("data"), "latency_batch": study.user_attrs.get("latency_batch"),
-        "runtime": study.user_attrs.get("latency_runtime", "torch"),
+        "runtime": study.user_attrs.get("latency_runtime", "torch"), "target": target_label(study),
         "device": next((t.user_attrs.get("latency", {}).get("device_name") for t in complete), None),
         "img_size": study.user_attrs.get("img_size"),
         "threads": next((t.user_attrs.get("latency", {}).get("threads") for t in complete), None),
@@ -108,7 +109,7 @@ def format_report(rep: dict) -> str:
     lines = [f"study {rep['study']}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed"
              + (f", {c['RUNNING']} running" if c["RUNNING"] else "")
              + f"; data: {rep['data']}; device: {rep['device']}",
-             f"objectives: val {rep['metric']} (max), latency ms at batch {rep['latency_batch']} on {rep['runtime']} (min)",
+             f"objectives: val {rep['metric']} (max), latency ms (min) on deployment target {rep['target']}",
              f"Pareto front ({len(rep['front'])} trials):",
              f"  {'trial':>5}  {rep['metric']:>8}  {'latency':>9}  {'params':>7}  {'test':>6}  architecture"]
     for r in rep["front"]:
@@ -203,7 +204,7 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
     hist = rep["hypervolume_history"]
     fig.add_trace(go.Scatter(x=[h["trial"] for h in hist], y=[h["hypervolume"] for h in hist], mode="lines+markers",
                              name="hypervolume", line_shape="hv"), 1, 2)
-    fig.update_xaxes(title_text=f"latency (ms, batch {rep['latency_batch']}, {rep['runtime']}, {rep['device']})",
+    fig.update_xaxes(title_text=f"latency (ms) on {rep['target']} ({rep['device']})",
                      row=1, col=1)
     fig.update_yaxes(title_text=f"validation {rep['metric']}", row=1, col=1)
     fig.update_xaxes(title_text="trial number", row=1, col=2)
@@ -267,6 +268,7 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
         "confirmation": c.to_dict() if c else (
             "none: this pick rests on one seed's validation score; run `hovit-nas confirm` to retrain the front's "
             "candidates and HoViT-B over more seeds"),
+        "deployment_target": rep["target"],
         "params": a.get("params"), "device": (a.get("latency") or {}).get("device_name"),
         "latency": a.get("latency"), "data": a.get("data"),
         "val": {k: v for k, v in (a.get("val") or {}).items() if k != "confusion"},

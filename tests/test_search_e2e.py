@@ -5,6 +5,7 @@ import subprocess
 
 import optuna
 import pytest
+import yaml
 
 from conftest import dashboard_study, run_cli
 from spaces import tiny_space
@@ -12,6 +13,7 @@ from spaces import tiny_space
 # one worker runs the module: its tests share one search, and the plot test reads the pareto.html that
 # test_pareto_and_pin_then_train_the_pinned_config writes
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("search-e2e")]
+TARGET = "cpu/onnxruntime/fp32, 1 thread, batch 1, 32 px"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,11 @@ def test_search_records_a_multi_objective_study(searched):
         assert c.user_attrs["latency"]["anchor_ms"] == anchor["ms"] and c.user_attrs["latency"]["ratio"] > 0
     assert 0.75 < t.user_attrs["latency"]["ratio"] < 1.33
     assert "[4/4] trial #3" in r.stderr and "front" in r.stderr and "HoViT-B fixed point" in r.stderr
+    # the deployment target, recorded once (issue 22): the CPU, the runtime the latency was timed on, ...
+    assert study.user_attrs["deployment_target"] == {
+        "device": "cpu", "runtime": "onnxruntime", "precision": "fp32", "threads": 1, "batch": 1, "img_size": 32,
+        "name": TARGET}
+    assert f"deployment target: {TARGET}" in r.stderr
     # re-running the same command resumes: nothing new, no second fixed point
     again = run_cli("search", "--space", str(work / "tiny.yaml"), "--threads", "1", cwd=work)
     assert again.returncode == 0 and "already has 4 finished trials" in again.stderr
@@ -55,10 +62,12 @@ def test_pareto_and_pin_then_train_the_pinned_config(searched):
     r = run_cli("pareto", cwd=work)
     assert r.returncode == 0, r.stderr
     assert "Pareto front" in r.stdout and "hypervolume" in r.stdout and "HoViT-B (trial 0" in r.stdout
+    assert f"latency ms (min) on deployment target {TARGET}" in r.stdout
     assert (work / "studies" / "tiny-builtin" / "pareto.html").is_file()
     r = run_cli("pin", "--max-latency", "1000", cwd=work)
     assert r.returncode == 0, r.stderr
     best = work / "studies" / "tiny-builtin" / "best.yaml"
+    assert yaml.safe_load(best.read_text())["deployment_target"] == TARGET
     r = run_cli("train", "--config", str(best), "--max-steps", "1", "--epochs-dense", "1", "--epochs-prune", "1",
                 "--out", str(work / "runs" / "best"), cwd=work)
     assert r.returncode == 0, r.stderr
@@ -70,6 +79,7 @@ def test_optuna_dashboard_serves_the_study_over_http(searched):
     detail = dashboard_study(f"sqlite:///{work / 'studies' / 'tiny-builtin' / 'study.db'}", "tiny-builtin")
     assert len(detail["trials"]) >= 4
     assert any(a["key"] == "fixed_point" for t in detail["trials"] for a in t["user_attrs"])
+    assert TARGET in json.dumps(detail)  # the study's deployment_target attribute, as the dashboard serves it
     assert detail["best_trials"]
 
 

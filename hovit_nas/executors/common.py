@@ -17,6 +17,7 @@ from ..config import EarlyStop, RunConfig, SearchConfig
 from ..errors import HovitError
 from ..latency import Calibration
 from ..space import TrialSpace
+from ..target import DeploymentTarget, ensure as ensure_recorded_target
 from ..trial import TrialSpec, calibrate_anchor
 
 _log = logging.getLogger(__name__)
@@ -44,6 +45,18 @@ class Prepared:
         t = copy.copy(self.trial_template)
         t.config = config
         return t
+
+
+def ensure_target(prep: Prepared, device: str, threads: Optional[int]) -> DeploymentTarget:
+    """The study's deployment target for trials on ``device`` with ``threads`` (the trials'):
+    recorded with a study that has none, refused (HovitError, one line) when the study recorded
+    another (target.py)."""
+    t = copy.copy(prep.trial_template)
+    t.device, t.threads = device, threads
+    target = DeploymentTarget.of(device, t.latency.runtime, t.latency_threads, t.latency.batch,
+                                 t.config.model.img_size)
+    ensure_recorded_target(prep.study, target)
+    return target
 
 
 def ensure_anchor(prep: Prepared, device: str, threads: Optional[int],

@@ -19,7 +19,7 @@ from ..device import resolve_device
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
 from ..rungs import rung_callback
 from ..trial import run_trial
-from .common import Prepared, ProgressReporter, ensure_anchor
+from .common import Prepared, ProgressReporter, ensure_anchor, ensure_target
 
 _log = logging.getLogger(__name__)
 MAX_DUPLICATE_STREAK = 50  # proposals in a row already trained: the space is (nearly) exhausted
@@ -40,7 +40,9 @@ def run_local(prep: Prepared) -> None:
         _log.info(f"study already has {prep.trials} finished trials; raise --trials to run more")
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ensure_anchor(prep, str(resolve_device(prep.config.device)), prep.config.threads)
+    device = str(resolve_device(prep.config.device))
+    ensure_target(prep, device, prep.config.threads)
+    ensure_anchor(prep, device, prep.config.threads)
     _Driver(prep).run()
 
 
