@@ -28,6 +28,8 @@ from .models import BASELINES, PRESETS, count_params, create_baseline, create_ho
 _log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    import optuna
+
     from .config import DataOptions
 
 HOVIT_ROWS = ("hovit_b", "hovit_s", "hovit_b_attn_down", "hovit_b_dense")
@@ -249,3 +251,64 @@ def write_report(report: dict, out_dir: str | Path, stem: str = "bench") -> tupl
         w.writeheader()
         w.writerows(report["rows"])
     return js, cs
+
+
+TARGET_BASELINES = ("efficientnet_b0", "levit_128s")  # what users would pick instead (issue 22); HoViT-B is the
+BASELINES_ATTR = "baselines_on_target"                 # study's own fixed point
+
+
+def baselines_on_target(study: "optuna.Study") -> dict:
+    """EfficientNet-B0 and LeViT-128S timed on the study's deployment target, for ``pareto``.
+
+    Same runtime, precision, threads, batch and resolution as the trials, and the study's
+    protocol (runs, warm-up, timing window); anchored to the study's calibrated HoViT-B when it
+    has one, so the figures are comparable with the trials' even when they were timed on another
+    machine of the same kind. Randomly initialised (latency does not depend on the weights), so
+    their accuracy is unknown: never guessed. Measured once per study and target, then kept with
+    the study (``baselines_on_target`` user attr); a storage that refuses the write only loses
+    the cache.
+
+    Returns:
+        ``{"target", "device_name", "anchored", "rows": [{"model", "kind", "latency_ms",
+        "latency_iqr_ms", "val_top1": None, "top1": None}], "note"}``, or ``{"rows": [],
+        "note": why not}`` when this machine cannot run the target (no GPU, no openvino).
+    """
+    from .config import LatencyConfig, from_dict
+    from .latency import Calibration
+    from .study import ANCHOR_ATTR
+    from .target import recorded
+    from .trial import anchor_for
+
+    target = recorded(study)
+    if target is None:
+        return {"rows": [], "note": "not timed: the study records no deployment target (run it once with this "
+                                    "hovit-nas to record it)"}
+    kept = study.user_attrs.get(BASELINES_ATTR)
+    if kept and kept.get("target") == target.name:
+        return kept
+    if target.device == "cuda" and not torch.cuda.is_available():
+        return {"rows": [], "note": f"not timed: the study's target is {target.name} and this machine has no GPU"}
+    try:
+        resolve_runtime(target.runtime, target.device)
+    except HovitError as exc:
+        return {"rows": [], "note": f"not timed: {exc}"}
+    protocol = from_dict(LatencyConfig, (study.user_attrs.get("space_def") or {}).get("latency") or {}, "latency")
+    cal = study.user_attrs.get(ANCHOR_ATTR)
+    anchor = anchor_for(Calibration.from_dict(cal)) if cal else None
+    num_classes = int(study.user_attrs.get("num_classes") or 2)
+    rows, lat = [], None
+    for name in TARGET_BASELINES:
+        model = create_baseline(name, num_classes=num_classes, img_size=target.img_size).eval()
+        lat = measure_latency(model, target.img_size, batch=target.batch, device=target.device, runs=protocol.runs,
+                              warmup=protocol.warmup, threads=target.threads, anchor=anchor, runtime=target.runtime,
+                              min_time_s=protocol.min_time_s)
+        rows.append({"model": name, "kind": "baseline", "latency_ms": round(lat.median_ms, 4),
+                     "latency_iqr_ms": round(lat.iqr_ms, 4), "val_top1": None, "top1": None})
+    out = {"target": target.name, "device_name": lat.device_name, "anchored": anchor is not None, "rows": rows,
+           "note": "accuracy unknown: not trained on the study's data"
+                   + ("; anchored to the study's HoViT-B calibration" if anchor else "")}
+    try:
+        study.set_user_attr(BASELINES_ATTR, out)
+    except Exception as exc:  # a read-only storage: the figures stand, only the cache is lost
+        _log.warning(f"baselines: not kept with the study ({type(exc).__name__}); they are timed again next time")
+    return out

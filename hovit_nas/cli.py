@@ -357,10 +357,14 @@ def _study_opts(fn):
 @main.command()
 @_study_opts
 @click.option("--out", "out", default=None, help="HTML plot path (default: pareto.html next to the study).")
-@click.option("--bench", "bench_json", default="results/bench/bench.json", show_default=True,
-              help="Baselines from `hovit-nas bench` (shown when measured on the same device and batch).")
+@click.option("--baselines/--no-baselines", default=True, show_default=True,
+              help="Time EfficientNet-B0 and LeViT-128S on the study's deployment target (once; kept with the "
+                   "study) and overlay them; HoViT-B is the study's fixed point.")
+@click.option("--bench", "bench_json", default=None,
+              help="Baselines from a `hovit-nas bench` JSON instead (used when it was measured on the study's "
+                   "device, batch, resolution, threads and runtime).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def pareto(study_name, storage, out, bench_json, as_json):
+def pareto(study_name, storage, out, baselines, bench_json, as_json):
     """Print the Pareto front and hypervolume; write a plotly HTML."""
     import json
 
@@ -370,14 +374,20 @@ def pareto(study_name, storage, out, bench_json, as_json):
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
     with st.storage_errors(url):
-        rep = pa.summarise(st.load(name, url))
-    bench = pa.load_bench(bench_json, rep)
+        study = st.load(name, url)
+        rep = pa.summarise(study)
+        bench, source = pa.load_bench(bench_json, rep), f"from {bench_json}"
+        if bench is None and baselines:
+            from .bench import baselines_on_target
+
+            bench = baselines_on_target(study)
+            source = f"on {bench['target']}" if bench["rows"] else ""
     path = pa.plot(rep, out or st.study_dir(name, url) / "pareto.html", bench)
     if as_json:
-        click.echo(json.dumps({k: v for k, v in rep.items() if k != "all"}, indent=2))
+        click.echo(json.dumps({**{k: v for k, v in rep.items() if k != "all"}, "baselines": bench}, indent=2))
     else:
         click.echo(pa.format_report(rep))
-        click.echo(f"baselines: {'from ' + bench_json if bench else 'none for this device/batch (run hovit-nas bench)'}")
+        click.echo(pa.format_baselines(bench, source))
     click.echo(f"wrote {path}")
 
 

@@ -156,6 +156,17 @@ def load_bench(path: Optional[str | Path], rep: dict) -> Optional[dict]:
     return dict(bench, rows=rows) if same and rows else None
 
 
+def format_baselines(bench: Optional[dict], source: str) -> str:
+    """One line: each baseline's latency on the study's target, or why there are none."""
+    if not bench:
+        return "baselines: none (--no-baselines, or the --bench file was not measured on this study's target)"
+    if not bench.get("rows"):
+        return f"baselines: {bench.get('note', 'none')}"
+    rows = [r for r in bench["rows"] if r.get("kind", "baseline") == "baseline"]
+    shown = ", ".join(f"{r['model']} {r['latency_ms']:.2f} ms" for r in rows)
+    return f"baselines {source}: {shown}" + (f" ({bench['note']})" if bench.get("note") else "")
+
+
 def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
     """All trials, the front highlighted, HoViT-B marked, baselines, and the hypervolume history."""
     import plotly.graph_objects as go
@@ -189,7 +200,7 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
                                          marker=dict(symbol="diamond", size=11)), 1, 1)
             else:
                 fig.add_vline(x=row["latency_ms"], line_dash="dot", line_color="#1f77b4", row=1, col=1,
-                              annotation_text=row["model"], annotation_textangle=-90)
+                              annotation_text=f"{row['model']} (accuracy unknown)", annotation_textangle=-90)
     conf = rep["confirmed"]
     if conf:
         at = {r["trial"]: r for r in rep["all"]}

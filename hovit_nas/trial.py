@@ -120,7 +120,9 @@ def _anchor_model(cfg_dict: dict) -> torch.nn.Module:
     return _ANCHOR_MODELS[key]
 
 
-def _anchor(calibration: Optional[Calibration]) -> Optional[Anchor]:
+def anchor_for(calibration: Optional[Calibration]) -> Optional[Anchor]:
+    """The study's anchor as a timeable reference: its model (exported from the stored config,
+    built once per process) and its calibrated latency; None for an unanchored study."""
     if calibration is None:
         return None
     return Anchor(calibration.name, _anchor_model(calibration.config), calibration.ms)
@@ -150,7 +152,7 @@ def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> Calibration:
 def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device, guard: DeviceGuard) -> tuple[dict, int]:
     with guard.shared():  # building is compute too; the measurement below is exclusive
         deployed = export(create_hovit(cfg))
-        anchor = _anchor(spec.anchor)
+        anchor = anchor_for(spec.anchor)
     lat = measure_latency(deployed, cfg.model.img_size, guard=guard, anchor=anchor, **_protocol(cfg, spec, device))
     return lat.to_dict(), count_params(deployed)
 
@@ -218,7 +220,7 @@ def remeasure(records: dict[int, dict], anchor: Optional[Calibration | dict] = N
     for n, attrs in records.items():
         cfg = run_config_from_dict(attrs["config"], f"trial {n}")
         models[n] = (export(create_hovit(cfg)), cfg)
-    ref = _anchor(Calibration.from_dict(anchor) if isinstance(anchor, dict) else anchor)
+    ref = anchor_for(Calibration.from_dict(anchor) if isinstance(anchor, dict) else anchor)
     out: dict[int, list] = {n: [] for n in models}
     for _ in range(rounds):
         for n, (model, cfg) in models.items():

@@ -63,6 +63,13 @@ def test_pareto_and_pin_then_train_the_pinned_config(searched):
     assert r.returncode == 0, r.stderr
     assert "Pareto front" in r.stdout and "hypervolume" in r.stdout and "HoViT-B (trial 0" in r.stdout
     assert f"latency ms (min) on deployment target {TARGET}" in r.stdout
+    # the baselines, timed on the study's target once and kept with it; their accuracy is unknown
+    assert f"baselines on {TARGET}: efficientnet_b0 " in r.stdout and "accuracy unknown" in r.stdout
+    db = work / "studies" / "tiny-builtin" / "study.db"
+    kept = optuna.load_study(study_name="tiny-builtin", storage=f"sqlite:///{db}").user_attrs["baselines_on_target"]
+    assert kept["target"] == TARGET and [b["model"] for b in kept["rows"]] == ["efficientnet_b0", "levit_128s"]
+    assert all(b["latency_ms"] > 0 and b["val_top1"] is None for b in kept["rows"]) and kept["anchored"]
+    assert "levit_128s (accuracy unknown)" in (work / "studies" / "tiny-builtin" / "pareto.html").read_text()
     assert (work / "studies" / "tiny-builtin" / "pareto.html").is_file()
     r = run_cli("pin", "--max-latency", "1000", cwd=work)
     assert r.returncode == 0, r.stderr

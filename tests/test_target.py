@@ -42,3 +42,21 @@ def test_a_study_records_its_target_once_and_refuses_another(tmp_path):
 def test_an_older_study_is_labelled_from_its_attributes(tmp_path):
     study = _study(tmp_path, latency_runtime="torch", latency_batch=1, img_size=64)
     assert tg.recorded(study) is None and tg.label(study) == "torch, batch 1, 64 px"
+
+
+def test_baselines_are_not_guessed_where_this_machine_cannot_run_the_target(tmp_path):
+    import torch
+
+    from hovit_nas.bench import baselines_on_target
+
+    legacy = _study(tmp_path)
+    assert baselines_on_target(legacy) == {"rows": [], "note": "not timed: the study records no deployment target "
+                                                               "(run it once with this hovit-nas to record it)"}
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    gpu = optuna.create_study(study_name="g", storage=f"sqlite:///{tmp_path / 's.db'}",
+                              directions=["maximize", "minimize"])
+    tg.ensure(gpu, DeploymentTarget.of("cuda", "torch", 1, 32, 224))
+    out = baselines_on_target(gpu)
+    assert out["rows"] == [] and out["note"] == ("not timed: the study's target is cuda/torch/fp32, batch 32, 224 px "
+                                                 "and this machine has no GPU")
