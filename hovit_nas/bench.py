@@ -168,6 +168,8 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None) -> dict:
 
     ``train(name, model_or_cfg) -> (model, metrics)`` fills the accuracy columns when given.
     """
+    if cfg.min_time_s <= 0:
+        raise HovitError(f"`min_time` must be > 0 seconds, got {cfg.min_time_s}")
     dev = resolve_device(cfg.device)
     img_size, num_classes, rounds = cfg.img_size, cfg.num_classes, cfg.rounds
     names = list(cfg.models or [*HOVIT_ROWS, "hovit_b:unexported", *BASELINES])
@@ -178,8 +180,6 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None) -> dict:
     labels = row_labels(names)
     kw = dict(batch=cfg.batch, device=dev, runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads,
               cuda_graph=cfg.cuda_graph)
-    if cfg.min_time_s <= 0:
-        raise HovitError(f"`min_time` must be > 0 seconds, got {cfg.min_time_s}")
     anchors: dict = {rt: None for rt in runtimes}
     if cfg.anchor:
         ref = export(create_hovit(hovit_b(img_size, num_classes)))

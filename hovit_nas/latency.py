@@ -145,9 +145,7 @@ def resolve_runtime(runtime: str, device: str | torch.device) -> str:
         from .models import openvino as ov
 
         ov.require()
-        if torch.device(device).type != "cpu":
-            raise HovitError(f"the openvino runtime is timed on the CPU here, not on {device}; use `device` cpu, "
-                             "or `runtime` torch on a GPU")
+        ov.check_device(device)
     return runtime
 
 

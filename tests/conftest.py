@@ -57,6 +57,8 @@ COSTS = {
     "test_search_e2e.py::test_pareto_and_pin_then_train_the_pinned_config": 25,
     "test_data.py::test_cli_bad_data_is_one_line_exit_2": 25,
     "test_trust.py::test_cli_prints_that_macro_scores_skip_an_absent_class": 20,
+    "test_openvino.py::test_search_on_openvino_records_the_runtime_and_its_version": 20,
+    "test_cli.py::test_quiet_keeps_warnings_and_results_drops_progress": 20,
     "test_reliability.py::test_printed_commands_are_shell_quoted_and_artefacts_sit_next_to_the_study": 20,
     "test_model.py::test_random_valid_configs_build_forward_and_export": 15,
     "test_reliability.py::test_plain_postgresql_url_works": 15,

@@ -52,7 +52,7 @@ def test_openvino_latency_is_anchored_and_records_threads_and_version():
 
 def test_openvino_is_checked_before_training(monkeypatch):
     assert resolve_runtime("openvino", "cpu") == "openvino"
-    with pytest.raises(HovitError, match="the openvino runtime is timed on the CPU here, not on cuda"):
+    with pytest.raises(HovitError, match="the openvino runtime runs on the CPU here, not on cuda"):
         resolve_runtime("openvino", "cuda")
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: import openvino raises
     with pytest.raises(HovitError, match=r"needs the openvino package, which is not installed: pip install"):

@@ -136,10 +136,9 @@ def load_onnx(path: str | Path, device: str | torch.device = "cpu", runtime: str
         raise HovitError(f"{p}: not a hovit-nas ONNX export (format {meta.get('format')!r})")
     config = from_dict(ArchConfig, json.loads(meta["config"]), "model")
     if runtime == "openvino":
-        from .openvino import OpenVinoModel
+        from .openvino import OpenVinoModel, check_device
 
-        if torch.device(device).type != "cpu":
-            raise HovitError(f"the openvino runtime runs on the CPU here, not on {device}; use --device cpu")
+        check_device(device)
         return OpenVinoModel(p, config)
     if runtime != "onnxruntime":
         raise HovitError(f"an .onnx model runs on onnxruntime or openvino, not {runtime!r}")

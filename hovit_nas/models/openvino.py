@@ -38,6 +38,17 @@ def require():
     return openvino
 
 
+def check_device(device: str | torch.device) -> None:
+    """OpenVINO runs on the CPU here (its GPU plugin targets Intel GPUs, not CUDA ones).
+
+    Raises:
+        HovitError: ``device`` is not the CPU.
+    """
+    if torch.device(device).type != "cpu":
+        raise HovitError(f"the openvino runtime runs on the CPU here, not on {device}; use `device` cpu, or "
+                         "`runtime` torch on a GPU")
+
+
 def version() -> str:
     """OpenVINO's release, e.g. ``2026.4.1`` (its ``__version__`` without the build suffix)."""
     return require().__version__.split("-")[0]
@@ -55,9 +66,7 @@ def compile_onnx(model: bytes | str | Path, threads: Optional[int] = None, devic
             compile the model (its message's first line).
     """
     ov = require()
-    if torch.device(device).type != "cpu":
-        raise HovitError(f"the openvino runtime is timed on the CPU here, not on {device}; use --device cpu, or "
-                         "--runtime torch on a GPU")
+    check_device(device)
     core = ov.Core()
     props = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
