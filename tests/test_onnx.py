@@ -65,15 +65,22 @@ def test_not_an_onnx_file_is_one_clear_error(tmp_path):
         load_onnx(bad)
 
 
+def search_on(runtime: str, tmp_path, trials: int):
+    """A tiny local search timed on ``runtime``: its space file, stderr and study, checked to
+    record the runtime."""
+    space = tiny_space(tmp_path, trials=trials)
+    r = run_cli("search", "--space", str(space), "--threads", "1", "--runtime", runtime, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"on {runtime} (min)" in r.stderr
+    study = optuna.load_study(study_name="tiny-builtin",
+                              storage=f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}")
+    assert study.user_attrs["latency_runtime"] == runtime
+    return space, r, study
+
+
 @pytest.mark.slow
 def test_search_on_onnxruntime_records_it_and_refuses_another_runtime(tmp_path):
-    space = tiny_space(tmp_path, trials=2)
-    r = run_cli("search", "--space", str(space), "--threads", "1", "--runtime", "onnxruntime", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "on onnxruntime (min)" in r.stderr
-    url = f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}"
-    study = optuna.load_study(study_name="tiny-builtin", storage=url)
-    assert study.user_attrs["latency_runtime"] == "onnxruntime"
+    space, r, study = search_on("onnxruntime", tmp_path, trials=2)
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(done) == 2 and all(t.user_attrs["latency"]["runtime"] == "onnxruntime" for t in done)
     refused = run_cli("search", "--space", str(space), "--threads", "1", "--runtime", "torch", "--trials", "3",

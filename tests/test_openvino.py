@@ -8,14 +8,13 @@ import optuna
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT
 from hovit_nas.device import NO_GUARD
 from hovit_nas.errors import HovitError
 from hovit_nas.latency import calibrate, measure_latency, resolve_runtime
 from hovit_nas.models import create_hovit, export, hovit_b, hovit_b_attn_down, hovit_s
 from hovit_nas.models.onnx import load_onnx, save_onnx
-from spaces import tiny_space
-from test_onnx import _trained_like
+from test_onnx import _trained_like, search_on
 
 pytest.importorskip("openvino", reason="openvino not installed (pip install 'hovit-nas[openvino]')")
 MISSING = "error: the openvino runtime needs the openvino package, which is not installed: " \
@@ -76,13 +75,7 @@ def test_without_openvino_the_cli_says_so_in_one_line(tmp_path):
 def test_search_on_openvino_records_the_runtime_and_its_version(tmp_path):
     import openvino
 
-    space = tiny_space(tmp_path, trials=1)
-    r = run_cli("search", "--space", str(space), "--threads", "1", "--runtime", "openvino", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "on openvino (min)" in r.stderr
-    study = optuna.load_study(study_name="tiny-builtin",
-                              storage=f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}")
-    assert study.user_attrs["latency_runtime"] == "openvino"
+    _, _, study = search_on("openvino", tmp_path, trials=1)
     (t,) = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     lat = t.user_attrs["latency"]
     assert lat["runtime"] == "openvino" and lat["threads"] == 1
