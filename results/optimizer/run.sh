@@ -8,7 +8,7 @@
 # results/pcam/run.sh (pcam-subset, 96 px, 3 dense + 2 prune epochs, batch 64, 2 threads, CPU),
 # interleaved (all, timm) per model and seed. About 4 minutes a run on a quiet 2-core CPU (12 runs).
 #
-#   bash results/optimizer/run.sh          # writes results/optimizer/runs/ and summary.md
+#   bash results/optimizer/run.sh          # writes results/optimizer/trained/ and summary.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD OUT=$PWD/results/optimizer
@@ -23,12 +23,12 @@ for rule in all timm; do  # each rule's runs import that worktree's code, not an
   used=$(cd "$WT/$rule" && "$PY" -c "import hovit_nas.train as t; print(t.__file__)")
   [ "$used" = "$WT/$rule/hovit_nas/train.py" ] || { echo "$rule would run $used" >&2; exit 1; }
 done
-mkdir -p "$OUT/runs"
+mkdir -p "$OUT/trained"
 echo "commit $(git rev-parse --short HEAD); cpu: $(lscpu | sed -n 's/^Model name: *//p')" > "$OUT/machine.txt"
 for seed in 0 1 2; do
   for cfg in hovit_b hovit_s; do
     for rule in all timm; do
-      run="$OUT/runs/$rule-$cfg-s$seed"
+      run="$OUT/trained/$rule-$cfg-s$seed"
       [ -f "$run/result.json" ] && continue
       # from inside the worktree: python -m puts the working directory first on sys.path
       (cd "$WT/$rule" && "$PY" -m hovit_nas train --config "$cfg" --data "$DATA" --img-size 96 \
@@ -38,4 +38,4 @@ for seed in 0 1 2; do
     done
   done
 done
-"$PY" "$OUT/summarise.py" "$OUT/runs" | tee "$OUT/summary.md"
+"$PY" "$OUT/summarise.py" "$OUT/trained" | tee "$OUT/summary.txt"

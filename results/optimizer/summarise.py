@@ -1,14 +1,14 @@
-"""Summarise results/optimizer/runs: val and test top-1 per model, rule and seed; the paired
+"""Summarise results/optimizer/trained: val and test top-1 per model, rule and seed; the paired
 difference (timm - all) per seed, its mean and sample standard deviation.
 
-    python results/optimizer/summarise.py results/optimizer/runs > results/optimizer/summary.md
+    python results/optimizer/summarise.py results/optimizer/trained > results/optimizer/summary.txt
 """
 import json
 import statistics
 import sys
 from pathlib import Path
 
-runs = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("runs"))
+runs = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("trained"))
 res = {}
 for f in sorted(runs.glob("*/result.json")):
     rule, cfg, seed = f.parent.name.split("-")
