@@ -208,6 +208,23 @@ def test_npz_keys_are_checked_up_front(tmp_path, over, needles):
         assert n in str(e.value), (n, str(e.value))
 
 
+def test_a_refused_npz_is_closed_and_a_bare_array_is_named(tmp_path):
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match="val_labels has 5 labels"):
+            _load(_npz(tmp_path / "d.npz", val_labels=np.zeros((5, 1), np.int64)), cache_dir=str(tmp_path / "c"))
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # the archive was closed
+    bare = tmp_path / "bare.npz"
+    with bare.open("wb") as f:
+        np.save(f, np.zeros((4, 8, 8), np.uint8))  # an .npy under an .npz name
+    with pytest.raises(DataError, match="bare.npz: a single array, not an .npz archive; accepted: "):
+        _load(bare, cache_dir=str(tmp_path / "c"))
+
+
 def test_npz_channels_first_uint16_and_grey_layouts_are_accepted(tmp_path):
     rng = np.random.default_rng(1)
     over = {"train_images": rng.integers(0, 65535, (12, 3, 8, 8)).astype(np.uint16),

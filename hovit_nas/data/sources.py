@@ -213,6 +213,19 @@ def _from_npz(path: Path, spec: DataSpec) -> tuple[dict, list[str], str]:
         data = np.load(path)
     except Exception as exc:  # numpy raises many kinds for a damaged file
         raise DataError(f"{path}: not a readable .npz ({exc})") from None
+    if not hasattr(data, "files"):  # a bare .npy array under an .npz name
+        raise DataError(f"{path}: a single array, not an .npz archive; accepted: {NPZ_LAYOUT}")
+    with data:  # closed on a refusal too (an NpzFile holds the file open)
+        parts = _npz_parts(data, path, spec)
+    n_classes = int(max(int(v[1].max()) for v in parts.values())) + 1
+    stat = path.stat()
+    origin = [[str(path), stat.st_size, stat.st_mtime_ns]]
+    return (_array_sources(parts, path.stem, spec, origin), [str(i) for i in range(n_classes)],
+            f"MedMNIST npz {path}")
+
+
+def _npz_parts(data, path: Path, spec: DataSpec) -> dict:
+    """Each split's (images, labels) from an open ``.npz``, checked (NPZ_LAYOUT)."""
     parts = {}
     for name in SPLITS:
         ik, lk = f"{name}_images", f"{name}_labels"
@@ -228,11 +241,7 @@ def _from_npz(path: Path, spec: DataSpec) -> tuple[dict, list[str], str]:
         labels = _npz_labels(raw_labels, f"{path.name}:{lk}", len(imgs), ik)
         keep = _cap(labels.tolist(), spec.max_per_split, spec.seed)
         parts[name] = (imgs[keep], labels[keep])
-    n_classes = int(max(int(v[1].max()) for v in parts.values())) + 1
-    stat = path.stat()
-    origin = [[str(path), stat.st_size, stat.st_mtime_ns]]
-    return (_array_sources(parts, path.stem, spec, origin), [str(i) for i in range(n_classes)],
-            f"MedMNIST npz {path}")
+    return parts
 
 
 def _download(url: str, dest: Path) -> None:
