@@ -279,11 +279,12 @@ def baselines_on_target(study: "optuna.Study") -> dict:
     from .target import recorded
     from .trial import anchor_for
 
-    target = recorded(study)
+    attrs = study.user_attrs
+    target = recorded(study, attrs)
     if target is None:
         return {"rows": [], "note": "not timed: the study records no deployment target (run it once with this "
                                     "hovit-nas to record it)"}
-    kept = study.user_attrs.get(BASELINES_ATTR)
+    kept = attrs.get(BASELINES_ATTR)
     if kept and kept.get("target") == target.name:
         return kept
     if target.device == "cuda" and not torch.cuda.is_available():
@@ -292,10 +293,10 @@ def baselines_on_target(study: "optuna.Study") -> dict:
         resolve_runtime(target.runtime, target.device)
     except HovitError as exc:
         return {"rows": [], "note": f"not timed: {exc}"}
-    protocol = from_dict(LatencyConfig, (study.user_attrs.get("space_def") or {}).get("latency") or {}, "latency")
-    cal = study.user_attrs.get(ANCHOR_ATTR)
+    protocol = from_dict(LatencyConfig, (attrs.get("space_def") or {}).get("latency") or {}, "latency")
+    cal = attrs.get(ANCHOR_ATTR)
     anchor = anchor_for(Calibration.from_dict(cal)) if cal else None
-    num_classes = int(study.user_attrs.get("num_classes") or 2)
+    num_classes = int(attrs.get("num_classes") or 2)
     rows, lat = [], None
     for name in TARGET_BASELINES:
         model = create_baseline(name, num_classes=num_classes, img_size=target.img_size).eval()

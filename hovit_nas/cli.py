@@ -376,18 +376,17 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
     with st.storage_errors(url):
         study = st.load(name, url)
         rep = pa.summarise(study)
-        bench, source = pa.load_bench(bench_json, rep), f"from {bench_json}"
+        bench = pa.load_bench(bench_json, rep)
         if bench is None and baselines:
             from .bench import baselines_on_target
 
             bench = baselines_on_target(study)
-            source = f"on {bench['target']}" if bench["rows"] else ""
     path = pa.plot(rep, out or st.study_dir(name, url) / "pareto.html", bench)
     if as_json:
         click.echo(json.dumps({**{k: v for k, v in rep.items() if k != "all"}, "baselines": bench}, indent=2))
     else:
         click.echo(pa.format_report(rep))
-        click.echo(pa.format_baselines(bench, source))
+        click.echo(pa.format_baselines(bench))
     click.echo(f"wrote {path}")
 
 

@@ -157,17 +157,16 @@ def _exported_runner(model: nn.Module, x: torch.Tensor, threads: int, dev: torch
     or compiled model cached per model, so the study's anchor is exported once per process)."""
     from .models.onnx import onnx_bytes, session
 
+    from .models import openvino as ov
+
     key = (runtime, tuple(x.shape[1:]), threads, str(dev))
     cache = _SESSIONS.setdefault(model, {})
+    if key not in cache:
+        data = onnx_bytes(model, x.shape[-1], x.shape[1])
+        cache[key] = (ov.compile_onnx if runtime == "openvino" else session)(data, threads, str(dev))
     feed = x.cpu().numpy()
     if runtime == "openvino":
-        from .models import openvino as ov
-
-        if key not in cache:
-            cache[key] = ov.compile_onnx(onnx_bytes(model, x.shape[-1], x.shape[1]), threads, str(dev))
         return ov.runner(cache[key], feed)
-    if key not in cache:
-        cache[key] = session(onnx_bytes(model, x.shape[-1], x.shape[1]), threads, str(dev))
     sess = cache[key]
     return lambda: sess.run(None, {"images": feed})
 

@@ -153,17 +153,19 @@ def load_bench(path: Optional[str | Path], rep: dict) -> Optional[dict]:
     same = (bench.get("device_name") == rep["device"] and bench.get("batch") == rep["latency_batch"]
             and bench.get("img_size") == rep.get("img_size") and bench.get("threads") == rep.get("threads"))
     rows = [r for r in bench.get("rows", []) if r.get("runtime", "torch") == rep["runtime"]]
-    return dict(bench, rows=rows) if same and rows else None
+    return dict(bench, rows=rows, source=f"from {path}") if same and rows else None
 
 
-def format_baselines(bench: Optional[dict], source: str) -> str:
-    """One line: each baseline's latency on the study's target, or why there are none."""
+def format_baselines(bench: Optional[dict]) -> str:
+    """One line: each baseline's latency on the study's target (``baselines_on_target``) or from
+    a bench file (``load_bench``), or why there are none."""
     if not bench:
         return "baselines: none (--no-baselines, or the --bench file was not measured on this study's target)"
     if not bench.get("rows"):
         return f"baselines: {bench.get('note', 'none')}"
     rows = [r for r in bench["rows"] if r.get("kind", "baseline") == "baseline"]
     shown = ", ".join(f"{r['model']} {r['latency_ms']:.2f} ms" for r in rows)
+    source = bench.get("source") or f"on {bench['target']}"
     return f"baselines {source}: {shown}" + (f" ({bench['note']})" if bench.get("note") else "")
 
 

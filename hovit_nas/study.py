@@ -385,9 +385,7 @@ def require_hovit_study(study: optuna.Study, storage: str) -> None:
     if dirs != DIRECTIONS:
         raise HovitError(f"{where} is not a hovit-nas study: {len(dirs)} objective(s) ({', '.join(dirs)}), not "
                          "accuracy (maximize) and latency_ms (minimize); open it with optuna-dashboard")
-    if "space" not in study.user_attrs:
-        _await_creation(study)
-    if "space" not in study.user_attrs:
+    if "space" not in study.user_attrs and "space" not in _await_creation(study):
         if not study.get_trials(deepcopy=False):
             raise HovitError(f"{where} records neither a search space nor a trial: a start that was creating it "
                              "was interrupted, or another tool made it; delete it (optuna delete-study) or use "
@@ -399,13 +397,15 @@ def require_hovit_study(study: optuna.Study, storage: str) -> None:
 CREATION_WAIT_S = 30.0  # how long a start waits for a concurrent start to finish creating the study
 
 
-def _await_creation(study: optuna.Study) -> None:
+def _await_creation(study: optuna.Study) -> dict:
     """Wait until the study records its space (its last attribute, written by ``create_or_load``
     before any trial), while it has no trial: a concurrent start that won the insert is still
-    writing its attributes."""
+    writing its attributes. Returns the user attrs last read."""
     deadline = time.monotonic() + CREATION_WAIT_S
-    while ("space" not in study.user_attrs and not study.get_trials(deepcopy=False)
-           and time.monotonic() < deadline):
+    while True:
+        attrs = study.user_attrs
+        if "space" in attrs or study.get_trials(deepcopy=False) or time.monotonic() >= deadline:
+            return attrs
         time.sleep(0.2)
 
 

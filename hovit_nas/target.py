@@ -69,18 +69,20 @@ class DeploymentTarget:
         return cls(kind, runtime, precision, int(threads) if kind == "cpu" else None, int(batch), int(img_size))
 
 
-def recorded(study: optuna.Study) -> Optional[DeploymentTarget]:
-    """The target a study recorded; None for a study made before targets were recorded."""
-    d = study.user_attrs.get(TARGET_ATTR)
+def recorded(study: optuna.Study, attrs: Optional[dict] = None) -> Optional[DeploymentTarget]:
+    """The target a study recorded; None for a study made before targets were recorded.
+    ``attrs``: the study's user attrs when the caller has read them already (each read is a
+    storage query)."""
+    d = (study.user_attrs if attrs is None else attrs).get(TARGET_ATTR)
     return DeploymentTarget.from_dict(d) if d else None
 
 
 def label(study: optuna.Study) -> str:
     """The study's target name, or for an older study what its attributes say (runtime, batch)."""
-    t = recorded(study)
+    a = study.user_attrs
+    t = recorded(study, a)
     if t is not None:
         return t.name
-    a = study.user_attrs
     return f"{a.get('latency_runtime', 'torch')}, batch {a.get('latency_batch', 1)}, {a.get('img_size', '?')} px"
 
 

@@ -47,12 +47,18 @@ class Prepared:
         return t
 
 
+def _spec_on(prep: Prepared, device: str, threads: Optional[int]) -> TrialSpec:
+    """The study's trial template as run on ``device`` with ``threads`` (the trials')."""
+    t = copy.copy(prep.trial_template)
+    t.device, t.threads = device, threads
+    return t
+
+
 def ensure_target(prep: Prepared, device: str, threads: Optional[int]) -> DeploymentTarget:
     """The study's deployment target for trials on ``device`` with ``threads`` (the trials'):
     recorded with a study that has none, refused (HovitError, one line) when the study recorded
     another (target.py)."""
-    t = copy.copy(prep.trial_template)
-    t.device, t.threads = device, threads
+    t = _spec_on(prep, device, threads)
     target = DeploymentTarget.of(device, t.latency.runtime, t.latency_threads, t.latency.batch,
                                  t.config.model.img_size)
     ensure_recorded_target(prep.study, target)
@@ -68,8 +74,7 @@ def ensure_anchor(prep: Prepared, device: str, threads: Optional[int],
     count other than the one it was calibrated with."""
     if not prep.trial_template.latency.anchor:
         return
-    t = copy.copy(prep.trial_template)
-    t.device, t.threads = device, threads
+    t = _spec_on(prep, device, threads)
     stored = _wait_for_anchor(prep)
     if stored is None:
         if prep.anchor_model is None:
