@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
 from timm.utils import random_seed
 from torch import nn
 
@@ -71,17 +71,49 @@ def _phases(cfg: RunConfig) -> list[tuple[str, int]]:
     return [("dense", t.epochs_dense + t.epochs_prune)]
 
 
+WARMUP_LR_INIT = 1e-5  # timm's train.py default (--warmup-lr)
+
+
+class PerStep:
+    """A timm scheduler stepped per optimizer update, with torch's ``step()`` / ``state_dict()``.
+
+    timm's schedulers hold no step count: ``step_update(num_updates)`` sets the learning rates
+    for that update (``t_in_epochs=False``). This counts the updates, so the training loop and
+    the checkpoint treat it as any torch scheduler. ``load_state_dict`` also reads a torch
+    scheduler's ``last_epoch``: checkpoints written before timm's schedule resume at their step."""
+
+    def __init__(self, sched):
+        self.sched, self.updates = sched, 0
+
+    def step(self) -> None:
+        self.updates += 1
+        self.sched.step_update(self.updates)
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"] if "updates" in state else state["last_epoch"])
+        self.sched.step_update(self.updates)
+
+
 def make_schedule(opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int, warmup_steps: int = 0):
-    """The one per-step LR schedule for HoViT phases and baselines alike: linear warm-up, then
-    cosine to 0 (or one-cycle, or constant)."""
+    """The one per-step LR schedule for HoViT phases and baselines alike.
+
+    ``cosine``: timm's ``CosineLRScheduler`` per update (``t_in_epochs=False``), from each
+    group's ``lr`` to 0 over ``total_steps`` updates, after a linear warm-up of
+    ``warmup_steps`` updates from ``WARMUP_LR_INIT`` (timm's rule: the warm-up steps count
+    inside the cosine, ``warmup_prefix=False``). ``onecycle``: torch's ``OneCycleLR``.
+    ``constant``: the groups' ``lr`` throughout. Every result has ``step()`` (once per update),
+    ``state_dict()`` and ``load_state_dict()``."""
     total_steps = max(total_steps, 1)
     if t.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                    total_steps=total_steps)
     if t.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)) * 0.5 * (
-            1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        return PerStep(CosineLRScheduler(opt, t_initial=total_steps, lr_min=0.0, warmup_t=warmup_steps,
+                                         warmup_lr_init=WARMUP_LR_INIT, t_in_epochs=False))
+    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
 
 def make_optimizer(model: nn.Module, t: TrainConfig, gate_lr_mult: Optional[float] = None) -> torch.optim.AdamW:
@@ -154,7 +186,7 @@ class Loop:
     val_set: Images
     num_classes: int
     opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
+    sched: torch.optim.lr_scheduler.LRScheduler | PerStep
     train: TrainConfig
     device: torch.device
     guard: DeviceGuard = NO_GUARD

@@ -117,3 +117,40 @@ def test_weight_decay_skips_batchnorm_biases_and_attention_biases_as_timm_does()
     assert g[-1][:2] == (0.0, cfg.train.lr * 10.0) and all("gate.logits" in n for n in g[-1][2])
     trained = set().union(*(ns for _, _, ns in g))
     assert all("lora_" in n or n.startswith(("stages.0.gate", "stages.1.gate", "head")) for n in trained)
+
+
+def test_cosine_schedule_is_timms_per_update_and_resumes_at_its_step():
+    """timm's CosineLRScheduler per update: every group (the gates' 10x group too) follows
+    lr * (1 + cos(pi * s / total)) / 2 after the warm-up, warms up linearly from WARMUP_LR_INIT, and a
+    scheduler loaded from a state dict -- its own, or a torch LambdaLR's from an older checkpoint --
+    continues at the same step."""
+    import math
+
+    from hovit_nas.train import WARMUP_LR_INIT, make_schedule
+
+    t = TrainConfig(lr=1e-3)
+    def opt_():
+        w = torch.nn.Parameter(torch.zeros(2))
+        return torch.optim.AdamW([{"params": [w]}, {"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 1e-2}],
+                                 lr=t.lr)
+    opt = opt_()
+    sched = make_schedule(opt, t, total_steps=20, warmup_steps=4)
+    assert [g["lr"] for g in opt.param_groups] == [WARMUP_LR_INIT] * 2
+    lrs = []
+    for _ in range(20):
+        sched.step()
+        lrs.append([g["lr"] for g in opt.param_groups])
+    for s, (a, b) in enumerate(lrs, start=1):
+        if s < 4:
+            assert a == pytest.approx(WARMUP_LR_INIT + s * (1e-3 - WARMUP_LR_INIT) / 4)
+        else:
+            cos = (1 + math.cos(math.pi * s / 20)) / 2
+            assert (a, b) == (pytest.approx(1e-3 * cos), pytest.approx(1e-2 * cos))
+    assert lrs[-1] == [0.0, 0.0]
+
+    for state in ({"updates": 9}, torch.optim.lr_scheduler.LambdaLR(opt_(), lambda s: 1.0).state_dict() | {"last_epoch": 9}):
+        opt2 = opt_()
+        resumed = make_schedule(opt2, t, total_steps=20, warmup_steps=4)
+        resumed.load_state_dict(state)
+        resumed.step()
+        assert [g["lr"] for g in opt2.param_groups] == pytest.approx(lrs[9])
