@@ -23,6 +23,7 @@ from .device import resolve_device
 from .config import load_run_config, with_num_classes
 from .errors import HovitError
 from .latency import calibrate, measure_latency, resolve_runtime, runtime_version
+from .models.quantize import check as check_precision
 from .models import BASELINES, PRESETS, count_params, create_baseline, create_hovit, export, hovit_b
 
 _log = logging.getLogger(__name__)
@@ -291,23 +292,30 @@ def baselines_on_target(study: "optuna.Study") -> dict:
         return {"rows": [], "note": f"not timed: the study's target is {target.name} and this machine has no GPU"}
     try:
         resolve_runtime(target.runtime, target.device)
+        check_precision(target.precision or "fp32", target.runtime, target.device)
     except HovitError as exc:
         return {"rows": [], "note": f"not timed: {exc}"}
     protocol = from_dict(LatencyConfig, (attrs.get("space_def") or {}).get("latency") or {}, "latency")
     cal = attrs.get(ANCHOR_ATTR)
     anchor = anchor_for(Calibration.from_dict(cal)) if cal else None
     num_classes = int(attrs.get("num_classes") or 2)
-    rows, lat = [], None
+    rows, lat, untimed = [], None, []
     for name in TARGET_BASELINES:
         model = create_baseline(name, num_classes=num_classes, img_size=target.img_size).eval()
-        lat = measure_latency(model, target.img_size, batch=target.batch, device=target.device, runs=protocol.runs,
-                              warmup=protocol.warmup, threads=target.threads, anchor=anchor, runtime=target.runtime,
-                              min_time_s=protocol.min_time_s)
+        try:
+            lat = measure_latency(model, target.img_size, batch=target.batch, device=target.device,
+                                  runs=protocol.runs, warmup=protocol.warmup, threads=target.threads, anchor=anchor,
+                                  runtime=target.runtime, precision=target.precision or "fp32",
+                                  min_time_s=protocol.min_time_s)
+        except HovitError as exc:  # e.g. a quantization tool failing on one architecture
+            untimed.append(f"{name} not timed: {exc}")
+            continue
         rows.append({"model": name, "kind": "baseline", "latency_ms": round(lat.median_ms, 4),
                      "latency_iqr_ms": round(lat.iqr_ms, 4), "val_top1": None, "top1": None})
-    out = {"target": target.name, "device_name": lat.device_name, "anchored": anchor is not None, "rows": rows,
-           "note": "accuracy unknown: not trained on the study's data"
-                   + ("; anchored to the study's HoViT-B calibration" if anchor else "")}
+    out = {"target": target.name, "device_name": lat.device_name if lat else None, "anchored": anchor is not None,
+           "rows": rows, "note": "; ".join(["accuracy unknown: not trained on the study's data"]
+                                           + (["anchored to the study's HoViT-B calibration"] if anchor else [])
+                                           + untimed)}
     try:
         study.set_user_attr(BASELINES_ATTR, out)
     except Exception as exc:  # a read-only storage: the figures stand, only the cache is lost

@@ -15,7 +15,8 @@ from typing import Callable
 
 import click
 
-from .config import EARLY_STOP_RULES, EVAL_RUNTIMES, EXECUTORS, EXPORT_FORMATS, METRICS, RUNTIMES, SAMPLERS
+from .config import (CALIBRATION_IMAGES, EARLY_STOP_RULES, EVAL_RUNTIMES, EXECUTORS, EXPORT_FORMATS, METRICS,
+                     PRECISIONS, QUANTIZABLE, RUNTIMES, SAMPLERS)
 from .errors import exit_status
 
 
@@ -150,7 +151,8 @@ def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epoc
 @data_options
 @click.option("--device", default="auto")
 @click.option("--runtime", type=click.Choice(EVAL_RUNTIMES), default=None,
-              help="For an .onnx: onnxruntime (default) or openvino (CPU); a .safetensors runs on torch.")
+              help="For an .onnx: onnxruntime or openvino (CPU); default: the runtime an int8 model was made for, "
+                   "else onnxruntime. A .safetensors runs on torch.")
 def eval_cmd(model_path, data, data_options, device, runtime):
     """Evaluate an exported model (.safetensors, .onnx, or a run directory) on a dataset."""
     import json
@@ -169,12 +171,32 @@ def eval_cmd(model_path, data, data_options, device, runtime):
 @click.argument("run_dir")
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="safetensors", show_default=True,
               help="onnx: dynamic batch axis, checked against PyTorch with onnxruntime on export.")
-@click.option("--out", "out", default=None, help="Output file (default RUN_DIR/model.safetensors or model.onnx).")
-def export_cmd(run_dir, fmt, out):
-    """Export a training checkpoint: keep selected blocks, merge LoRA, fuse BN."""
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="int8: post-training quantization for --runtime, calibrated on train images of --data (ONNX).")
+@click.option("--runtime", type=click.Choice(QUANTIZABLE), default="onnxruntime", show_default=True,
+              help="int8 only: the runtime the int8 model is made for (each wants its own int8 graph).")
+@data_option
+@data_options
+@click.option("--calibration-images", type=int, default=CALIBRATION_IMAGES, show_default=True,
+              help="int8 only: train images the activation ranges are observed on.")
+@click.option("--out", "out", default=None,
+              help="Output file (default RUN_DIR/model.safetensors, model.onnx or model.int8.RUNTIME.onnx).")
+def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration_images, out):
+    """Export a training checkpoint: keep selected blocks, merge LoRA, fuse BN; optionally int8."""
     from .models import count_params, save_exported
     from .train import export_checkpoint
 
+    if precision == "int8":
+        from .train import export_int8
+
+        if fmt != "onnx":
+            raise click.UsageError("--precision int8 writes ONNX: add --format onnx")
+        dest, q8, fp32 = export_int8(run_dir, data, data_options, runtime, calibration_images, out)
+        click.echo(f"int8 for {runtime} ({q8.calibration_images} calibration images): val top1 {q8.val['top1']:.4f} "
+                   f"(fp32 {fp32['top1']:.4f}, change {q8.val['top1'] - fp32['top1']:+.4f}), "
+                   f"test top1 {q8.test['top1']:.4f}")
+        click.echo(f"exported int8 -> {dest}")
+        return
     deployed = export_checkpoint(run_dir)
     if fmt == "onnx":
         from .models.onnx import TOLERANCE, save_onnx
@@ -297,6 +319,10 @@ def ray_options(*extra: tuple) -> Callable:
 @click.option("--runtime", "--runtimes", "runtime", type=click.Choice(RUNTIMES), default=None,
               help="Where latency is timed: onnxruntime, torch (eager), openvino (CPU), or auto = onnxruntime on "
                    "CPU, torch on CUDA (space default: auto). A study keeps its runtime.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Deployment precision: fp32, or int8 = post-training quantization for the runtime "
+                   "(onnxruntime or openvino, CPU), calibrated on train images; the accuracy objective is then the "
+                   "int8 model's (space default: fp32). A study keeps its precision.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @ray_options(
     (("--asha-accuracy-only", "--asha"), "asha",

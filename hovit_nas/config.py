@@ -181,6 +181,9 @@ class RunConfig:
         return self
 
 
+CALIBRATION_IMAGES = 128  # int8: train images per calibration (NNCF's own default subset is 300)
+
+
 @dataclass
 class LatencyConfig:
     """How a study times the exported model (latency.py): batch, runs, warm-up, CPU threads, the
@@ -196,6 +199,8 @@ class LatencyConfig:
     runtime: str = "auto"  # torch | onnxruntime | openvino | auto (onnxruntime on CPU, torch on CUDA): latency.py
     min_time_s: float = 1.0  # each measurement times at least this long (more runs for fast models)
     anchor_time_s: float = 3.0  # the anchor's one calibration window, per study
+    precision: str = "fp32"  # fp32 | int8: post-training quantized for the runtime (models/quantize.py)
+    calibration_images: int = CALIBRATION_IMAGES  # int8: train images the activation ranges are observed on
 
     def validate(self, where: str = "latency") -> "LatencyConfig":
         for name in ("batch", "runs"):
@@ -210,9 +215,15 @@ class LatencyConfig:
             raise ConfigError(f"{where}.threads: must be >= 1, got {self.threads}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"{where}.runtime: unknown {self.runtime!r}; one of {', '.join(RUNTIMES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{where}.precision: unknown {self.precision!r}; one of {', '.join(PRECISIONS)}")
+        if self.calibration_images < 1:
+            raise ConfigError(f"{where}.calibration_images: must be >= 1, got {self.calibration_images}")
         return self
 
 
+PRECISIONS = ("fp32", "int8")  # int8: post-training quantization (models/quantize.py)
+QUANTIZABLE = ("onnxruntime", "openvino")  # runtimes an int8 model is made for
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # latency.RUNTIMES and auto
 
 
@@ -361,6 +372,7 @@ class SearchConfig:
     latency_batch: Optional[int] = None
     latency_anchor: Optional[bool] = None  # None: the space's latency.anchor
     runtime: Optional[str] = None  # None: the space's latency.runtime
+    precision: Optional[str] = None  # None: a resumed study's, else the space's latency.precision
     executor: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
     early_stop: Optional[str] = None  # None: the study's recorded rule, else the space's (EarlyStop.rule)
@@ -373,6 +385,7 @@ class SearchConfig:
         for name, value, allowed in (("metric", self.metric, METRICS), ("sampler", self.sampler, SAMPLERS),
                                      ("executor", self.executor, EXECUTORS),
                                      ("runtime", self.runtime or "auto", RUNTIMES),
+                                     ("precision", self.precision or "fp32", PRECISIONS),
                                      ("early stopping rule", self.early_stop or "none", EARLY_STOP_RULES)):
             if value not in allowed:
                 raise ConfigError(f"unknown {name} {value!r}; one of {', '.join(allowed)}")

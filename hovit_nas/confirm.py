@@ -117,6 +117,7 @@ def prepare(cfg: ConfirmConfig) -> "Prepared":
     latency = from_dict(LatencyConfig, space_def.get("latency") or {}, "latency")
     latency.batch = a.get("latency_batch", latency.batch)
     latency.runtime = a.get("latency_runtime", "torch")
+    latency.precision = a.get("latency_precision", "fp32")
     latency.anchor = st.ANCHOR_ATTR in a  # timed like its search: anchored to the same calibration, or raw
     name = confirm_name(cfg.study)
     pairs = [({"candidate": t.number, "seed": s},
@@ -126,7 +127,7 @@ def prepare(cfg: ConfirmConfig) -> "Prepared":
     attrs = {"confirms_study": cfg.study, st.CONFIRMS_UID_ATTR: st.identity(parent),
              "metric": a.get("metric", "top1"), "data": a.get("data"),
              "img_size": a.get("img_size"), "latency_batch": latency.batch, "latency_anchored": latency.anchor,
-             "latency_runtime": latency.runtime,
+             "latency_runtime": latency.runtime, "latency_precision": latency.precision,
              "space": f"{a.get('space')}{SUFFIX}", "num_classes": splits.num_classes}
     if st.ANCHOR_ATTR in a:
         attrs[st.ANCHOR_ATTR] = a[st.ANCHOR_ATTR]  # the search's calibration: figures stay comparable

@@ -17,6 +17,11 @@ class StorageError(HovitError):
     """A study storage URL cannot be opened."""
 
 
+class QuantizationError(HovitError):
+    """A post-training quantization tool failed on one model (models/quantize.py): in a search,
+    that trial fails with the reason and the study goes on."""
+
+
 class TrialFailed(RuntimeError):
     """A trial could not produce metrics (NaN loss, out of memory, ...): recorded as FAIL."""
 

@@ -47,6 +47,7 @@ class Latency:
     samples_ms: list = field(default_factory=list, repr=False)
     runtime: str = "torch"  # torch (eager) | onnxruntime | openvino
     runtime_version: Optional[str] = None  # onnxruntime's or OpenVINO's version (torch's is torch_version)
+    precision: str = "fp32"  # fp32 | int8 (post-training quantized for the runtime: models/quantize.py)
     anchor: Optional[str] = None  # reference model timed alongside; then median_ms = ratio x anchor_ms
     anchor_ms: Optional[float] = None  # the reference's calibrated latency
     raw_median_ms: Optional[float] = None  # the candidate's own median in one window (drifts; not pooled)
@@ -152,17 +153,24 @@ def resolve_runtime(runtime: str, device: str | torch.device) -> str:
 _SESSIONS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def _exported_runner(model: nn.Module, x: torch.Tensor, threads: int, dev: torch.device, runtime: str):
+def _exported_runner(model: nn.Module, x: torch.Tensor, threads: int, dev: torch.device, runtime: str,
+                     precision: str = "fp32"):
     """A zero-argument call of ``model`` exported to ONNX, on onnxruntime or OpenVINO (the session
-    or compiled model cached per model, so the study's anchor is exported once per process)."""
+    or compiled model cached per model, so the study's anchor is exported once per process). At
+    ``int8`` the ONNX model is first quantized for the runtime with a few random images: the
+    latency depends on the graph, not on the scales (models/quantize.py)."""
     from .models.onnx import onnx_bytes, session
 
     from .models import openvino as ov
 
-    key = (runtime, tuple(x.shape[1:]), threads, str(dev))
+    key = (runtime, precision, tuple(x.shape[1:]), threads, str(dev))
     cache = _SESSIONS.setdefault(model, {})
     if key not in cache:
         data = onnx_bytes(model, x.shape[-1], x.shape[1])
+        if precision == "int8":
+            from .models import quantize
+
+            data = quantize.quantize(data, quantize.random_calibration(tuple(x.shape[1:])), runtime)
         cache[key] = (ov.compile_onnx if runtime == "openvino" else session)(data, threads, str(dev))
     feed = x.cpu().numpy()
     if runtime == "openvino":
@@ -188,7 +196,8 @@ def runtime_version(runtime: str) -> Optional[str]:
 def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str | torch.device = "cpu",
                     warmup: int = 10, runs: int = 50, threads: Optional[int] = None,
                     cuda_graph: bool = False, in_chans: int = 3, guard: Optional[DeviceGuard] = None,
-                    min_time_s: float = 1.0, anchor: Optional[Anchor] = None, runtime: str = "torch") -> Latency:
+                    min_time_s: float = 1.0, anchor: Optional[Anchor] = None, runtime: str = "torch",
+                    precision: str = "fp32") -> Latency:
     """Median/IQR over ``runs`` timed forwards -- more for fast models, until at least
     ``min_time_s`` is timed: a few ms of timing cannot average out a shared machine's noise.
     With ``anchor``, candidate and reference are timed in alternating short blocks (module docstring).
@@ -196,17 +205,23 @@ def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str
     model runs: ``torch`` (eager), ``onnxruntime`` (the model exported to ONNX, all graph
     optimisations) or ``openvino`` (the same ONNX compiled by OpenVINO for the CPU, latency hint,
     f32: models/openvino.py), each at the same thread count; the anchor runs on the same runtime.
+    ``precision`` ``int8``: on onnxruntime or openvino, the model post-training quantized for that
+    runtime (models/quantize.py), the anchor too.
 
     Raises:
-        HovitError: the runtime is not installed (openvino is optional) or cannot run on ``device``."""
+        HovitError: the runtime is not installed (openvino is optional) or cannot run on ``device``;
+            the precision is not available there, or quantization failed."""
     dev = torch.device(device)
     models = [model.eval().to(dev)] + ([anchor.model.eval().to(dev)] if anchor else [])
     x = torch.randn(batch, in_chans, img_size, img_size, device=dev)
     guard = guard or DeviceGuard.of(dev)
+    from .models.quantize import check as check_precision
+
+    check_precision(precision, runtime, dev)
     if runtime in EXPORTED:
         n = threads or torch.get_num_threads()
         with guard.shared():  # exporting is compute; the timing below is exclusive
-            fns = [_exported_runner(m, x, n, dev, runtime) for m in models]
+            fns = [_exported_runner(m, x, n, dev, runtime, precision) for m in models]
         with guard.exclusive():
             times = _time_host(fns, warmup, runs, min_time_s)
         n_threads, cuda_graph = n, False
@@ -218,7 +233,8 @@ def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str
                 cuda_graph = False
                 times = _time_host([lambda m=m: m(x) for m in models], warmup, runs, min_time_s)
     like = Latency(0.0, 0.0, 0.0, 0.0, 0, warmup, batch, img_size, str(dev), device_name(dev), n_threads,
-                   cuda_graph, torch.__version__, runtime=runtime, runtime_version=runtime_version(runtime))
+                   cuda_graph, torch.__version__, runtime=runtime, runtime_version=runtime_version(runtime),
+                   precision=precision)
     if anchor is None:
         return summarise(times[0][0], like)
     # each candidate sample scaled by its neighbouring anchor block: drift between blocks cancels

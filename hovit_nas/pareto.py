@@ -81,8 +81,9 @@ def summarise(study: optuna.Study) -> dict:
     early_stop = from_dict(EarlyStop, study.user_attrs.get("early_stop") or {}, "study early_stop")
     counts = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in
               (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)}
+    metric = study.user_attrs.get("metric", "top1")
     return {
-        "study": study.study_name, "metric": study.user_attrs.get("metric", "top1"),
+        "study": study.study_name, "metric": metric,
         "data": study.user_attrs.get("data"), "latency_batch": study.user_attrs.get("latency_batch"),
         "runtime": study.user_attrs.get("latency_runtime", "torch"), "target": target_label(study),
         "device": next((t.user_attrs.get("latency", {}).get("device_name") for t in complete), None),
@@ -90,30 +91,36 @@ def summarise(study: optuna.Study) -> dict:
         "threads": next((t.user_attrs.get("latency", {}).get("threads") for t in complete), None),
         "counts": counts, "reference_point": {"accuracy": ref_acc, "latency_ms": ref_lat, "why": ref_why},
         "hypervolume": hv, "hypervolume_history": history, "fixed_point": fixed,
-        "front": [_row(t) for t in front], "all": [_row(t) for t in complete],
+        "front": [_row(t, metric) for t in front], "all": [_row(t, metric) for t in complete],
         "confirmed": confirmed(study),  # trial -> Confirmed (confirm.py); {} before `hovit-nas confirm`
         "early_stop": {"rule": early_stop.rule, "min_epochs": early_stop.min_epochs, "eta": early_stop.eta},
         "rung_fidelity": [f.to_dict() for f in fidelity(complete, early_stop)],
     }
 
 
-def _row(t: FrozenTrial) -> dict:
+def _row(t: FrozenTrial, metric: str) -> dict:
+    """One trial's figures; ``fp32_accuracy``: at an int8 target, the fp32 model's val ``metric``
+    (``accuracy`` is the int8 model's), else None."""
     a = t.user_attrs
     return {"trial": t.number, "accuracy": t.values[0], "latency_ms": t.values[1], "params": a.get("params"),
             "test_top1": (a.get("test") or {}).get("top1"), "arch": _arch(t),
-            "fixed_point": st.FIXED_POINT_ATTR in a}
+            "fp32_accuracy": (a.get("val_fp32") or {}).get(metric), "fixed_point": st.FIXED_POINT_ATTR in a}
 
 
 def format_report(rep: dict) -> str:
     c = rep["counts"]
+    int8 = any(r.get("fp32_accuracy") is not None for r in rep["front"])  # its fp32 score beside the int8 one
     lines = [f"study {rep['study']}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed"
              + (f", {c['RUNNING']} running" if c["RUNNING"] else "")
              + f"; data: {rep['data']}; device: {rep['device']}",
-             f"objectives: val {rep['metric']} (max), latency ms (min) on deployment target {rep['target']}",
+             f"objectives: val {rep['metric']}{' of the int8 model' if int8 else ''} (max), latency ms (min) on "
+             f"deployment target {rep['target']}",
              f"Pareto front ({len(rep['front'])} trials):",
-             f"  {'trial':>5}  {rep['metric']:>8}  {'latency':>9}  {'params':>7}  {'test':>6}  architecture"]
+             f"  {'trial':>5}  {rep['metric']:>8}" + (f"  {'fp32':>6}" if int8 else "")
+             + f"  {'latency':>9}  {'params':>7}  {'test':>6}  architecture"]
     for r in rep["front"]:
-        lines.append(f"  {r['trial']:>5}  {r['accuracy']:>8.4f}  {r['latency_ms']:>7.2f}ms  "
+        fp32 = f"  {r['fp32_accuracy'] or float('nan'):>6.4f}" if int8 else ""
+        lines.append(f"  {r['trial']:>5}  {r['accuracy']:>8.4f}{fp32}  {r['latency_ms']:>7.2f}ms  "
                      f"{(r['params'] or 0) / 1e6:>6.2f}M  {(r['test_top1'] or 0):>6.4f}  {r['arch']}"
                      + ("  <- HoViT-B" if r["fixed_point"] else ""))
     ref = rep["reference_point"]
@@ -176,7 +183,9 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
 
     fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35],
                         subplot_titles=("accuracy vs latency", "hypervolume history"))
-    hover = lambda rows: [f"trial {r['trial']}<br>{r['arch']}<br>params {(r['params'] or 0) / 1e6:.2f} M" for r in rows]
+    hover = lambda rows: [f"trial {r['trial']}<br>{r['arch']}<br>params {(r['params'] or 0) / 1e6:.2f} M"
+                          + (f"<br>int8 (fp32 {r['fp32_accuracy']:.4f})" if r.get("fp32_accuracy") is not None else "")
+                          for r in rows]
     rest = [r for r in rep["all"] if r["trial"] not in {f["trial"] for f in rep["front"]}]
     fig.add_trace(go.Scatter(x=[r["latency_ms"] for r in rest], y=[r["accuracy"] for r in rest], mode="markers",
                              name="trials", marker=dict(color="#9aa5b1", size=8), text=hover(rest),
@@ -219,7 +228,8 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
                              name="hypervolume", line_shape="hv"), 1, 2)
     fig.update_xaxes(title_text=f"latency (ms) on {rep['target']} ({rep['device']})",
                      row=1, col=1)
-    fig.update_yaxes(title_text=f"validation {rep['metric']}", row=1, col=1)
+    int8 = any(r.get("fp32_accuracy") is not None for r in rep["all"])
+    fig.update_yaxes(title_text=f"validation {rep['metric']}{' (int8 model)' if int8 else ''}", row=1, col=1)
     fig.update_xaxes(title_text="trial number", row=1, col=2)
     fig.update_yaxes(title_text="hypervolume", row=1, col=2)
     fig.update_layout(title=f"hovit-nas study {rep['study']} ({rep['data']})", height=600, autosize=True,
@@ -286,6 +296,7 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
         "latency": a.get("latency"), "data": a.get("data"),
         "val": {k: v for k, v in (a.get("val") or {}).items() if k != "confusion"},
         "test": {k: v for k, v in (a.get("test") or {}).items() if k != "confusion"},
+        **{k: {m: v for m, v in a[k].items() if m != "confusion"} for k in ("val_fp32", "test_fp32") if k in a},
         "fixed_point": rep["fixed_point"], "config": a["config"],
     }
     p = Path(out)

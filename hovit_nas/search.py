@@ -8,6 +8,7 @@ from . import study as st
 from .config import DataSpec, EarlyStop, SearchConfig, from_dict, to_dict, with_num_classes
 from .device import resolve_device
 from .latency import resolve_runtime
+from .models.quantize import check as check_precision
 from .rungs import rule_for
 from .executors import dispatch
 from .executors.common import Prepared
@@ -35,16 +36,21 @@ def prepare(cfg: SearchConfig) -> Prepared:
     splits = get_data(data)
     space = replace(space, base=with_num_classes(space.base, splits.num_classes))
     latency = replace(space.latency, **{k: v for k, v in (("batch", cfg.latency_batch), ("anchor", cfg.latency_anchor),
-                                                          ("runtime", cfg.runtime)) if v is not None})
+                                                          ("runtime", cfg.runtime), ("precision", cfg.precision))
+                                   if v is not None})
     trial_device = "cuda" if cfg.executor == "ray" and cfg.ray.gpus_per_trial > 0 else resolve_device(cfg.device)
     latency.runtime = resolve_runtime(latency.runtime, trial_device)
     if cfg.runtime is None:  # a resumed study keeps the runtime it was timed on, unless --runtime says otherwise
-        latency.runtime = st.recorded_runtime(name, storage) or latency.runtime
+        latency.runtime = st.recorded_latency(name, storage, "latency_runtime") or latency.runtime
+    if cfg.precision is None:  # likewise its precision
+        latency.precision = st.recorded_latency(name, storage, "latency_precision") or latency.precision
+    check_precision(latency.precision, latency.runtime, trial_device)
     early_stop = resolve_early_stop(cfg, space.early_stop, st.recorded_attrs(name, storage).get("early_stop"))
     trials = cfg.trials or space.trials
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
              "data_sizes": splits.sizes, "metric": cfg.metric, "latency_batch": latency.batch,
              "latency_anchored": latency.anchor, "latency_runtime": latency.runtime,
+             "latency_precision": latency.precision,
              "img_size": space.base.model.img_size,
              "num_classes": splits.num_classes, "population": st.population_for(trials),
              "early_stop": to_dict(early_stop)}
@@ -61,7 +67,7 @@ def prepare(cfg: SearchConfig) -> Prepared:
               f"{st.finished_count(study)}/{trials} trials done); artefacts in {out_dir}")
     st.fail_stale_trials(study)
     _log.info(f"data: {splits.description} {splits.sizes}; objectives: val {cfg.metric} (max), "
-              f"latency ms at batch {latency.batch} on {latency.runtime} (min)")
+              f"latency ms at batch {latency.batch} on {latency.runtime} (min) at {latency.precision}")
     if early_stop.active:
         t = space.base.train
         _log.info(f"early stopping: {early_stop.rule} successive halving, rungs at epochs "

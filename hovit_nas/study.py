@@ -471,15 +471,19 @@ def recorded_attrs(name: str, storage: str) -> dict:
     return dict(study.user_attrs)
 
 
-def recorded_runtime(name: str, storage: str) -> Optional[str]:
-    """The latency runtime an existing study was timed on (``torch`` for studies from before
-    runtimes existed); None for a new study."""
+# what a study made before a latency setting existed was timed with (it records latency_batch)
+LATENCY_BEFORE = {"latency_anchored": False, "latency_runtime": "torch", "latency_precision": "fp32"}
+
+
+def recorded_latency(name: str, storage: str, key: str) -> Optional[str]:
+    """A latency setting (``latency_runtime``, ``latency_precision``) an existing study was timed
+    with (``LATENCY_BEFORE``'s for studies from before the setting existed); None for a new study."""
     attrs = recorded_attrs(name, storage)
-    return attrs.get("latency_runtime", "torch" if "latency_batch" in attrs else None)
+    return attrs.get(key, LATENCY_BEFORE[key] if "latency_batch" in attrs else None)
 
 
-COMPATIBLE = ("space", "data", "metric", "latency_batch", "latency_anchored", "latency_runtime", "img_size",
-              "early_stop", CONFIRMS_UID_ATTR)
+COMPATIBLE = ("space", "data", "metric", "latency_batch", "latency_anchored", "latency_runtime",
+              "latency_precision", "img_size", "early_stop", CONFIRMS_UID_ATTR)
 
 
 def check_compatible(study: optuna.Study, attrs: dict) -> None:
@@ -489,13 +493,14 @@ def check_compatible(study: optuna.Study, attrs: dict) -> None:
         raise HovitError(f"study {study.study_name!r} confirms another study that was named "
                          f"{have.get('confirms_study')!r} (a different study, by identity); delete it or rename the "
                          "search")
-    if "latency_batch" in have:  # studies from before anchoring timed raw, on PyTorch eager
-        have.setdefault("latency_anchored", False)
-        have.setdefault("latency_runtime", "torch")
+    if "latency_batch" in have:  # studies from before anchoring timed raw, on PyTorch eager, at fp32
+        for key, value in LATENCY_BEFORE.items():
+            have.setdefault(key, value)
     for key in COMPATIBLE:
         if key in attrs and key in have and have[key] != attrs[key]:
             hint = {"latency_anchored": " (or set `latency_anchor` to match)",
                     "latency_runtime": f" (or `runtime` {have[key]} to match)",
+                    "latency_precision": f" (or `precision` {have[key]} to match)",
                     "early_stop": " (or `early_stop`/`rung_min_epochs`/`rung_eta` to match)"}.get(key, "")
             raise HovitError(f"study {study.study_name!r} was created with {key}={_short(have[key])}, not "
                              f"{_short(attrs[key])}; use `study` NEW_NAME for a new study{hint}")

@@ -10,8 +10,9 @@ targets do not belong on one front.
 
 The settings come from where they always did: ``device`` (CLI), the space's ``latency`` block
 (``runtime``, ``batch``, ``threads``; ``--runtime`` and ``--latency-batch`` override) and the
-space's ``base.model.img_size``. Precision is ``fp32`` (int8 post-training quantization is
-issue 22, item 2). The defaults are unchanged: ``auto`` runtime, batch 1, fp32.
+space's ``base.model.img_size``; ``precision`` from the space's ``latency.precision`` or
+``--precision`` (``int8``: post-training quantized for the runtime, models/quantize.py). The
+defaults are unchanged: ``auto`` runtime, batch 1, fp32.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from .errors import HovitError
 _log = logging.getLogger(__name__)
 
 TARGET_ATTR = "deployment_target"  # the study user attr: DeploymentTarget.to_dict()
-PRECISIONS = ("fp32",)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class DeploymentTarget:
     Attributes:
         device: ``cpu`` or ``cuda`` (the device type; which GPU is not part of it).
         runtime: ``torch``, ``onnxruntime`` or ``openvino`` (latency.RUNTIMES).
-        precision: ``fp32``.
+        precision: ``fp32`` or ``int8`` (config.PRECISIONS).
         threads: CPU threads the runtime uses; None on a GPU, where they do not set the latency.
         batch: images per timed forward.
         img_size: input resolution in pixels (square).

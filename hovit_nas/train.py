@@ -23,7 +23,7 @@ from timm.utils import random_seed
 from torch import nn
 
 from . import logs
-from .config import RunConfig, TrainConfig, dump_run_config, run_config_from_dict, to_dict
+from .config import CALIBRATION_IMAGES, RunConfig, TrainConfig, dump_run_config, run_config_from_dict, to_dict
 from .data import Batches, Images, Splits, check_num_classes
 from .device import NO_GUARD, DeviceGuard, resolve_device
 from .errors import HovitError, TrialFailed
@@ -110,7 +110,7 @@ def make_schedule(opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int, 
     if t.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                    total_steps=total_steps)
-    if t.schedule == "cosine":
+    if t.schedule == "cosine" and total_steps > 1:  # one step: the lr it starts at (timm warns, to no effect)
         return PerStep(CosineLRScheduler(opt, t_initial=total_steps, lr_min=0.0, warmup_t=warmup_steps,
                                          warmup_lr_init=WARMUP_LR_INIT, t_in_epochs=False))
     return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
@@ -364,6 +364,51 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
     return result
 
 
+@dataclass
+class Int8:
+    """A trained, exported model post-training quantized for a runtime, and its scores."""
+
+    model: bytes  # ONNX, with the export's metadata (models/quantize.quantize)
+    runtime: str  # onnxruntime | openvino: what it was quantized for, and scored on
+    val: dict  # metrics.classification_metrics of the int8 model
+    test: dict
+    calibration_images: int
+    seconds: float  # calibration, quantization and scoring
+
+    def record(self) -> dict:
+        """What a trial or run keeps of it (not the model)."""
+        return {"runtime": self.runtime, "tool": QUANTIZERS[self.runtime], "calibration_images": self.calibration_images,
+                "s": self.seconds}
+
+
+QUANTIZERS = {"onnxruntime": "onnxruntime.quantization.quantize_static (QDQ, u8 activations, s8 per-channel weights)",
+              "openvino": "nncf.quantize (ONNX backend, PERFORMANCE preset)"}
+
+
+def quantize_int8(deployed: nn.Module, splits: Splits, runtime: str, calibration_images: int = CALIBRATION_IMAGES,
+                  seed: int = 0, threads: Optional[int] = None, guard: DeviceGuard = NO_GUARD) -> Int8:
+    """Post-training int8 quantization of an exported model for ``runtime``, calibrated on
+    ``calibration_images`` train images drawn by ``seed`` (models/quantize.py), then scored on
+    the val and test splits on that runtime (CPU, ``threads``).
+
+    Raises:
+        QuantizationError: the tool failed on this architecture.
+        HovitError: the runtime is not available (NNCF or OpenVINO missing).
+    """
+    from .models import quantize as q
+    from .models.onnx import metadata, module_of, onnx_bytes
+
+    t0 = time.time()
+    arch, cpu = deployed.config, torch.device("cpu")
+    with guard.shared():
+        calibration = q.calibration_set(splits.train, calibration_images, seed)
+        data = q.quantize(onnx_bytes(deployed, arch.img_size, arch.in_chans, metadata(arch)), calibration, runtime)
+        model = module_of(data, arch, runtime, cpu, threads)
+    val = evaluate(model, splits.val, arch.num_classes, cpu, guard)
+    test = evaluate(model, splits.test, arch.num_classes, cpu, guard)
+    return Int8(data, runtime, val, test, len(calibration), round(time.time() - t0, 2))
+
+
 def save_run(out: Path, result: RunResult, cfg: RunConfig) -> None:
     """A run directory: the deployable model, the result, and the config that reproduces it."""
     save_exported(result.exported, out / "model.safetensors",
@@ -385,6 +430,38 @@ def export_checkpoint(run_dir: str | Path) -> nn.Module:
     _prepare_phase(model, cfg, _phases(cfg)[state["phase_idx"]][0])
     model.load_state_dict(state["model"])
     return export(model)
+
+
+def export_int8(run_dir: str | Path, data: Optional[str], options: "DataOptions", runtime: str,
+                calibration_images: int = CALIBRATION_IMAGES, out: str | Path | None = None) -> tuple[Path, Int8, dict]:
+    """``hovit-nas export --precision int8``: a run directory's exported model, post-training
+    quantized for ``runtime`` with calibration images from the train split of ``data`` (the
+    dataset cache, no augmentation), written as ONNX (default ``RUN_DIR/model.int8.RUNTIME.onnx``)
+    that ``eval`` and the runtimes read.
+
+    Returns:
+        The file, the int8 model's record and scores (``Int8``), and the fp32 model's val metrics.
+    Raises:
+        HovitError: not a run directory, bad data or a class count other than the model's, the
+            runtime unavailable; QuantizationError: the tool failed on this model.
+    """
+    from dataclasses import replace
+
+    from .config import DataSpec
+    from .data import load_data
+    from .models.quantize import check
+
+    check("int8", runtime, "cpu")
+    deployed = export_checkpoint(run_dir)
+    arch = deployed.config
+    splits = load_data(DataSpec.of(data, arch.img_size, 0, replace(options, augment=False)))
+    check_num_classes(splits, arch.num_classes)
+    q8 = quantize_int8(deployed, splits, runtime, calibration_images)
+    fp32 = evaluate(deployed, splits.val, arch.num_classes, torch.device("cpu"))
+    dest = Path(out) if out else Path(run_dir) / f"model.int8.{runtime}.onnx"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(q8.model)
+    return dest, q8, fp32
 
 
 def _save_checkpoint(out: Path, cfg, model, opt, sched, loader_gen, phase_idx, epoch, history) -> None:
@@ -419,8 +496,8 @@ def evaluate_exported(model_path: str | Path, data: Optional[str], options: "Dat
                       device: str = "auto", runtime: Optional[str] = None) -> tuple[dict[str, dict], Splits]:
     """``hovit-nas eval``: an exported model (``.safetensors``, ``.onnx``, or a run directory)
     scored on the val and test splits of ``data`` (no augmentation), at the model's resolution.
-    ``runtime``: for an ``.onnx``, ``onnxruntime`` (default) or ``openvino``; a ``.safetensors``
-    runs on torch.
+    ``runtime``: for an ``.onnx``, ``onnxruntime`` or ``openvino`` (default: the runtime an int8
+    model was quantized for, else onnxruntime); a ``.safetensors`` runs on torch.
 
     Returns ``{"val": metrics, "test": metrics}`` (metrics.classification_metrics) and the splits.
     Raises:
@@ -435,10 +512,14 @@ def evaluate_exported(model_path: str | Path, data: Optional[str], options: "Dat
     p = Path(model_path)
     if p.is_dir():
         p = p / "model.safetensors"
+    if p.suffix == ".onnx" and runtime is None:  # an int8 model runs where it was quantized for
+        from .models.onnx import read_metadata
+
+        runtime = read_metadata(p).get("quantized_for")
     dev = resolve_device("cpu" if runtime == "openvino" and device == "auto" else device)
     if p.suffix == ".onnx":
         from .models.onnx import load_onnx
-        model = load_onnx(p, dev, runtime or "onnxruntime")
+        model = load_onnx(p, dev, runtime)
     elif runtime not in (None, "torch"):
         raise HovitError(f"{p}: a .safetensors model runs on torch; export it with --format onnx to run it on "
                          f"{runtime}")

@@ -24,11 +24,11 @@ import torch
 from .config import DataOptions, DataSpec, LatencyConfig, Limits, RunConfig, run_config_from_dict, to_dict
 from .data import Splits, load_data
 from .device import DeviceGuard, resolve_device
-from . import faults
-from .errors import TrialFailed, TrialStopped
+from . import faults, logs
+from .errors import QuantizationError, TrialFailed, TrialStopped
 from .latency import Anchor, Calibration, calibrate, measure_latency
 from .models import count_params, create_hovit, export
-from .train import RunResult, train_and_evaluate
+from .train import RunResult, quantize_int8, train_and_evaluate
 
 _log = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ class TrialResult:
     data_cache: Optional[str] = None  # the node-local dataset cache the trial read (data/cache.py)
     stopped_at_rung: Optional[int] = None
     rung_accuracy: Optional[float] = None
+    val_fp32: Optional[dict] = None  # int8 targets: the fp32 model's scores (val/test are the int8 model's)
+    test_fp32: Optional[dict] = None
+    quantization: Optional[dict] = None  # int8 targets: train.Int8.record()
     wall_s: float = 0.0
 
     @property
@@ -131,7 +134,7 @@ def anchor_for(calibration: Optional[Calibration]) -> Optional[Anchor]:
 def _protocol(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> dict:
     lat = spec.latency
     return dict(batch=lat.batch, device=device, runs=lat.runs, warmup=lat.warmup, threads=spec.latency_threads,
-                in_chans=cfg.model.in_chans, runtime=lat.runtime, min_time_s=lat.min_time_s)
+                in_chans=cfg.model.in_chans, runtime=lat.runtime, precision=lat.precision, min_time_s=lat.min_time_s)
 
 
 def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> Calibration:
@@ -188,6 +191,15 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
                 on_epoch(dict(rec, latency_ms=result.latency_ms))
 
         r = train_and_evaluate(cfg, splits, dev, guard=guard, on_epoch=epoch_done)
+        if spec.latency.precision == "int8":  # the deployed model is the int8 one: its accuracy is the objective
+            q8 = quantize_int8(r.exported, splits, spec.latency.runtime, spec.latency.calibration_images,
+                               threads=spec.latency_threads, guard=guard)
+            result.val_fp32, result.test_fp32, result.quantization = r.val, r.test, q8.record()
+            _log.info(f"{logs.tag(f'[{cfg.name}]')} int8 for {q8.runtime}: val top1 {q8.val['top1']:.4f} (fp32 "
+                      f"{r.val['top1']:.4f}), test top1 {q8.test['top1']:.4f} ({q8.seconds:.1f}s)")
+            r.val, r.test = q8.val, q8.test
+    except QuantizationError as exc:  # this architecture, not the study: the trial fails with the reason
+        raise TrialFailed(str(exc)) from None
     except TrialStopped as stop:
         result.status, result.reason, result.history = "stopped", stop.reason, history
         result.stopped_at_rung, result.rung_accuracy = stop.epoch, stop.accuracy

@@ -56,6 +56,8 @@ def test_option_choices_come_from_the_library():
     assert choices("search", "sampler") == config.SAMPLERS
     assert choices("search", "metric") == config.METRICS
     assert choices("search", "runtime") == config.RUNTIMES
+    assert choices("search", "precision") == choices("export", "precision") == config.PRECISIONS
+    assert choices("export", "runtime") == config.QUANTIZABLE
     assert choices("search", "executor") == choices("confirm", "executor") == config.EXECUTORS
     assert choices("search", "early_stop") == config.EARLY_STOP_RULES
     assert choices("export", "fmt") == config.EXPORT_FORMATS

@@ -60,7 +60,7 @@ def ensure_target(prep: Prepared, device: str, threads: Optional[int]) -> Deploy
     another (target.py)."""
     t = _spec_on(prep, device, threads)
     target = DeploymentTarget.of(device, t.latency.runtime, t.latency_threads, t.latency.batch,
-                                 t.config.model.img_size)
+                                 t.config.model.img_size, t.latency.precision)
     ensure_recorded_target(prep.study, target)
     return target
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..config import ArchConfig, from_dict, to_dict
 from ..errors import HovitError
 
 FORMAT = "hovit-nas/onnx/1"
+_log = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # max |onnx - torch| / max |torch| accepted on export
 
 
@@ -90,11 +92,15 @@ def check(model: nn.Module, onnx_model: bytes, img_size: int, in_chans: int = 3,
     return result
 
 
+def metadata(cfg: ArchConfig) -> dict:
+    """What a hovit-nas ONNX export carries: the format tag and the architecture (``load_onnx``)."""
+    return {"format": FORMAT, "config": json.dumps(to_dict(cfg))}
+
+
 def save_onnx(model: nn.Module, path: str | Path) -> tuple[Path, OnnxCheck]:
     """An exported HoViT as ``.onnx`` with its config in the metadata, checked on the way."""
     cfg: ArchConfig = model.config
-    data = onnx_bytes(model, cfg.img_size, cfg.in_chans,
-                      {"format": FORMAT, "config": json.dumps(to_dict(cfg))})
+    data = onnx_bytes(model, cfg.img_size, cfg.in_chans, metadata(cfg))
     result = check(model, data, cfg.img_size, cfg.in_chans)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -103,43 +109,72 @@ def save_onnx(model: nn.Module, path: str | Path) -> tuple[Path, OnnxCheck]:
 
 
 class OnnxModel(nn.Module):
-    """An ``.onnx`` file behind a module's interface (for ``evaluate``): tensors in, logits out."""
+    """An ONNX model (a file or bytes) on onnxruntime behind a module's interface (for
+    ``evaluate``): tensors in, logits out."""
 
-    def __init__(self, path: Path, config: ArchConfig, device: str = "cpu"):
+    def __init__(self, path: Path | bytes, config: ArchConfig, device: str = "cpu", threads: Optional[int] = None):
         super().__init__()
         self.path, self.config, self.device_ = path, config, device
-        self.sess = session(path, device=device)
+        self.sess = session(path, threads, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.sess.run(None, {"images": x.detach().float().cpu().numpy()})[0]
         return torch.from_numpy(out).to(x.device)
 
 
-def load_onnx(path: str | Path, device: str | torch.device = "cpu", runtime: str = "onnxruntime") -> nn.Module:
+def read_metadata(path: Path) -> dict:
+    """A hovit-nas ONNX export's metadata (``metadata``; an int8 model adds ``precision``,
+    ``quantized_for`` and ``calibration_images``: models/quantize.py).
+
+    Raises:
+        HovitError: no such file, not ONNX, or not a hovit-nas export.
+    """
+    import onnx
+
+    if not path.is_file():
+        raise HovitError(f"{path}: no such ONNX model")
+    try:
+        meta = {m.key: m.value for m in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception as exc:  # any parse failure is bad input
+        raise HovitError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
+    if meta.get("format") != FORMAT:
+        raise HovitError(f"{path}: not a hovit-nas ONNX export (format {meta.get('format')!r})")
+    return meta
+
+
+def load_onnx(path: str | Path, device: str | torch.device = "cpu", runtime: Optional[str] = None) -> nn.Module:
     """A hovit-nas ``.onnx`` export as a module (tensors in, logits out) on ``runtime``:
     ``onnxruntime`` (``OnnxModel``) or ``openvino`` (``openvino.OpenVinoModel``, CPU only).
+    None: the runtime an int8 model was quantized for, else onnxruntime; an int8 model run on
+    the other runtime is logged as a warning.
 
     Raises:
         HovitError: no such file, not ONNX, not a hovit-nas export (no config in its metadata),
             or the runtime is unknown, missing or cannot run on ``device``.
     """
-    import onnx
-
     p = Path(path)
-    if not p.is_file():
-        raise HovitError(f"{p}: no such ONNX model")
-    try:
-        meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
-    except Exception as exc:  # any parse failure is bad input
-        raise HovitError(f"{p}: not an ONNX file ({type(exc).__name__})") from None
-    if meta.get("format") != FORMAT:
-        raise HovitError(f"{p}: not a hovit-nas ONNX export (format {meta.get('format')!r})")
+    meta = read_metadata(p)
     config = from_dict(ArchConfig, json.loads(meta["config"]), "model")
+    made_for = meta.get("quantized_for")
+    runtime = runtime or made_for or "onnxruntime"
+    if made_for and made_for != runtime:
+        _log.warning(f"{p}: int8 model quantized for {made_for}, run on {runtime}: its accuracy holds, but its "
+                     f"int8 graph is laid out for {made_for} (models/quantize.py)")
+    return module_of(p, config, runtime, device)
+
+
+def module_of(model: Path | bytes, config: ArchConfig, runtime: str, device: str | torch.device = "cpu",
+              threads: Optional[int] = None) -> nn.Module:
+    """An ONNX model (a file or bytes) as a module on ``runtime``: ``onnxruntime``
+    (``OnnxModel``) or ``openvino`` (``openvino.OpenVinoModel``, CPU only).
+
+    Raises:
+        HovitError: the runtime is unknown, missing or cannot run on ``device``."""
     if runtime == "openvino":
         from .openvino import OpenVinoModel, check_device
 
         check_device(device)
-        return OpenVinoModel(p, config)
+        return OpenVinoModel(model, config, threads)
     if runtime != "onnxruntime":
         raise HovitError(f"an .onnx model runs on onnxruntime or openvino, not {runtime!r}")
-    return OnnxModel(p, config, str(device))
+    return OnnxModel(model, config, str(device), threads)

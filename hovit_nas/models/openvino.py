@@ -89,9 +89,10 @@ def runner(compiled, x: np.ndarray):
 
 
 class OpenVinoModel(nn.Module):
-    """An ``.onnx`` file compiled by OpenVINO behind a module's interface (for ``evaluate``)."""
+    """An ONNX model (a file or bytes) compiled by OpenVINO behind a module's interface (for
+    ``evaluate``)."""
 
-    def __init__(self, path: Path, config: ArchConfig, threads: Optional[int] = None):
+    def __init__(self, path: Path | bytes, config: ArchConfig, threads: Optional[int] = None):
         super().__init__()
         self.path, self.config = path, config
         self.compiled = compile_onnx(path, threads)
