@@ -389,7 +389,9 @@ def quantize_int8(deployed: nn.Module, splits: Splits, runtime: str, calibration
                   seed: int = 0, threads: Optional[int] = None, guard: DeviceGuard = NO_GUARD) -> Int8:
     """Post-training int8 quantization of an exported model for ``runtime``, calibrated on
     ``calibration_images`` train images drawn by ``seed`` (models/quantize.py), then scored on
-    the val and test splits on that runtime (CPU, ``threads``).
+    the val and test splits on that runtime (CPU, ``threads``). ``deployed``: an exported HoViT
+    (its config goes into the ONNX metadata, so ``eval`` reads the file) or any classifier of the
+    splits' images (a baseline).
 
     Raises:
         QuantizationError: the tool failed on this architecture.
@@ -399,13 +401,15 @@ def quantize_int8(deployed: nn.Module, splits: Splits, runtime: str, calibration
     from .models.onnx import metadata, module_of, onnx_bytes
 
     t0 = time.time()
-    arch, cpu = deployed.config, torch.device("cpu")
+    arch, cpu = getattr(deployed, "config", None), torch.device("cpu")  # a HoViT's ArchConfig; None for a baseline
+    _, chans, size, _ = splits.train.images.shape
     with guard.shared():
         calibration = q.calibration_set(splits.train, calibration_images, seed)
-        data = q.quantize(onnx_bytes(deployed, arch.img_size, arch.in_chans, metadata(arch)), calibration, runtime)
+        fp32 = onnx_bytes(deployed, size, chans, metadata(arch) if arch is not None else None)
+        data = q.quantize(fp32, calibration, runtime)
         model = module_of(data, arch, runtime, cpu, threads)
-    val = evaluate(model, splits.val, arch.num_classes, cpu, guard)
-    test = evaluate(model, splits.test, arch.num_classes, cpu, guard)
+    val = evaluate(model, splits.val, splits.num_classes, cpu, guard)
+    test = evaluate(model, splits.test, splits.num_classes, cpu, guard)
     return Int8(data, runtime, val, test, len(calibration), round(time.time() - t0, 2))
 
 
