@@ -377,8 +377,8 @@ class Int8:
 
     def record(self) -> dict:
         """What a trial or run keeps of it (not the model)."""
-        return {"runtime": self.runtime, "tool": QUANTIZERS[self.runtime], "calibration_images": self.calibration_images,
-                "s": self.seconds}
+        return {"runtime": self.runtime, "tool": QUANTIZERS[self.runtime],
+                "calibration_images": self.calibration_images, "s": self.seconds}
 
 
 QUANTIZERS = {"onnxruntime": "onnxruntime.quantization.quantize_static (QDQ, u8 activations, s8 per-channel weights)",

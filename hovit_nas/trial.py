@@ -240,7 +240,7 @@ def remeasure(records: dict[int, dict], anchor: Optional[Calibration | dict] = N
             out[n].append(measure_latency(model, cfg.model.img_size, batch=rec["batch"], threads=rec["threads"],
                                           runs=10, warmup=rec["warmup"], in_chans=cfg.model.in_chans,
                                           device=rec["device"], min_time_s=min_time_s, anchor=ref,
-                                          runtime=rec.get("runtime", "torch")))
+                                          runtime=rec.get("runtime", "torch"), precision=rec.get("precision", "fp32")))
     return out
 
 

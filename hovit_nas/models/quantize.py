@@ -12,9 +12,10 @@ runtimes want different int8 graphs, so each gets its own tool's:
   writes a QDQ ONNX model that OpenVINO's ONNX front end compiles to its int8 kernels.
 
 Both results are ``.onnx`` files, so ``export``, ``eval`` and the latency protocol read them as any
-other export. They are not interchangeable (measured on one HoViT-B at 96 px, 1 thread, AMD
-EPYC, 2026-11-30: OpenVINO ran ONNX Runtime's QDQ graph no faster than fp32, and ONNX Runtime ran
-NNCF's QDQ graph 2.3x slower than fp32), so each model records the runtime it was quantized for
+other export. They are not interchangeable (one unanchored measurement of an untrained HoViT-B
+at 96 px, 1 thread, AMD EPYC, 2026-11-30, with other work on the machine: OpenVINO ran ONNX
+Runtime's QDQ graph in 3.2 ms against 2.9 ms for fp32, and ONNX Runtime ran NNCF's in 7.2 ms
+against 3.1 ms for fp32), so each model records the runtime it was quantized for
 (``quantized_for`` in the ONNX metadata).
 
 Latency does not depend on the quantization scales, only on the graph: skeletons (untrained
@@ -39,8 +40,6 @@ from ..errors import HovitError, QuantizationError
 
 if TYPE_CHECKING:
     from ..data import Images
-
-_log = logging.getLogger(__name__)
 
 NNCF_INSTALL = "pip install 'hovit-nas[openvino]'"
 
