@@ -450,3 +450,8 @@ def pin(study_name, storage, max_latency, knee, trial, out):
                    f"`{st.command('hovit-nas', 'confirm', '--study', name, storage=url)}` "
                    "retrains the top candidates and HoViT-B over more seeds")
     click.echo(f"reproduce: {st.command('hovit-nas', 'train', '--config', path)}")
+    q = doc.get("quantization")
+    if q:  # the study's deployed model is int8: the same quantization after training
+        click.echo("then int8, as the study did: " + st.command(
+            "hovit-nas", "export", "RUN_DIR", "--format", "onnx", "--precision", "int8", "--runtime", q["runtime"],
+            "--calibration-images", str(q["calibration_images"]), "--data", "DATA"))

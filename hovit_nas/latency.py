@@ -171,7 +171,15 @@ def _exported_runner(model: nn.Module, x: torch.Tensor, threads: int, dev: torch
             from .models import quantize
 
             data = quantize.quantize(data, quantize.random_calibration(tuple(x.shape[1:])), runtime)
-        cache[key] = (ov.compile_onnx if runtime == "openvino" else session)(data, threads, str(dev))
+        try:
+            cache[key] = (ov.compile_onnx if runtime == "openvino" else session)(data, threads, str(dev))
+        except Exception as exc:
+            if precision != "int8":
+                raise
+            from .errors import QuantizationError  # this architecture's int8 graph: that trial fails
+
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise QuantizationError(f"the int8 model for {runtime} could not be loaded: {first}") from None
     feed = x.cpu().numpy()
     if runtime == "openvino":
         return ov.runner(cache[key], feed)

@@ -84,6 +84,7 @@ def summarise(study: optuna.Study) -> dict:
     metric = study.user_attrs.get("metric", "top1")
     return {
         "study": study.study_name, "metric": metric,
+        "precision": study.user_attrs.get("latency_precision", "fp32"),
         "data": study.user_attrs.get("data"), "latency_batch": study.user_attrs.get("latency_batch"),
         "runtime": study.user_attrs.get("latency_runtime", "torch"), "target": target_label(study),
         "device": next((t.user_attrs.get("latency", {}).get("device_name") for t in complete), None),
@@ -109,7 +110,7 @@ def _row(t: FrozenTrial, metric: str) -> dict:
 
 def format_report(rep: dict) -> str:
     c = rep["counts"]
-    int8 = any(r.get("fp32_accuracy") is not None for r in rep["front"])  # its fp32 score beside the int8 one
+    int8 = rep.get("precision") == "int8"  # the fp32 score beside the int8 one
     lines = [f"study {rep['study']}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed"
              + (f", {c['RUNNING']} running" if c["RUNNING"] else "")
              + f"; data: {rep['data']}; device: {rep['device']}",
@@ -119,7 +120,7 @@ def format_report(rep: dict) -> str:
              f"  {'trial':>5}  {rep['metric']:>8}" + (f"  {'fp32':>6}" if int8 else "")
              + f"  {'latency':>9}  {'params':>7}  {'test':>6}  architecture"]
     for r in rep["front"]:
-        fp32 = f"  {r['fp32_accuracy'] or float('nan'):>6.4f}" if int8 else ""
+        fp32 = "" if not int8 else f"  {'–':>6}" if r["fp32_accuracy"] is None else f"  {r['fp32_accuracy']:>6.4f}"
         lines.append(f"  {r['trial']:>5}  {r['accuracy']:>8.4f}{fp32}  {r['latency_ms']:>7.2f}ms  "
                      f"{(r['params'] or 0) / 1e6:>6.2f}M  {(r['test_top1'] or 0):>6.4f}  {r['arch']}"
                      + ("  <- HoViT-B" if r["fixed_point"] else ""))
@@ -228,7 +229,7 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
                              name="hypervolume", line_shape="hv"), 1, 2)
     fig.update_xaxes(title_text=f"latency (ms) on {rep['target']} ({rep['device']})",
                      row=1, col=1)
-    int8 = any(r.get("fp32_accuracy") is not None for r in rep["all"])
+    int8 = rep.get("precision") == "int8"
     fig.update_yaxes(title_text=f"validation {rep['metric']}{' (int8 model)' if int8 else ''}", row=1, col=1)
     fig.update_xaxes(title_text="trial number", row=1, col=2)
     fig.update_yaxes(title_text="hypervolume", row=1, col=2)
@@ -297,6 +298,7 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
         "val": {k: v for k, v in (a.get("val") or {}).items() if k != "confusion"},
         "test": {k: v for k, v in (a.get("test") or {}).items() if k != "confusion"},
         **{k: {m: v for m, v in a[k].items() if m != "confusion"} for k in ("val_fp32", "test_fp32") if k in a},
+        **({"quantization": a["quantization"]} if "quantization" in a else {}),
         "fixed_point": rep["fixed_point"], "config": a["config"],
     }
     p = Path(out)

@@ -26,7 +26,7 @@ from . import logs
 from .config import CALIBRATION_IMAGES, RunConfig, TrainConfig, dump_run_config, run_config_from_dict, to_dict
 from .data import Batches, Images, Splits, check_num_classes
 from .device import NO_GUARD, DeviceGuard, resolve_device
-from .errors import HovitError, TrialFailed
+from .errors import ConfigError, HovitError, QuantizationError, TrialFailed
 from .metrics import classification_metrics
 from .models import add_lora, count_params, create_hovit, export, save_exported, set_tau, tau_at
 from .models.gating import gates
@@ -394,7 +394,8 @@ def quantize_int8(deployed: nn.Module, splits: Splits, runtime: str, calibration
     splits' images (a baseline).
 
     Raises:
-        QuantizationError: the tool failed on this architecture.
+        QuantizationError: the tool failed on this architecture, or the runtime cannot load its
+            int8 graph.
         HovitError: the runtime is not available (NNCF or OpenVINO missing).
     """
     from .models import quantize as q
@@ -407,7 +408,10 @@ def quantize_int8(deployed: nn.Module, splits: Splits, runtime: str, calibration
         calibration = q.calibration_set(splits.train, calibration_images, seed)
         fp32 = onnx_bytes(deployed, size, chans, metadata(arch) if arch is not None else None)
         data = q.quantize(fp32, calibration, runtime)
-        model = module_of(data, arch, runtime, cpu, threads)
+        try:
+            model = module_of(data, arch, runtime, cpu, threads)
+        except HovitError as exc:  # the runtime cannot compile this architecture's int8 graph
+            raise QuantizationError(f"the int8 model for {runtime} could not be loaded: {exc}") from None
     val = evaluate(model, splits.val, splits.num_classes, cpu, guard)
     test = evaluate(model, splits.test, splits.num_classes, cpu, guard)
     return Int8(data, runtime, val, test, len(calibration), round(time.time() - t0, 2))
@@ -423,6 +427,10 @@ def save_run(out: Path, result: RunResult, cfg: RunConfig) -> None:
 
 def export_checkpoint(run_dir: str | Path) -> nn.Module:
     """The deployable model of a run directory's last checkpoint (kept blocks, LoRA merged, BN fused)."""
+    return _exported_run(run_dir)[1]
+
+
+def _exported_run(run_dir: str | Path) -> tuple[RunConfig, nn.Module]:
     run = Path(run_dir)
     if not (run / CHECKPOINT).is_file():
         raise HovitError(f"{run}: not a run directory (no {CHECKPOINT})")
@@ -433,21 +441,22 @@ def export_checkpoint(run_dir: str | Path) -> nn.Module:
     model = create_hovit(cfg)
     _prepare_phase(model, cfg, _phases(cfg)[state["phase_idx"]][0])
     model.load_state_dict(state["model"])
-    return export(model)
+    return cfg, export(model)
 
 
 def export_int8(run_dir: str | Path, data: Optional[str], options: "DataOptions", runtime: str,
                 calibration_images: int = CALIBRATION_IMAGES, out: str | Path | None = None) -> tuple[Path, Int8, dict]:
     """``hovit-nas export --precision int8``: a run directory's exported model, post-training
-    quantized for ``runtime`` with calibration images from the train split of ``data`` (the
-    dataset cache, no augmentation), written as ONNX (default ``RUN_DIR/model.int8.RUNTIME.onnx``)
+    quantized for ``runtime`` with calibration images from the train split of ``data`` (split
+    with the run's seed, as ``train`` did; the dataset cache, no augmentation), written as ONNX (default ``RUN_DIR/model.int8.RUNTIME.onnx``)
     that ``eval`` and the runtimes read.
 
     Returns:
         The file, the int8 model's record and scores (``Int8``), and the fp32 model's val metrics.
     Raises:
-        HovitError: not a run directory, bad data or a class count other than the model's, the
-            runtime unavailable; QuantizationError: the tool failed on this model.
+        HovitError: not a run directory, data other than the run's or a class count other than the
+            model's, the runtime unavailable, fewer than 1 calibration image; QuantizationError:
+            the tool failed on this model.
     """
     from dataclasses import replace
 
@@ -456,9 +465,17 @@ def export_int8(run_dir: str | Path, data: Optional[str], options: "DataOptions"
     from .models.quantize import check
 
     check("int8", runtime, "cpu")
-    deployed = export_checkpoint(run_dir)
+    if calibration_images < 1:
+        raise ConfigError(f"`calibration_images` must be >= 1, got {calibration_images}")
+    cfg, deployed = _exported_run(run_dir)
     arch = deployed.config
-    splits = load_data(DataSpec.of(data, arch.img_size, 0, replace(options, augment=False)))
+    # split as `train` did (its seed), so val and test hold no training image
+    splits = load_data(DataSpec.of(data, arch.img_size, cfg.train.seed, replace(options, augment=False)))
+    result = Path(run_dir) / "result.json"
+    trained_on = json.loads(result.read_text()).get("data") if result.is_file() else None
+    if trained_on and trained_on != splits.description:
+        raise HovitError(f"{run_dir} was trained on {trained_on}, not {splits.description}; pass its `data` (and "
+                         "split options): calibration and scores must come from its own splits")
     check_num_classes(splits, arch.num_classes)
     q8 = quantize_int8(deployed, splits, runtime, calibration_images)
     fp32 = evaluate(deployed, splits.val, arch.num_classes, torch.device("cpu"))
@@ -516,18 +533,14 @@ def evaluate_exported(model_path: str | Path, data: Optional[str], options: "Dat
     p = Path(model_path)
     if p.is_dir():
         p = p / "model.safetensors"
-    if p.suffix == ".onnx" and runtime is None:  # an int8 model runs where it was quantized for
-        from .models.onnx import read_metadata
-
-        runtime = read_metadata(p).get("quantized_for")
-    dev = resolve_device("cpu" if runtime == "openvino" and device == "auto" else device)
-    if p.suffix == ".onnx":
+    if p.suffix == ".onnx":  # the session takes host arrays: batches are read on the CPU
         from .models.onnx import load_onnx
-        model = load_onnx(p, dev, runtime)
+        model, dev = load_onnx(p, device, runtime), torch.device("cpu")
     elif runtime not in (None, "torch"):
         raise HovitError(f"{p}: a .safetensors model runs on torch; export it with --format onnx to run it on "
                          f"{runtime}")
     else:
+        dev = resolve_device(device)
         model = load_exported(p, dev)
     splits = load_data(DataSpec.of(data, model.config.img_size, 0, replace(options, augment=False)))
     check_num_classes(splits, model.config.num_classes)

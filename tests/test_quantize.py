@@ -73,16 +73,46 @@ def test_calibration_set_is_a_fixed_draw_of_normalised_train_images():
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_int8_latency_records_its_precision_with_an_int8_anchor(runtime):
+def test_int8_latency_times_quantized_candidate_and_anchor(runtime, monkeypatch):
     from hovit_nas.latency import calibrate
     from hovit_nas.models import create_hovit, export
 
+    calls, real = [], q.quantize
+    monkeypatch.setattr(q, "quantize", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     kw = dict(threads=1, runs=5, warmup=1, guard=NO_GUARD, runtime=runtime, precision="int8")
     anchor = calibrate("hovit_b", export(create_hovit(hovit_b(img_size=32, num_classes=2))), 32, seconds=0.05, **kw)
     lat = measure_latency(export(create_hovit(hovit_s(img_size=32, num_classes=2))), 32, anchor=anchor,
                           min_time_s=0.05, **kw).to_dict()
     assert (lat["precision"], lat["runtime"], lat["anchor"]) == ("int8", runtime, "hovit_b")
     assert lat["median_ms"] > 0 and lat["ratio"] > 0
+    assert calls == [runtime, runtime]  # the anchor once (calibration), the candidate once: both int8
+
+
+def test_a_runtime_that_cannot_load_the_int8_graph_fails_like_the_tool(trained, monkeypatch):
+    """Found after quantization (the runtime compiles the int8 graph): QuantizationError too, so
+    a search fails that trial and goes on instead of stopping."""
+    import hovit_nas.models.onnx as onnx_mod
+    from hovit_nas.train import quantize_int8
+
+    def refuse(*a, **k):
+        raise HovitError("OpenVINO could not compile the model: unsupported FakeQuantize layout")
+
+    monkeypatch.setattr(onnx_mod, "module_of", refuse)
+    r, splits = trained
+    with pytest.raises(QuantizationError, match="^the int8 model for onnxruntime could not be loaded: OpenVINO could"):
+        quantize_int8(r.exported, splits, "onnxruntime", calibration_images=8)
+
+
+def test_a_study_from_before_precisions_resumes_at_fp32_only(tmp_path):
+    from hovit_nas import study as st
+
+    old = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path / 'o.db'}",
+                              directions=["maximize", "minimize"])
+    for k, v in {"space": "s", "latency_batch": 1, "latency_runtime": "onnxruntime"}.items():
+        old.set_user_attr(k, v)
+    st.check_compatible(old, {"latency_runtime": "onnxruntime", "latency_precision": "fp32"})
+    with pytest.raises(HovitError, match="created with latency_precision=fp32, not int8"):
+        st.check_compatible(old, {"latency_runtime": "onnxruntime", "latency_precision": "int8"})
 
 
 def test_precision_is_checked_before_any_work(monkeypatch):
@@ -149,6 +179,14 @@ def test_int8_search_records_both_accuracies_and_the_target_then_export_and_eval
         "new study (or --precision int8 to match)")
     p = run_cli("pareto", "--no-baselines", cwd=tmp_path)
     assert p.returncode == 0 and "cpu/onnxruntime/int8" in p.stdout, p.stderr[-2000:]
+    assert "val top1 of the int8 model (max)" in p.stdout and "    fp32  " in p.stdout
+    pin = run_cli("pin", cwd=tmp_path)
+    assert pin.returncode == 0, pin.stderr[-2000:]
+    assert ("then int8, as the study did: hovit-nas export RUN_DIR --format onnx --precision int8 --runtime onnxruntime "
+            "--calibration-images 128 --data DATA") in pin.stdout
+    best = __import__("yaml").safe_load((tmp_path / "studies" / "tiny-builtin" / "best.yaml").read_text())
+    assert best["quantization"]["runtime"] == "onnxruntime" and "top1" in best["val_fp32"]
+    assert best["objectives"]["val_top1"] == best["val"]["top1"]  # the int8 model's
 
     run = tmp_path / "run"
     t = run_cli("train", "--config", "hovit_s", "--img-size", "32", "--epochs", "1", "--batch-size", "32",
@@ -166,3 +204,14 @@ def test_int8_search_records_both_accuracies_and_the_target_then_export_and_eval
     assert f"val top1 {val:.4f}" in e.stdout  # eval scores the file export wrote, as export did
     bad = run_cli("export", str(run), "--precision", "int8", cwd=tmp_path)
     assert bad.returncode == 2 and "--precision int8 writes ONNX: add --format onnx" in bad.stderr
+    rng = np.random.default_rng(0)  # other data: calibration and scores must come from the run's own splits
+    np.savez(tmp_path / "other.npz", **{f"{k}_images": rng.integers(0, 256, (20, 8, 8), dtype=np.uint8)
+                                        for k in ("train", "val", "test")},
+             **{f"{k}_labels": np.arange(20) % 10 for k in ("train", "val", "test")})
+    other = run_cli("export", str(run), "--format", "onnx", "--precision", "int8", "--data",
+                    str(tmp_path / "other.npz"), cwd=tmp_path)
+    assert other.returncode == 2 and "was trained on builtin:digits" in other.stderr.strip().splitlines()[-1]
+    zero = run_cli("export", str(run), "--format", "onnx", "--precision", "int8", "--calibration-images", "0",
+                   cwd=tmp_path)
+    assert zero.returncode == 2 and zero.stderr.strip().splitlines()[-1] == (
+        "error: --calibration-images must be >= 1, got 0")

@@ -120,8 +120,9 @@ def test_weight_decay_skips_batchnorm_biases_and_attention_biases_as_timm_does()
 
 
 def test_cosine_schedule_is_timms_per_update_and_resumes_at_its_step():
-    """timm's CosineLRScheduler per update: every group (the gates' 10x group too) follows
-    lr * (1 + cos(pi * s / total)) / 2 after the warm-up, warms up linearly from WARMUP_LR_INIT, and a
+    """timm's CosineLRScheduler per update: every group (a 10x group as the gates' too) follows
+    lr * (1 + cos(pi * s / total)) / 2 after the warm-up, warms up linearly from WARMUP_LR_INIT to its
+    own lr, and a
     scheduler loaded from a state dict -- its own, or a torch LambdaLR's from an older checkpoint --
     continues at the same step."""
     import math
@@ -141,8 +142,9 @@ def test_cosine_schedule_is_timms_per_update_and_resumes_at_its_step():
         sched.step()
         lrs.append([g["lr"] for g in opt.param_groups])
     for s, (a, b) in enumerate(lrs, start=1):
-        if s < 4:
-            assert a == pytest.approx(WARMUP_LR_INIT + s * (1e-3 - WARMUP_LR_INIT) / 4)
+        if s < 4:  # from WARMUP_LR_INIT for every group, to the group's own lr
+            assert (a, b) == (pytest.approx(WARMUP_LR_INIT + s * (1e-3 - WARMUP_LR_INIT) / 4),
+                              pytest.approx(WARMUP_LR_INIT + s * (1e-2 - WARMUP_LR_INIT) / 4))
         else:
             cos = (1 + math.cos(math.pi * s / 20)) / 2
             assert (a, b) == (pytest.approx(1e-3 * cos), pytest.approx(1e-2 * cos))

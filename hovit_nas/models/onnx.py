@@ -146,7 +146,8 @@ def load_onnx(path: str | Path, device: str | torch.device = "cpu", runtime: Opt
     """A hovit-nas ``.onnx`` export as a module (tensors in, logits out) on ``runtime``:
     ``onnxruntime`` (``OnnxModel``) or ``openvino`` (``openvino.OpenVinoModel``, CPU only).
     None: the runtime an int8 model was quantized for, else onnxruntime; an int8 model run on
-    the other runtime is logged as a warning.
+    the other runtime is logged as a warning. ``device`` ``auto``: the CPU for OpenVINO or an int8
+    model, else device.resolve_device's choice.
 
     Raises:
         HovitError: no such file, not ONNX, not a hovit-nas export (no config in its metadata),
@@ -157,6 +158,10 @@ def load_onnx(path: str | Path, device: str | torch.device = "cpu", runtime: Opt
     config = from_dict(ArchConfig, json.loads(meta["config"]), "model")
     made_for = meta.get("quantized_for")
     runtime = runtime or made_for or "onnxruntime"
+    if str(device) == "auto":  # OpenVINO and int8 models run on the CPU here
+        from ..device import resolve_device
+
+        device = "cpu" if runtime == "openvino" or made_for else resolve_device("auto")
     if made_for and made_for != runtime:
         _log.warning(f"{p}: int8 model quantized for {made_for}, run on {runtime}: its accuracy holds, but its "
                      f"int8 graph is laid out for {made_for} (models/quantize.py)")
