@@ -323,6 +323,9 @@ def ray_options(*extra: tuple) -> Callable:
               help="Deployment precision: fp32, or int8 = post-training quantization for the runtime "
                    "(onnxruntime or openvino, CPU), calibrated on train images; the accuracy objective is then the "
                    "int8 model's (space default: fp32). A study keeps its precision.")
+@click.option("--latency-at", "latency_at", default=None, metavar="URL",
+              help="Time every trial on a latency service (hovit-nas latency-serve on the deployment machine; "
+                   "token in $HOVIT_NAS_LATENCY_TOKEN): its runtime, precision, threads and batch are the target.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @ray_options(
     (("--asha-accuracy-only", "--asha"), "asha",
@@ -455,3 +458,23 @@ def pin(study_name, storage, max_latency, knee, trial, out):
         click.echo("then int8, as the study did: " + st.command(
             "hovit-nas", "export", "RUN_DIR", "--format", "onnx", "--precision", "int8", "--runtime", q["runtime"],
             "--calibration-images", str(q["calibration_images"]), "--data", "DATA"))
+
+
+@main.command("latency-serve")
+@click.option("--runtime", type=click.Choice(QUANTIZABLE), default="onnxruntime", show_default=True,
+              help="Where models are timed (the CPU).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="int8: each model is post-training quantized for the runtime on arrival.")
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads per measurement.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Images per timed forward.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--max-upload-mb", type=float, default=256.0, show_default=True, help="Largest model file accepted.")
+@click.option("--queue", type=int, default=8, show_default=True, help="Requests that may wait for the one slot.")
+@click.option("--queue-timeout", "queue_timeout_s", type=float, default=600.0, show_default=True,
+              help="Seconds a request may wait for the slot.")
+def latency_serve(**options):
+    """Time uploaded models on this machine for searches elsewhere (token: $HOVIT_NAS_LATENCY_TOKEN)."""
+    from .service import ServiceConfig, serve
+
+    serve(ServiceConfig(**options).validate())

@@ -373,6 +373,7 @@ class SearchConfig:
     latency_anchor: Optional[bool] = None  # None: the space's latency.anchor
     runtime: Optional[str] = None  # None: the space's latency.runtime
     precision: Optional[str] = None  # None: a resumed study's, else the space's latency.precision
+    latency_at: Optional[str] = None  # a latency service's URL (service.py): it times every trial
     executor: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
     early_stop: Optional[str] = None  # None: the study's recorded rule, else the space's (EarlyStop.rule)

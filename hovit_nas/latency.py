@@ -15,6 +15,7 @@ drift hits both blocks alike and cancels, so measurements minutes or processes a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import platform
 import time
@@ -103,7 +104,7 @@ def _threads(n: Optional[int]):
 class Anchor:
     """A reference model timed alongside every measurement, with its latency calibrated once."""
     name: str
-    model: nn.Module
+    model: nn.Module | bytes  # bytes: ONNX, for the exported runtimes
     ms: float
 
 
@@ -151,9 +152,11 @@ def resolve_runtime(runtime: str, device: str | torch.device) -> str:
 
 
 _SESSIONS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_ONNX_SESSIONS: dict[str, dict] = {}  # ONNX bytes by sha256: the last few (a service's anchor and candidate)
+_ONNX_KEPT = 4
 
 
-def _exported_runner(model: nn.Module, x: torch.Tensor, threads: int, dev: torch.device, runtime: str,
+def _exported_runner(model: nn.Module | bytes, x: torch.Tensor, threads: int, dev: torch.device, runtime: str,
                      precision: str = "fp32"):
     """A zero-argument call of ``model`` exported to ONNX, on onnxruntime or OpenVINO (the session
     or compiled model cached per model, so the study's anchor is exported once per process). At
@@ -164,9 +167,14 @@ def _exported_runner(model: nn.Module, x: torch.Tensor, threads: int, dev: torch
     from .models import openvino as ov
 
     key = (runtime, precision, tuple(x.shape[1:]), threads, str(dev))
-    cache = _SESSIONS.setdefault(model, {})
+    if isinstance(model, bytes):  # already ONNX (the latency service's uploads): one entry per file
+        cache = _ONNX_SESSIONS.setdefault(hashlib.sha256(model).hexdigest(), {})
+        while len(_ONNX_SESSIONS) > _ONNX_KEPT:
+            _ONNX_SESSIONS.pop(next(iter(_ONNX_SESSIONS)))
+    else:
+        cache = _SESSIONS.setdefault(model, {})
     if key not in cache:
-        data = onnx_bytes(model, x.shape[-1], x.shape[1])
+        data = model if isinstance(model, bytes) else onnx_bytes(model, x.shape[-1], x.shape[1])
         if precision == "int8":
             from .models import quantize
 
@@ -201,7 +209,7 @@ def runtime_version(runtime: str) -> Optional[str]:
 
 
 @torch.inference_mode()
-def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str | torch.device = "cpu",
+def measure_latency(model: nn.Module | bytes, img_size: int, batch: int = 1, device: str | torch.device = "cpu",
                     warmup: int = 10, runs: int = 50, threads: Optional[int] = None,
                     cuda_graph: bool = False, in_chans: int = 3, guard: Optional[DeviceGuard] = None,
                     min_time_s: float = 1.0, anchor: Optional[Anchor] = None, runtime: str = "torch",
@@ -214,13 +222,19 @@ def measure_latency(model: nn.Module, img_size: int, batch: int = 1, device: str
     optimisations) or ``openvino`` (the same ONNX compiled by OpenVINO for the CPU, latency hint,
     f32: models/openvino.py), each at the same thread count; the anchor runs on the same runtime.
     ``precision`` ``int8``: on onnxruntime or openvino, the model post-training quantized for that
-    runtime (models/quantize.py), the anchor too.
+    runtime (models/quantize.py), the anchor too. On those two runtimes ``model`` (and the
+    anchor's) may also be ONNX bytes (input ``images``), as the latency service receives it.
 
     Raises:
         HovitError: the runtime is not installed (openvino is optional) or cannot run on ``device``;
             the precision is not available there, or quantization failed."""
     dev = torch.device(device)
-    models = [model.eval().to(dev)] + ([anchor.model.eval().to(dev)] if anchor else [])
+    models = [m if isinstance(m, bytes) else m.eval().to(dev)  # ONNX bytes stay as they are
+              for m in [model] + ([anchor.model] if anchor else [])]
+    if any(isinstance(m, bytes) for m in models) and runtime not in EXPORTED:
+        from .errors import HovitError
+
+        raise HovitError(f"an ONNX model is timed on {' or '.join(EXPORTED)}, not {runtime}")
     x = torch.randn(batch, in_chans, img_size, img_size, device=dev)
     guard = guard or DeviceGuard.of(dev)
     from .models.quantize import check as check_precision

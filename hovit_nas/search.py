@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 
 from . import study as st
-from .config import DataSpec, EarlyStop, SearchConfig, from_dict, to_dict, with_num_classes
+from .config import DataSpec, EarlyStop, LatencyConfig, SearchConfig, from_dict, to_dict, with_num_classes
 from .device import resolve_device
 from .latency import resolve_runtime
 from .models.quantize import check as check_precision
+from .remote import LatencyService
 from .rungs import rule_for
+from .service import TOKEN_ENV
 from .executors import dispatch
 from .executors.common import Prepared
 from .errors import ConfigError
@@ -39,12 +42,24 @@ def prepare(cfg: SearchConfig) -> Prepared:
                                                           ("runtime", cfg.runtime), ("precision", cfg.precision))
                                    if v is not None})
     trial_device = "cuda" if cfg.executor == "ray" and cfg.ray.gpus_per_trial > 0 else resolve_device(cfg.device)
-    latency.runtime = resolve_runtime(latency.runtime, trial_device)
-    if cfg.runtime is None:  # a resumed study keeps the runtime it was timed on, unless --runtime says otherwise
-        latency.runtime = st.recorded_latency(name, storage, "latency_runtime") or latency.runtime
-    if cfg.precision is None:  # likewise its precision
-        latency.precision = st.recorded_latency(name, storage, "latency_precision") or latency.precision
-    check_precision(latency.precision, latency.runtime, trial_device)
+    remote = None
+    recorded = st.recorded_attrs(name, storage)
+    timed_at = (recorded.get("latency_at") or {}).get("url")
+    if timed_at and not cfg.latency_at:
+        raise ConfigError(f"study {name!r} was timed by the latency service at {timed_at}; pass `latency_at` "
+                          f"{timed_at} (its machine must be the same), or use `study` NEW_NAME")
+    if cfg.latency_at and recorded and not timed_at:
+        raise ConfigError(f"study {name!r} was timed here, not by a latency service; leave `latency_at` out, or "
+                          "use `study` NEW_NAME")
+    if cfg.latency_at:  # the deployment machine's service sets the target and times every trial
+        remote, latency, remote_identity = use_latency_service(cfg, latency)
+    else:
+        latency.runtime = resolve_runtime(latency.runtime, trial_device)
+        if cfg.runtime is None:  # a resumed study keeps the runtime it was timed on, unless --runtime says otherwise
+            latency.runtime = st.recorded_latency(name, storage, "latency_runtime") or latency.runtime
+        if cfg.precision is None:  # likewise its precision
+            latency.precision = st.recorded_latency(name, storage, "latency_precision") or latency.precision
+        check_precision(latency.precision, latency.runtime, trial_device)
     early_stop = resolve_early_stop(cfg, space.early_stop, st.recorded_attrs(name, storage).get("early_stop"))
     trials = cfg.trials or space.trials
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
@@ -53,7 +68,8 @@ def prepare(cfg: SearchConfig) -> Prepared:
              "latency_precision": latency.precision,
              "img_size": space.base.model.img_size,
              "num_classes": splits.num_classes, "population": st.population_for(trials),
-             "early_stop": to_dict(early_stop)}
+             "early_stop": to_dict(early_stop),
+             **({"latency_at": {"url": remote.url, "machine": remote_identity}} if remote else {})}
     constraints = cfg.limits.active
     sampler = st.make_sampler(cfg.sampler, cfg.seed, attrs["population"], constraints)
     fixed = [(space.fixed_point_params(), {st.FIXED_POINT_ATTR: space.fixed_point})]
@@ -74,9 +90,34 @@ def prepare(cfg: SearchConfig) -> Prepared:
                   f"{early_stop.rungs(t.epochs_dense + t.epochs_prune)} of {t.epochs_dense + t.epochs_prune}; the top "
                   f"1/{early_stop.eta} at each continue, ranked by {rule_for(early_stop.rule).method}")
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads, metric=cfg.metric,
-                         latency=latency, limits=cfg.limits)
+                         latency=latency, limits=cfg.limits, latency_at=remote)
     return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop,
                     anchor_model=(space.fixed_point, space.fixed_point_config()))
+
+
+def use_latency_service(cfg: SearchConfig, latency: LatencyConfig) -> tuple[LatencyService, LatencyConfig, dict]:
+    """``latency_at``: the service's target (runtime, precision, threads, batch) becomes the
+    study's, its machine id is what a resume must match, and it anchors to its own HoViT-B (no
+    local anchor). The token is read here (``HOVIT_NAS_LATENCY_TOKEN``), so Ray workers carry it.
+    Returns the client (with the machine id), the latency settings, and the machine's identity.
+
+    Raises:
+        HovitError: the service cannot be reached or refuses the token, or an explicit
+            ``runtime``/``precision``/``latency_batch`` differs from the service's."""
+    svc = LatencyService(cfg.latency_at, token=os.environ.get(TOKEN_ENV))
+    ident = svc.identity()
+    for key, mine, theirs in (("runtime", cfg.runtime, ident["runtime"]), ("precision", cfg.precision,
+                                                                          ident["precision"]),
+                              ("latency_batch", cfg.latency_batch, ident["batch"])):
+        if mine is not None and mine != theirs:
+            raise ConfigError(f"`{key}` {mine} differs from the latency service's {theirs} at {svc.url}; leave "
+                              f"`{key}` out, or start the service with it")
+    _log.info(f"latency: timed by the service at {svc.url} on {ident['cpu']} ({ident['hostname']}, machine "
+              f"{ident['id']}): {ident['runtime']} {ident['runtime_version']}, {ident['precision']}, "
+              f"{ident['threads']} thread(s), batch {ident['batch']}; anchored there to its own HoViT-B")
+    latency = replace(latency, runtime=ident["runtime"], precision=ident["precision"], threads=ident["threads"],
+                      batch=ident["batch"], anchor=False)
+    return replace(svc, machine=ident["id"]), latency, ident
 
 
 def resolve_early_stop(cfg: SearchConfig, space_rule: EarlyStop, recorded: dict | None) -> EarlyStop:

@@ -40,6 +40,7 @@ class DeploymentTarget:
         threads: CPU threads the runtime uses; None on a GPU, where they do not set the latency.
         batch: images per timed forward.
         img_size: input resolution in pixels (square).
+        machine: the latency service's machine id when one times the study (remote.py), else None.
     """
     device: str
     runtime: str
@@ -47,12 +48,15 @@ class DeploymentTarget:
     threads: Optional[int]
     batch: int
     img_size: int
+    machine: Optional[str] = None  # a latency service's machine id (service.machine_identity); None: local
 
     @property
     def name(self) -> str:
-        """A short label, e.g. ``cpu/onnxruntime/fp32, 1 thread, batch 1, 64 px``."""
+        """A short label, e.g. ``cpu/onnxruntime/fp32, 1 thread, batch 1, 64 px`` (``, on machine
+        ID`` when a latency service times it)."""
         threads = "" if self.threads is None else f", {self.threads} thread{'s' if self.threads != 1 else ''}"
-        return f"{self.device}/{self.runtime}/{self.precision}{threads}, batch {self.batch}, {self.img_size} px"
+        on = f", on machine {self.machine}" if self.machine else ""
+        return f"{self.device}/{self.runtime}/{self.precision}{threads}, batch {self.batch}, {self.img_size} px{on}"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "name": self.name}
@@ -63,10 +67,12 @@ class DeploymentTarget:
 
     @classmethod
     def of(cls, device: str, runtime: str, threads: int, batch: int, img_size: int,
-           precision: str = "fp32") -> "DeploymentTarget":
-        """The target of trials timed on ``device`` (``cpu``, ``cuda`` or ``cuda:N``)."""
+           precision: str = "fp32", machine: Optional[str] = None) -> "DeploymentTarget":
+        """The target of trials timed on ``device`` (``cpu``, ``cuda`` or ``cuda:N``), here or on
+        a latency service's ``machine``."""
         kind = str(device).split(":")[0]
-        return cls(kind, runtime, precision, int(threads) if kind == "cpu" else None, int(batch), int(img_size))
+        return cls(kind, runtime, precision, int(threads) if kind == "cpu" else None, int(batch), int(img_size),
+                   machine)
 
 
 def recorded(study: optuna.Study, attrs: Optional[dict] = None) -> Optional[DeploymentTarget]:

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
@@ -28,9 +28,13 @@ from . import faults, logs
 from .errors import QuantizationError, TrialFailed, TrialStopped
 from .latency import Anchor, Calibration, calibrate, measure_latency
 from .models import count_params, create_hovit, export
+from .models.onnx import onnx_bytes
 from .train import RunResult, quantize_int8, train_and_evaluate
 
 _log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from .remote import LatencyService
 
 _DATA: dict[str, Splits] = {}  # per-process cache: trials in one worker share the decoded data
 _ANCHOR_MODELS: dict[str, torch.nn.Module] = {}  # per-process: the reference skeleton, built once
@@ -46,6 +50,7 @@ class TrialSpec:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     limits: Limits = field(default_factory=Limits)
     anchor: Optional[Calibration] = None  # the study's calibrated reference
+    latency_at: Optional["LatencyService"] = None  # time on a latency service instead (remote.py)
 
     @property
     def latency_threads(self) -> int:
@@ -156,6 +161,13 @@ def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device, guar
     with guard.shared():  # building is compute too; the measurement below is exclusive
         deployed = export(create_hovit(cfg))
         anchor = anchor_for(spec.anchor)
+    if spec.latency_at is not None:  # timed on the deployment machine, anchored to its own HoViT-B
+        m, lat = cfg.model, spec.latency
+        with guard.shared():
+            data = onnx_bytes(deployed, m.img_size, m.in_chans)
+        rec = spec.latency_at.measure(data, m.img_size, m.in_chans, m.num_classes, lat.runs, lat.warmup,
+                                      lat.min_time_s)
+        return rec, count_params(deployed)
     lat = measure_latency(deployed, cfg.model.img_size, guard=guard, anchor=anchor, **_protocol(cfg, spec, device))
     return lat.to_dict(), count_params(deployed)
 

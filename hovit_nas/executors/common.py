@@ -59,8 +59,10 @@ def ensure_target(prep: Prepared, device: str, threads: Optional[int]) -> Deploy
     recorded with a study that has none, refused (HovitError, one line) when the study recorded
     another (target.py)."""
     t = _spec_on(prep, device, threads)
-    target = DeploymentTarget.of(device, t.latency.runtime, t.latency_threads, t.latency.batch,
-                                 t.config.model.img_size, t.latency.precision)
+    remote = t.latency_at
+    target = DeploymentTarget.of("cpu" if remote else device, t.latency.runtime, t.latency_threads,
+                                 t.latency.batch, t.config.model.img_size, t.latency.precision,
+                                 remote.machine if remote else None)
     ensure_recorded_target(prep.study, target)
     return target
 
@@ -72,8 +74,8 @@ def ensure_anchor(prep: Prepared, device: str, threads: Optional[int],
     task for Ray). The process that created the study calibrates; one that joins a fresh study
     waits for it; a resumed study reuses what it stored, and refuses a device or latency thread
     count other than the one it was calibrated with."""
-    if not prep.trial_template.latency.anchor:
-        return
+    if not prep.trial_template.latency.anchor or prep.trial_template.latency_at is not None:
+        return  # unanchored, or a latency service anchors to its own HoViT-B
     t = _spec_on(prep, device, threads)
     stored = _wait_for_anchor(prep)
     if stored is None:
