@@ -15,8 +15,8 @@ from typing import Callable
 
 import click
 
-from .config import (CALIBRATION_IMAGES, EARLY_STOP_RULES, EVAL_RUNTIMES, EXECUTORS, EXPORT_FORMATS, METRICS,
-                     PRECISIONS, QUANTIZABLE, RUNTIMES, SAMPLERS)
+from .config import (CALIBRATION_IMAGES, EARLY_STOP_RULES, EVAL_RUNTIMES, EXECUTORS, EXPORT_FORMATS, LATENCY_WAIT_S,
+                     METRICS, PRECISIONS, QUANTIZABLE, RUNTIMES, SAMPLERS)
 from .errors import exit_status
 
 
@@ -326,6 +326,8 @@ def ray_options(*extra: tuple) -> Callable:
 @click.option("--latency-at", "latency_at", default=None, metavar="URL",
               help="Time every trial on a latency service (hovit-nas latency-serve on the deployment machine; "
                    "token in $HOVIT_NAS_LATENCY_TOKEN): its runtime, precision, threads and batch are the target.")
+@click.option("--latency-wait", "latency_wait_s", type=float, default=LATENCY_WAIT_S, show_default=True,
+              help="Seconds a trial waits for an unreachable or busy latency service before it fails.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @ray_options(
     (("--asha-accuracy-only", "--asha"), "asha",

@@ -352,6 +352,9 @@ EXPORT_FORMATS = ("safetensors", "onnx")
 EVAL_RUNTIMES = ("torch", "onnxruntime", "openvino")  # what `eval` runs an exported model on
 
 
+LATENCY_WAIT_S = 120.0  # seconds a trial waits for an unreachable or busy latency service (remote.py)
+
+
 @dataclass
 class SearchConfig:
     """Everything ``hovit-nas search`` was asked for (search.py resolves it against the space)."""
@@ -374,6 +377,7 @@ class SearchConfig:
     runtime: Optional[str] = None  # None: the space's latency.runtime
     precision: Optional[str] = None  # None: a resumed study's, else the space's latency.precision
     latency_at: Optional[str] = None  # a latency service's URL (service.py): it times every trial
+    latency_wait_s: float = LATENCY_WAIT_S  # how long a trial waits for an unreachable or busy latency service
     executor: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
     early_stop: Optional[str] = None  # None: the study's recorded rule, else the space's (EarlyStop.rule)

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .config import LATENCY_WAIT_S
 from .errors import HovitError, TrialFailed
 from .service import API, TOKEN_ENV
 
-WAIT_S = 120.0  # how long a trial waits for an unreachable or busy service, in seconds
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class LatencyService:
         read_s: how long one request may take once sent (a measurement takes seconds), in seconds.
     """
     url: str
-    wait_s: float = WAIT_S
+    wait_s: float = LATENCY_WAIT_S
     read_s: float = 300.0
     machine: Optional[str] = None  # the identity id a study recorded: another machine is refused
     token: Optional[str] = field(default=None, repr=False, compare=False)
@@ -64,6 +64,8 @@ class LatencyService:
                     raise HovitError(f"latency service at {self.url} refused the token ({TOKEN_ENV}): {detail}")
                 if r.status_code in (413, 422):
                     raise HovitError(f"latency service at {self.url}: {detail}")
+                if r.status_code == 409:  # this model cannot run on the service's target (int8 tools)
+                    raise TrialFailed(f"latency service at {self.url}: {detail}")
                 last = f"HTTP {r.status_code}: {detail}"
             if time.monotonic() + delay > deadline:
                 raise TrialFailed(f"latency service at {self.url} did not answer within {self.wait_s:g} s ({last})")
@@ -86,7 +88,8 @@ class LatencyService:
         ``machine``, ``model_sha256`` and ``cached``.
 
         Raises:
-            TrialFailed: unreachable, busy or timing out for longer than ``wait_s``.
+            TrialFailed: unreachable, busy or timing out for longer than ``wait_s``, or the model
+                cannot be quantized or loaded on the service's target.
             HovitError: the token is refused, the service rejects the model (size, format), or it
                 runs on another machine than ``machine``."""
         params = dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, runs=runs, warmup=warmup,

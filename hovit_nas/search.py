@@ -104,7 +104,7 @@ def use_latency_service(cfg: SearchConfig, latency: LatencyConfig) -> tuple[Late
     Raises:
         HovitError: the service cannot be reached or refuses the token, or an explicit
             ``runtime``/``precision``/``latency_batch`` differs from the service's."""
-    svc = LatencyService(cfg.latency_at, token=os.environ.get(TOKEN_ENV))
+    svc = LatencyService(cfg.latency_at, wait_s=cfg.latency_wait_s, token=os.environ.get(TOKEN_ENV))
     ident = svc.identity()
     for key, mine, theirs in (("runtime", cfg.runtime, ident["runtime"]), ("precision", cfg.precision,
                                                                           ident["precision"]),

@@ -39,7 +39,7 @@ import torch
 
 from . import faults
 from .config import PRECISIONS, QUANTIZABLE
-from .errors import ConfigError, HovitError
+from .errors import ConfigError, HovitError, QuantizationError
 
 _log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class Measurer:
             anchor = self._anchor(img_size, in_chans, num_classes, protocol)
             try:
                 lat = measure_latency(model, img_size, runs=runs, min_time_s=min_time_s, anchor=anchor, **protocol)
-            except HovitError:
+            except HovitError:  # QuantizationError included
                 raise
             except Exception as exc:  # onnxruntime / OpenVINO on a file that is not what it claims
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -230,7 +230,9 @@ def create_app(cfg: ServiceConfig, token: str):
                                            warmup, min_time_s)
         except _Busy as exc:
             raise HTTPException(503, f"busy: {exc}") from None
-        except HovitError as exc:
+        except QuantizationError as exc:  # this architecture on this target: the trial fails, the search goes on
+            raise HTTPException(409, str(exc)) from None
+        except HovitError as exc:  # not a model this service can read
             raise HTTPException(422, str(exc)) from None
 
     return app
