@@ -119,6 +119,9 @@ def prepare(cfg: ConfirmConfig) -> "Prepared":
     latency.runtime = a.get("latency_runtime", "torch")
     latency.precision = a.get("latency_precision", "fp32")
     latency.anchor = st.ANCHOR_ATTR in a  # timed like its search: anchored to the same calibration, or raw
+    if a.get("latency_at"):  # timed like its search: by the same latency service, which anchors itself
+        m = a["latency_at"]["machine"]
+        latency.threads, latency.batch = m["threads"], m["batch"]
     name = confirm_name(cfg.study)
     pairs = [({"candidate": t.number, "seed": s},
               {st.CONFIRMS_ATTR: t.number, "seed": s,
@@ -128,6 +131,7 @@ def prepare(cfg: ConfirmConfig) -> "Prepared":
              "metric": a.get("metric", "top1"), "data": a.get("data"),
              "img_size": a.get("img_size"), "latency_batch": latency.batch, "latency_anchored": latency.anchor,
              "latency_runtime": latency.runtime, "latency_precision": latency.precision,
+             **({"latency_at": a["latency_at"]} if a.get("latency_at") else {}),
              "space": f"{a.get('space')}{SUFFIX}", "num_classes": splits.num_classes}
     if st.ANCHOR_ATTR in a:
         attrs[st.ANCHOR_ATTR] = a[st.ANCHOR_ATTR]  # the search's calibration: figures stay comparable
@@ -142,9 +146,23 @@ def prepare(cfg: ConfirmConfig) -> "Prepared":
     search = SearchConfig(study=name, storage=cfg.storage, device=cfg.device, threads=cfg.threads,
                           metric=attrs["metric"], executor=cfg.executor, ray=cfg.ray)
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads,
-                         metric=attrs["metric"], latency=latency)
+                         metric=attrs["metric"], latency=latency, latency_at=_service_of(a))
     return Prepared(search, space, study, name, cfg.storage, trials, template, created,
                     st.study_dir(cfg.study, cfg.storage))
+
+
+def _service_of(attrs: dict):
+    """A search timed by a latency service is confirmed on the same machine (remote.py); the
+    token comes from ``HOVIT_NAS_LATENCY_TOKEN`` here too."""
+    at = attrs.get("latency_at")
+    if not at:
+        return None
+    import os
+
+    from .remote import LatencyService
+    from .service import TOKEN_ENV
+
+    return LatencyService(at["url"], machine=at["machine"]["id"], token=os.environ.get(TOKEN_ENV))
 
 
 def run_confirm(cfg: ConfirmConfig) -> "Prepared":
