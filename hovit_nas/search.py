@@ -60,7 +60,7 @@ def prepare(cfg: SearchConfig) -> Prepared:
         if cfg.precision is None:  # likewise its precision
             latency.precision = st.recorded_latency(name, storage, "latency_precision") or latency.precision
         check_precision(latency.precision, latency.runtime, trial_device)
-    early_stop = resolve_early_stop(cfg, space.early_stop, st.recorded_attrs(name, storage).get("early_stop"))
+    early_stop = resolve_early_stop(cfg, space.early_stop, recorded.get("early_stop"))
     trials = cfg.trials or space.trials
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
              "data_sizes": splits.sizes, "metric": cfg.metric, "latency_batch": latency.batch,

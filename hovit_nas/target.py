@@ -59,7 +59,12 @@ class DeploymentTarget:
         return f"{self.device}/{self.runtime}/{self.precision}{threads}, batch {self.batch}, {self.img_size} px{on}"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "name": self.name}
+        """Its fields and ``name``; ``machine`` only when a latency service times it (a local
+        target's record is what it was before services existed)."""
+        d = {**asdict(self), "name": self.name}
+        if self.machine is None:
+            del d["machine"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeploymentTarget":
