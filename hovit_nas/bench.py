@@ -292,7 +292,7 @@ def baselines_on_target(study: "optuna.Study") -> dict:
         return {"rows": [], "note": f"not timed: the study's target is {target.name} and this machine has no GPU"}
     try:
         resolve_runtime(target.runtime, target.device)
-        check_precision(target.precision or "fp32", target.runtime, target.device)
+        check_precision(target.precision, target.runtime, target.device)
     except HovitError as exc:
         return {"rows": [], "note": f"not timed: {exc}"}
     protocol = from_dict(LatencyConfig, (attrs.get("space_def") or {}).get("latency") or {}, "latency")
@@ -305,7 +305,7 @@ def baselines_on_target(study: "optuna.Study") -> dict:
         try:
             lat = measure_latency(model, target.img_size, batch=target.batch, device=target.device,
                                   runs=protocol.runs, warmup=protocol.warmup, threads=target.threads, anchor=anchor,
-                                  runtime=target.runtime, precision=target.precision or "fp32",
+                                  runtime=target.runtime, precision=target.precision,
                                   min_time_s=protocol.min_time_s)
         except HovitError as exc:  # e.g. a quantization tool failing on one architecture
             untimed.append(f"{name} not timed: {exc}")

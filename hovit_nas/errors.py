@@ -35,6 +35,12 @@ class TrialStopped(Exception):
         self.reason, self.epoch, self.accuracy = reason, epoch, accuracy
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception message, or its type's name when it has none (tools such
+    as OpenVINO, onnxruntime and NNCF raise multi-line messages whose first line says what)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def one_line(exc: BaseException) -> str:
     """The last meaningful line of an exception message.
 

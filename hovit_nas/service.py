@@ -39,7 +39,7 @@ import torch
 
 from . import faults
 from .config import PRECISIONS, QUANTIZABLE
-from .errors import ConfigError, HovitError, QuantizationError
+from .errors import ConfigError, HovitError, QuantizationError, first_line
 
 _log = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class Measurer:
             except HovitError:  # QuantizationError included
                 raise
             except Exception as exc:  # onnxruntime / OpenVINO on a file that is not what it claims
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise HovitError(f"the uploaded model could not be run: {type(exc).__name__}: {first}") from None
+                raise HovitError(f"the uploaded model could not be run: {type(exc).__name__}: "
+                                 f"{first_line(exc)}") from None
         rec = {**lat.to_dict(), "machine": self.identity, "model_sha256": sha}
         self.cache[key] = rec
         return {**rec, "cached": False}

@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import _compat
 from .config import SAMPLERS
-from .errors import HovitError, StorageError
+from .errors import HovitError, StorageError, first_line
 
 DIRECTIONS = ["maximize", "minimize"]
 OBJECTIVES = ["accuracy", "latency_ms"]
@@ -267,8 +267,7 @@ def storage_cause(exc: BaseException) -> Optional[str]:
                 return f"{what} ({detail})"
     if is_db:
         last = chain[-1]
-        first = (str(last).strip().splitlines() or [type(last).__name__])[0][:160]
-        return f"{type(last).__name__}: {first}"
+        return f"{type(last).__name__}: {first_line(last)[:160]}"
     return None
 
 

@@ -26,7 +26,7 @@ from . import logs
 from .config import CALIBRATION_IMAGES, RunConfig, TrainConfig, dump_run_config, run_config_from_dict, to_dict
 from .data import Batches, Images, Splits, check_num_classes
 from .device import NO_GUARD, DeviceGuard, resolve_device
-from .errors import ConfigError, HovitError, QuantizationError, TrialFailed
+from .errors import ConfigError, HovitError, TrialFailed
 from .metrics import classification_metrics
 from .models import add_lora, count_params, create_hovit, export, save_exported, set_tau, tau_at
 from .models.gating import gates
@@ -377,12 +377,10 @@ class Int8:
 
     def record(self) -> dict:
         """What a trial or run keeps of it (not the model)."""
-        return {"runtime": self.runtime, "tool": QUANTIZERS[self.runtime],
+        from .models.quantize import TOOLS
+
+        return {"runtime": self.runtime, "tool": TOOLS[self.runtime],
                 "calibration_images": self.calibration_images, "s": self.seconds}
-
-
-QUANTIZERS = {"onnxruntime": "onnxruntime.quantization.quantize_static (QDQ, u8 activations, s8 per-channel weights)",
-              "openvino": "nncf.quantize (ONNX backend, PERFORMANCE preset)"}
 
 
 def quantize_int8(deployed: nn.Module, splits: Splits, runtime: str, calibration_images: int = CALIBRATION_IMAGES,
@@ -408,10 +406,8 @@ def quantize_int8(deployed: nn.Module, splits: Splits, runtime: str, calibration
         calibration = q.calibration_set(splits.train, calibration_images, seed)
         fp32 = onnx_bytes(deployed, size, chans, metadata(arch) if arch is not None else None)
         data = q.quantize(fp32, calibration, runtime)
-        try:
+        with q.loading(runtime):  # the runtime cannot compile this architecture's int8 graph
             model = module_of(data, arch, runtime, cpu, threads)
-        except HovitError as exc:  # the runtime cannot compile this architecture's int8 graph
-            raise QuantizationError(f"the int8 model for {runtime} could not be loaded: {exc}") from None
     val = evaluate(model, splits.val, splits.num_classes, cpu, guard)
     test = evaluate(model, splits.test, splits.num_classes, cpu, guard)
     return Int8(data, runtime, val, test, len(calibration), round(time.time() - t0, 2))

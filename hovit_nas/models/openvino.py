@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..config import ArchConfig
-from ..errors import HovitError
+from ..errors import HovitError, first_line
 
 INSTALL = "pip install 'hovit-nas[openvino]'"
 
@@ -78,8 +78,7 @@ def compile_onnx(model: bytes | str | Path, threads: Optional[int] = None, devic
             read = core.read_model(model=bytes(model), weights=b"")
         return core.compile_model(read, "CPU", props)
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line messages
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise HovitError(f"OpenVINO could not compile the model: {first}") from None
+        raise HovitError(f"OpenVINO could not compile the model: {first_line(exc)}") from None
 
 
 def runner(compiled, x: np.ndarray):

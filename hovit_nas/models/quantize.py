@@ -36,12 +36,14 @@ import numpy as np
 import torch
 
 from ..config import CALIBRATION_IMAGES, PRECISIONS, QUANTIZABLE
-from ..errors import HovitError, QuantizationError
+from ..errors import HovitError, QuantizationError, first_line
 
 if TYPE_CHECKING:
     from ..data import Images
 
 NNCF_INSTALL = "pip install 'hovit-nas[openvino]'"
+TOOLS = {"onnxruntime": "onnxruntime.quantization.quantize_static (QDQ, u8 activations, s8 per-channel weights)",
+         "openvino": "nncf.quantize (ONNX backend, PERFORMANCE preset)"}  # what made each runtime's int8 graph
 
 
 def check(precision: str, runtime: str, device: str | torch.device) -> None:
@@ -121,9 +123,8 @@ def quantize(model: bytes, calibration: np.ndarray, runtime: str) -> bytes:
     except HovitError:
         raise
     except Exception as exc:  # either tool raises anything from deep inside a graph transform
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise QuantizationError(f"int8 post-training quantization for {runtime} failed: {type(exc).__name__}: "
-                                f"{first}") from None
+                                f"{first_line(exc)}") from None
     proto = onnx.load_from_string(out)
     meta = {m.key: m.value for m in onnx.load_from_string(model).metadata_props}
     meta.update(precision="int8", quantized_for=runtime, calibration_images=str(len(batches)))
@@ -131,6 +132,18 @@ def quantize(model: bytes, calibration: np.ndarray, runtime: str) -> bytes:
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
     return proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def loading(runtime: str):
+    """Around loading an int8 graph into ``runtime`` (a session, a compiled model): whatever
+    fails there is this architecture's, raised as QuantizationError with its first line."""
+    try:
+        yield
+    except QuantizationError:
+        raise
+    except Exception as exc:  # OpenVINO/onnxruntime, raw or already wrapped in a HovitError
+        raise QuantizationError(f"the int8 model for {runtime} could not be loaded: {first_line(exc)}") from None
 
 
 def _onnxruntime(model: bytes, batches: list[np.ndarray], tmp: Path) -> bytes:
