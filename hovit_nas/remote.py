@@ -39,6 +39,13 @@ class LatencyService:
     machine: Optional[str] = None  # the identity id a study recorded: another machine is refused
     token: Optional[str] = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self):
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.url)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            raise HovitError(f"`latency_at` {self.url!r} is not a latency service's address: give http://HOST:PORT")
+
     def _token(self) -> str:
         tok = self.token if self.token is not None else os.environ.get(TOKEN_ENV, "")
         if not tok:

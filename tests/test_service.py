@@ -79,6 +79,9 @@ def test_a_wrong_token_an_oversized_upload_and_a_non_model_are_refused(service):
     assert big.status_code == 413 and "limit of 1 MiB" in big.json()["detail"]
     junk = _post(service, b"not an onnx file")
     assert junk.status_code == 422 and "could not be run" in junk.json()["detail"]
+    bad = run_cli("search", "--latency-at", "notaurl", env={"HOVIT_NAS_LATENCY_TOKEN": TOKEN})
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "error: --latency-at 'notaurl' is not a latency service's address: give http://HOST:PORT")
 
 
 @pytest.mark.slow
