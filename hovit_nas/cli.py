@@ -15,8 +15,8 @@ from typing import Callable
 
 import click
 
-from .config import (CALIBRATION_IMAGES, EARLY_STOP_RULES, EVAL_RUNTIMES, EXECUTORS, EXPORT_FORMATS, LATENCY_WAIT_S,
-                     METRICS, PRECISIONS, QUANTIZABLE, RUNTIMES, SAMPLERS)
+from .config import (CALIBRATION_IMAGES, EARLY_STOP_RULES, EVAL_RUNTIMES, EVALUATORS, EXECUTORS, EXPORT_FORMATS,
+                     LATENCY_WAIT_S, METRICS, PRECISIONS, QUANTIZABLE, RUNTIMES, SAMPLERS)
 from .errors import exit_status
 
 
@@ -328,6 +328,13 @@ def ray_options(*extra: tuple) -> Callable:
                    "token in $HOVIT_NAS_LATENCY_TOKEN): its runtime, precision, threads and batch are the target.")
 @click.option("--latency-wait", "latency_wait_s", type=float, default=LATENCY_WAIT_S, show_default=True,
               help="Seconds a trial waits for an unreachable or busy latency service before it fails.")
+@click.option("--predictor", default=None, metavar="PROFILE",
+              help="With --max-latency: a profile-target profile of this target; a trial whose predicted latency is "
+                   "over the limit by more than the predictor's held-out error is neither measured nor trained.")
+@click.option("--evaluator", type=click.Choice(EVALUATORS), default="train", show_default=True,
+              help="How a trial gets its accuracy: train (stand-alone, both phases) or supernet (inherited weights "
+                   "from --supernet, BatchNorm recalibrated; nothing trained).")
+@click.option("--supernet", default=None, metavar="DIR", help="With --evaluator supernet: `supernet train`'s --out.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @ray_options(
     (("--asha-accuracy-only", "--asha"), "asha",
@@ -480,3 +487,79 @@ def latency_serve(**options):
     from .service import ServiceConfig, serve
 
     serve(ServiceConfig(**options).validate())
+
+
+@main.command("profile-target")
+@click.option("--space", default="hovit-wide-cpu", show_default=True,
+              help="Space to draw architectures from (its resolution and latency protocol).")
+@click.option("--n", "n", type=int, default=100, show_default=True, help="Architectures, stratified by FLOPs.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="onnxruntime", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads (default: the space's latency threads, else 1).")
+@click.option("--latency-batch", "batch", type=int, default=None, help="Images per timed forward (space default).")
+@click.option("--latency-at", "latency_at", default=None, metavar="URL",
+              help="Measure on a latency service instead (its runtime, precision, threads and batch).")
+@click.option("--rounds", type=int, default=2, show_default=True, help="Interleaved measurements per architecture.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out", default=None, help="Profile JSON (default profiles/SPACE-RUNTIME-PRECISION.json).")
+def profile_target(space, n, runtime, precision, threads, batch, latency_at, rounds, seed, out):
+    """Measure N architectures on a deployment target, for its latency predictor (search --predictor)."""
+    from .predictor import sweep
+
+    path, prof = sweep(space, n, runtime=runtime, precision=precision, threads=threads, batch=batch,
+                       latency_at=latency_at, rounds=rounds, seed=seed, out=out)
+    click.echo(f"profile of {len(prof.points)} architectures on {prof.target['name']} ({prof.cpu}): {path}")
+    for what, fig in (("held-out predictor (5-fold)", prof.fit), ("one round against the other", prof.repeat)):
+        if fig:
+            from .predictor import Fit
+
+            click.echo(f"  {what}: {Fit(**fig).line()}")
+
+
+@main.group()
+def supernet():
+    """Train once, rank many: a weight-sharing HoViT supernet over a space (issue 21)."""
+
+
+@supernet.command("train")
+@click.option("--space", default="hovit-wide-cpu", show_default=True, help="Space name or file.")
+@data_option
+@data_options
+@click.option("--epochs", type=int, default=None, help="Epochs (default: the space's dense + pruning epochs).")
+@click.option("--sandwich-k", type=int, default=2, show_default=True,
+              help="Random subnets per step besides the largest and the smallest (the sandwich rule).")
+@click.option("--distill/--no-distill", default=True, show_default=True,
+              help="In-place distillation: the largest subnet's predictions teach the others.")
+@click.option("--max-steps", type=int, default=None, help="Cap steps per epoch.")
+@click.option("--device", default="auto")
+@click.option("--threads", type=int, default=None)
+@click.option("--out", "out", default=None, help="Supernet directory (default supernets/SPACE).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/supernet.pt.")
+def supernet_train(space, data, data_options, epochs, sandwich_k, distill, max_steps, device, threads, out, resume):
+    """Train a supernet with the sandwich rule and in-place distillation."""
+    from .supernet import SupernetConfig, run_supernet_train
+
+    dest, rec = run_supernet_train(space, data, data_options, SupernetConfig(epochs, sandwich_k, distill),
+                                   device=device, threads=threads, max_steps=max_steps, out=out, resume=resume)
+    last = rec["history"][-1] if rec["history"] else {}
+    click.echo(f"supernet {rec['id']} ({rec['params'] / 1e6:.1f} M shared params) over {rec['space']}: val top1 "
+               f"{last.get('val_top1_largest', float('nan')):.4f} largest, {last.get('val_top1_smallest', float('nan')):.4f} "
+               f"smallest subnet; wrote {dest}/supernet.pt, {dest}/supernet.json")
+
+
+@supernet.command("extract")
+@click.option("--supernet", "supernet_dir", required=True, metavar="DIR", help="`supernet train`'s --out.")
+@click.option("--config", "config", required=True, help="The subnet: a run config YAML (e.g. `pin`'s best.yaml).")
+@data_option
+@data_options
+@click.option("--finetune", type=int, default=0, show_default=True, help="Epochs of fine-tuning after extraction.")
+@click.option("--device", default="auto")
+@click.option("--out", "out", default=None, help="Run directory (default runs/<supernet id>-<config name>).")
+def supernet_extract(supernet_dir, config, data, data_options, finetune, device, out):
+    """A subnet with inherited weights (BN recalibrated, optionally fine-tuned) as a run directory."""
+    from .supernet import extract_run
+
+    dest, r = extract_run(supernet_dir, resolve_config(config), data, data_options, finetune=finetune,
+                          device=device, out=out)
+    click.echo(f"val top1 {r.val['top1']:.4f}  test top1 {r.test['top1']:.4f}  params {r.params_exported / 1e6:.2f} M  "
+               f"latency {r.latency['median_ms']:.2f} ms; wrote {dest} (export, eval and bench accept it)")

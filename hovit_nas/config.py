@@ -348,6 +348,7 @@ class Limits:
 METRICS = ("top1", "f1_macro")
 SAMPLERS = ("nsga2", "tpe", "random")
 EXECUTORS = ("local", "ray")
+EVALUATORS = ("train", "supernet")  # how a search trial gets its accuracy
 EXPORT_FORMATS = ("safetensors", "onnx")
 EVAL_RUNTIMES = ("torch", "onnxruntime", "openvino")  # what `eval` runs an exported model on
 
@@ -378,6 +379,9 @@ class SearchConfig:
     precision: Optional[str] = None  # None: a resumed study's, else the space's latency.precision
     latency_at: Optional[str] = None  # a latency service's URL (service.py): it times every trial
     latency_wait_s: float = LATENCY_WAIT_S  # how long a trial waits for an unreachable or busy latency service
+    predictor: Optional[str] = None  # a profile-target profile: screens trials against limits.max_latency_ms
+    evaluator: str = "train"  # train: each trial trains stand-alone | supernet: inherited weights (supernet.py)
+    supernet: Optional[str] = None  # the supernet directory, with evaluator supernet
     executor: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
     early_stop: Optional[str] = None  # None: the study's recorded rule, else the space's (EarlyStop.rule)
@@ -407,6 +411,17 @@ class SearchConfig:
         if self.ray.asha and self.early_stop not in (None, "none"):
             raise ConfigError("`asha` (Ray's scheduler, accuracy alone) and `early_stop` both stop trials early; "
                               "choose one")
+        if self.evaluator not in EVALUATORS:
+            raise ConfigError(f"unknown evaluator {self.evaluator!r}; one of {', '.join(EVALUATORS)}")
+        if (self.evaluator == "supernet") != (self.supernet is not None):
+            raise ConfigError("`evaluator` supernet and `supernet` DIR go together (the supernet to score with)")
+        if self.evaluator == "supernet" and (self.precision == "int8" or self.early_stop not in (None, "none")
+                                             or self.ray.asha):
+            raise ConfigError("`evaluator` supernet scores fp32 subnets without training: `precision` int8, "
+                              "`early_stop` and `asha` do not apply")
+        if self.predictor is not None and self.limits.max_latency_ms is None:
+            raise ConfigError("`predictor` screens trials against `max_latency` (it never sets a recorded latency); "
+                              "give `max_latency` too, or leave `predictor` out")
         return self
 
 

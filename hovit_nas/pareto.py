@@ -85,6 +85,7 @@ def summarise(study: optuna.Study) -> dict:
     return {
         "study": study.study_name, "metric": metric,
         "precision": study.user_attrs.get("latency_precision", "fp32"),
+        "supernet": study.user_attrs.get("supernet"),  # {"id", "dir"}: accuracies are supernet estimates
         "data": study.user_attrs.get("data"), "latency_batch": study.user_attrs.get("latency_batch"),
         "runtime": study.user_attrs.get("latency_runtime", "torch"), "target": target_label(study),
         "device": next((t.user_attrs.get("latency", {}).get("device_name") for t in complete), None),
@@ -108,14 +109,20 @@ def _row(t: FrozenTrial, metric: str) -> dict:
             "fp32_accuracy": (a.get("val_fp32") or {}).get(metric), "fixed_point": st.FIXED_POINT_ATTR in a}
 
 
+def _estimated(rep: dict) -> str:
+    """The accuracy label's suffix for a study scored by a supernet (its figures are estimates)."""
+    sn = rep.get("supernet")
+    return f" (supernet {sn['id']} estimate: inherited weights, not trained)" if sn else ""
+
+
 def format_report(rep: dict) -> str:
     c = rep["counts"]
     int8 = rep.get("precision") == "int8"  # the fp32 score beside the int8 one
     lines = [f"study {rep['study']}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed"
              + (f", {c['RUNNING']} running" if c["RUNNING"] else "")
              + f"; data: {rep['data']}; device: {rep['device']}",
-             f"objectives: val {rep['metric']}{' of the int8 model' if int8 else ''} (max), latency ms (min) on "
-             f"deployment target {rep['target']}",
+             f"objectives: val {rep['metric']}{' of the int8 model' if int8 else ''}{_estimated(rep)} (max), "
+             f"latency ms (min) on deployment target {rep['target']}",
              f"Pareto front ({len(rep['front'])} trials):",
              f"  {'trial':>5}  {rep['metric']:>8}" + (f"  {'fp32':>6}" if int8 else "")
              + f"  {'latency':>9}  {'params':>7}  {'test':>6}  architecture"]
@@ -230,7 +237,8 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
     fig.update_xaxes(title_text=f"latency (ms) on {rep['target']} ({rep['device']})",
                      row=1, col=1)
     int8 = rep.get("precision") == "int8"
-    fig.update_yaxes(title_text=f"validation {rep['metric']}{' (int8 model)' if int8 else ''}", row=1, col=1)
+    fig.update_yaxes(title_text=f"validation {rep['metric']}{' (int8 model)' if int8 else ''}{_estimated(rep)}",
+                     row=1, col=1)
     fig.update_xaxes(title_text="trial number", row=1, col=2)
     fig.update_yaxes(title_text="hypervolume", row=1, col=2)
     fig.update_layout(title=f"hovit-nas study {rep['study']} ({rep['data']})", height=600, autosize=True,

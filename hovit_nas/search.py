@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
+from pathlib import Path
 
 from . import study as st
 from .config import DataSpec, EarlyStop, LatencyConfig, SearchConfig, from_dict, to_dict, with_num_classes
@@ -25,6 +26,14 @@ _log = logging.getLogger(__name__)
 def prepare(cfg: SearchConfig) -> Prepared:
     cfg.validate()
     space = load_space(cfg.space)
+    if cfg.evaluator == "supernet":  # a supernet scores architectures: training-only choices stay at base
+        from .supernet import ARCH_PARAMS
+
+        space = replace(space, params=[p for p in space.params if p.name in ARCH_PARAMS])
+    if cfg.predictor is not None:  # a missing or malformed profile stops the search before any work
+        from .predictor import load_profile
+
+        load_profile(cfg.predictor)
     builtin = cfg.data is None
     if builtin:
         space = space.with_builtin_budget()
@@ -60,6 +69,7 @@ def prepare(cfg: SearchConfig) -> Prepared:
         if cfg.precision is None:  # likewise its precision
             latency.precision = st.recorded_latency(name, storage, "latency_precision") or latency.precision
         check_precision(latency.precision, latency.runtime, trial_device)
+    scored_by = check_evaluator(cfg, name, space, splits.description, recorded)
     early_stop = resolve_early_stop(cfg, space.early_stop, recorded.get("early_stop"))
     trials = cfg.trials or space.trials
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
@@ -69,7 +79,8 @@ def prepare(cfg: SearchConfig) -> Prepared:
              "img_size": space.base.model.img_size,
              "num_classes": splits.num_classes, "population": st.population_for(trials),
              "early_stop": to_dict(early_stop),
-             **({"latency_at": {"url": remote.url, "machine": remote_identity}} if remote else {})}
+             **({"latency_at": {"url": remote.url, "machine": remote_identity}} if remote else {}),
+             **scored_by}
     constraints = cfg.limits.active
     sampler = st.make_sampler(cfg.sampler, cfg.seed, attrs["population"], constraints)
     fixed = [(space.fixed_point_params(), {st.FIXED_POINT_ATTR: space.fixed_point})]
@@ -90,7 +101,8 @@ def prepare(cfg: SearchConfig) -> Prepared:
                   f"{early_stop.rungs(t.epochs_dense + t.epochs_prune)} of {t.epochs_dense + t.epochs_prune}; the top "
                   f"1/{early_stop.eta} at each continue, ranked by {rule_for(early_stop.rule).method}")
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads, metric=cfg.metric,
-                         latency=latency, limits=cfg.limits, latency_at=remote)
+                         latency=latency, limits=cfg.limits, latency_at=remote,
+                         supernet=str(Path(cfg.supernet).resolve()) if cfg.supernet else None)
     return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop,
                     anchor_model=(space.fixed_point, space.fixed_point_config()))
 
@@ -118,6 +130,41 @@ def use_latency_service(cfg: SearchConfig, latency: LatencyConfig) -> tuple[Late
     latency = replace(latency, runtime=ident["runtime"], precision=ident["precision"], threads=ident["threads"],
                       batch=ident["batch"], anchor=False)
     return replace(svc, machine=ident["id"]), latency, ident
+
+
+def check_evaluator(cfg: SearchConfig, name: str, space, data: str, recorded: dict) -> dict:
+    """The study attrs saying how trials are scored: ``{}`` for training, else ``evaluator``
+    supernet and the supernet's ``{"id", "dir"}``. The supernet must be of this space, at its
+    resolution, trained on this data; a study scored one way is not resumed another way.
+
+    Raises:
+        HovitError: no supernet at ``supernet``; it does not match the space or data; the study
+            was scored by another supernet, or trained stand-alone (one line each)."""
+    had = recorded.get("supernet")
+    if cfg.evaluator != "supernet":
+        if had:
+            raise ConfigError(f"study {name!r} was scored by supernet {had['id']} ({had['dir']}); pass `evaluator` "
+                              f"supernet `supernet` {had['dir']}, or use `study` NEW_NAME")
+        return {}
+    from .supernet import load
+
+    sn = load(cfg.supernet)
+    rec = sn.record
+    if rec["space"] != space.name or sn.subnets.space.base.model.img_size != space.base.model.img_size:
+        raise ConfigError(f"supernet {cfg.supernet} was trained over space {rec['space']} at "
+                          f"{sn.subnets.space.base.model.img_size} px, not {space.name} at {space.base.model.img_size} px")
+    if rec.get("data") != data:
+        raise ConfigError(f"supernet {cfg.supernet} was trained on {rec.get('data')}, not {data}; score it on its "
+                          "own data, or train a supernet on this one")
+    if recorded and not had:
+        raise ConfigError(f"study {name!r} trained its trials stand-alone; leave `evaluator` out, or use `study` "
+                          "NEW_NAME")
+    if had and had["id"] != rec["id"]:
+        raise ConfigError(f"study {name!r} was scored by supernet {had['id']} ({had['dir']}), not {rec['id']} "
+                          f"({cfg.supernet}); use that supernet, or `study` NEW_NAME")
+    _log.info(f"accuracy: supernet {rec['id']} ({cfg.supernet}) estimates each trial with inherited weights, "
+              f"BatchNorm recalibrated; nothing is trained")
+    return {"evaluator": "supernet", "supernet": {"id": rec["id"], "dir": str(Path(cfg.supernet).resolve())}}
 
 
 def resolve_early_stop(cfg: SearchConfig, space_rule: EarlyStop, recorded: dict | None) -> EarlyStop:

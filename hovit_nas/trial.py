@@ -34,6 +34,7 @@ from .train import RunResult, quantize_int8, train_and_evaluate
 _log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from .predictor import Screen
     from .remote import LatencyService
 
 _DATA: dict[str, Splits] = {}  # per-process cache: trials in one worker share the decoded data
@@ -51,6 +52,8 @@ class TrialSpec:
     limits: Limits = field(default_factory=Limits)
     anchor: Optional[Calibration] = None  # the study's calibrated reference
     latency_at: Optional["LatencyService"] = None  # time on a latency service instead (remote.py)
+    screen: Optional["Screen"] = None  # --predictor: skip trials predicted over max latency (predictor.py)
+    supernet: Optional[str] = None  # --evaluator supernet: score with this supernet's inherited weights
 
     @property
     def latency_threads(self) -> int:
@@ -86,6 +89,7 @@ class TrialResult:
     val_fp32: Optional[dict] = None  # int8 targets: the fp32 model's scores (val/test are the int8 model's)
     test_fp32: Optional[dict] = None
     quantization: Optional[dict] = None  # int8 targets: train.Int8.record()
+    estimate: Optional[dict] = None  # --evaluator supernet: {"by": "supernet", "supernet": its id}
     wall_s: float = 0.0
 
     @property
@@ -172,6 +176,24 @@ def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device, guar
     return lat.to_dict(), count_params(deployed)
 
 
+def _screened(spec: TrialSpec, cfg: RunConfig, dev: torch.device, t0: float) -> Optional[TrialResult]:
+    """The predictor's pre-check (``spec.screen``): an infeasible result, neither measured nor
+    trained, for an architecture predicted over ``max_latency`` beyond the predictor's error; None
+    to measure it. Its latency record says ``predicted`` (it is never on a front)."""
+    with torch.no_grad():
+        verdict = spec.screen.skip(cfg)
+    if verdict is None:
+        return None
+    pred, bound = verdict
+    params = count_params(export(create_hovit(cfg)))
+    lat = {"predicted": True, "median_ms": pred, "lower_bound_ms": bound, "predictor": spec.screen.source}
+    constraints, _ = spec.limits.check(pred, params)
+    reason = (f"predicted latency {pred:.2f} ms (>= {bound:.2f} ms for 95 % of held-out architectures) > max "
+              f"{spec.limits.max_latency_ms} ms (not measured, not trained)")
+    return TrialResult("infeasible", pred, lat, params, to_dict(cfg), str(dev), spec.metric, constraints,
+                       reason=reason, wall_s=round(time.time() - t0, 2))
+
+
 def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
               guard: Optional[DeviceGuard] = None) -> TrialResult:
     """Latency first (cheap, known before training), then train, export and evaluate.
@@ -182,6 +204,10 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
     guard = guard or DeviceGuard.of(dev)
     if spec.threads:
         torch.set_num_threads(spec.threads)
+    if spec.screen is not None:
+        skipped = _screened(spec, cfg, dev, t0)
+        if skipped is not None:
+            return skipped
     try:
         faults.reached("latency")
         lat, params = skeleton_latency(cfg, spec, dev, guard)
@@ -194,6 +220,15 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
         with guard.shared():
             splits = get_data(spec.data)
         result.data_cache = str(splits.train.cache.parent) if splits.train.cache else None
+        if spec.supernet is not None:  # no training: the supernet's inherited weights, BN recalibrated
+            from .supernet import estimate, load
+
+            with guard.shared():
+                _, val, test = estimate(spec.supernet, cfg, splits, dev)
+            result.accuracy, result.val, result.test = val[spec.metric], val, test
+            result.estimate = {"by": "supernet", "supernet": load(spec.supernet, dev).record["id"]}
+            result.wall_s = round(time.time() - t0, 2)
+            return result
         faults.reached("training")
         history: list[dict] = []
 

@@ -138,6 +138,39 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
                           timeout=timeout, env=e)
 
 
+def builtin_study(tmp_path: Path, name: str = "tiny-builtin"):
+    """The study a search in ``tmp_path`` wrote to its default SQLite storage."""
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / name / 'study.db'}")
+
+
+LATENCY_TOKEN = "t0ken-for-tests"
+
+
+def start_service(*args, env=None):
+    """`hovit-nas latency-serve` in its own process on a free loopback port; (process, url)."""
+    import time
+
+    import requests
+
+    port = free_port()
+    e = dict(os.environ, HOVIT_NAS_LATENCY_TOKEN=LATENCY_TOKEN, PYTHONUNBUFFERED="1", **(env or {}))
+    proc = subprocess.Popen([sys.executable, "-m", "hovit_nas", "latency-serve", "--port", str(port), *args],
+                            cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{url}/v1/identity", headers={"Authorization": f"Bearer {LATENCY_TOKEN}"}, timeout=1)
+            return proc, url
+        except requests.ConnectionError:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("the latency service did not start")
+
+
 def free_port() -> int:
     import socket
 

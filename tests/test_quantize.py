@@ -15,9 +15,8 @@ from hovit_nas.errors import HovitError, QuantizationError, TrialFailed
 from hovit_nas.latency import measure_latency
 from hovit_nas.models import hovit_b, hovit_s
 from hovit_nas.models import quantize as q
-from hovit_nas.models.onnx import load_onnx, metadata, onnx_bytes, read_metadata
+from hovit_nas.models.onnx import load_onnx, read_metadata
 from spaces import tiny_space
-from test_onnx import _trained_like
 
 RUNTIMES = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
     not all(__import__("importlib").util.find_spec(m) for m in ("openvino", "nncf")),

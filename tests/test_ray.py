@@ -10,7 +10,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import dashboard_study, run_cli
+from conftest import LATENCY_TOKEN, dashboard_study, run_cli, start_service
 from spaces import tiny_space
 
 pytestmark = pytest.mark.slow
@@ -179,9 +179,14 @@ def test_kill_driver_and_rerun_resumes(tmp_path, sig):
 
 
 def test_two_node_cluster_each_node_builds_its_own_cache_once(tmp_path):
-    """Every Ray node decodes the data once into its own cache; its trials share that copy."""
+    """Every Ray node decodes the data once into its own cache; its trials share that copy. The
+    latency comes from a latency service in another process (issue 23: from the Ray executor too),
+    uploaded from both nodes: every trial's record is that machine's."""
+    pytest.importorskip("fastapi", reason="the latency service needs pip install 'hovit-nas[serve]'")
     import ray
     from ray.cluster_utils import Cluster
+
+    service, url = start_service("--threads", "1")
 
     caches = {"head": tmp_path / "cache-head", "node2": tmp_path / "cache-node2"}
     old = os.environ.get("HOVIT_NAS_CACHE_DIR")
@@ -198,13 +203,17 @@ def test_two_node_cluster_each_node_builds_its_own_cache_once(tmp_path):
             os.environ["HOVIT_NAS_CACHE_DIR"] = old
     try:
         space = tiny_space(tmp_path, trials=3)  # the first 2 run at once, one on each 1-CPU node
-        env = {"HOVIT_NAS_CACHE_DIR": str(caches["head"])}  # the driver runs on the head node
+        env = {"HOVIT_NAS_CACHE_DIR": str(caches["head"]),  # the driver runs on the head node
+               "HOVIT_NAS_LATENCY_TOKEN": LATENCY_TOKEN}
         r = run_cli("search", "--space", str(space), "--executor", "ray", "--ray-address", cluster.address,
-                    "--max-concurrent", "2", "--cpus-per-trial", "1", cwd=tmp_path, env=env, timeout=900)
+                    "--max-concurrent", "2", "--cpus-per-trial", "1", "--latency-at", url, cwd=tmp_path, env=env,
+                    timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
-        trials = _study(f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}").get_trials()
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        study = _study(f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}")
+        complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
         assert len(complete) == 3
+        machine = study.user_attrs["deployment_target"]["machine"]
+        assert machine and all(t.user_attrs["latency"]["machine"]["id"] == machine for t in complete)
         by_cache = {}
         for t in complete:
             by_cache.setdefault(t.user_attrs["data_cache"], set()).add(t.user_attrs["ray_node"])
@@ -216,3 +225,5 @@ def test_two_node_cluster_each_node_builds_its_own_cache_once(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+        service.send_signal(signal.SIGINT)
+        service.wait(timeout=30)

@@ -4,20 +4,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
 import requests
 
-from conftest import ROOT, free_port, run_cli
+from conftest import LATENCY_TOKEN as TOKEN, ROOT, run_cli, start_service
 from hovit_nas.config import ArchConfig, RunConfig, StageConfig
 from hovit_nas.models import create_hovit, export
 from hovit_nas.models.onnx import onnx_bytes
 from spaces import tiny_space
 
 pytest.importorskip("fastapi", reason="the latency service needs pip install 'hovit-nas[serve]'")
-TOKEN = "t0ken-for-tests"
 
 
 def small_onnx() -> bytes:
@@ -25,25 +23,6 @@ def small_onnx() -> bytes:
     cfg = RunConfig(name="small", model=ArchConfig(stages=[StageConfig(32, 2, 2, 2), StageConfig(48, 2, 2, 2, "conv")],
                                                    img_size=32, num_classes=2, head_width=32)).validate()
     return onnx_bytes(export(create_hovit(cfg)), 32)
-
-
-def start_service(*args, env=None):
-    """`hovit-nas latency-serve` in its own process on a free loopback port; (process, url)."""
-    port = free_port()
-    e = dict(os.environ, HOVIT_NAS_LATENCY_TOKEN=TOKEN, PYTHONUNBUFFERED="1", **(env or {}))
-    proc = subprocess.Popen([sys.executable, "-m", "hovit_nas", "latency-serve", "--port", str(port), *args],
-                            cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{url}/v1/identity", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=1)
-            return proc, url
-        except requests.ConnectionError:
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("the latency service did not start")
 
 
 @pytest.fixture(scope="module")
