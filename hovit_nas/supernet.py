@@ -93,7 +93,7 @@ class Subnets:
                               "fix it in the space's base")
         self.space = space
         self.rng = np.random.default_rng(seed)
-        self.fixed = {k: v for k, v in space.params_for(space.base).items()}
+        self.fixed = dict(space.params_for(space.base))
         self.choices: dict[str, list] = {}
         for p in space.params:
             for tname, _ in p.trial_names():
@@ -108,8 +108,21 @@ class Subnets:
                     raise ConfigError(f"space {space.name}: `{tname}` must be categorical or a stepped int in the "
                                       "supernet mode")
         self.smallest, self.largest_choice = self._extreme(min), self._extreme(max)
-        pool = [self.sample() for _ in range(200)] + [self.smallest, self.largest_choice]
+        pool = [self.sample() for _ in range(200)] + [self.smallest, self.largest_choice] + self._widest_attention()
         self.bounds = bounds_of([c.model for c in pool])
+
+    def _widest_attention(self) -> list[RunConfig]:
+        """The largest subnet with attention downsampling at each key_dim: the attention
+        downsampling's most heads (in_dim // key_dim) come from a combination random draws may miss."""
+        big, out = self.params_of(self.largest_choice), []
+        for k in (k for k in self.choices if k.startswith("downsample") and "attention" in self.choices[k]):
+            for kd in self.choices.get("key_dim", [None]):
+                try:
+                    out.append(self.config({**big, k: "attention", **({"key_dim": kd} if "key_dim" in self.choices
+                                                                      else {})}))
+                except ConfigError:
+                    continue
+        return out
 
     def config(self, params: dict) -> RunConfig:
         """The subnet of architecture ``params`` (trial parameter names), the rest at base."""
