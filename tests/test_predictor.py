@@ -26,7 +26,7 @@ def _space_at_32px(tmp_path: Path) -> Path:
     return p
 
 
-def test_profile_target_then_a_search_screens_with_it(tmp_path):
+def test_profile_target_then_a_search_screens_with_it(tmp_path, monkeypatch):
     """profile-target measures 10 architectures stratified by FLOPs in 2 rounds and prints the
     held-out and repeat figures. A search with --max-latency far below any model and that profile
     skips every trial -- PRUNED with the predicted figure, neither measured nor trained -- and
@@ -61,19 +61,25 @@ def test_profile_target_then_a_search_screens_with_it(tmp_path):
     d["target"]["runtime"] = "openvino"
     other = tmp_path / "other.json"
     other.write_text(json.dumps(d))
-    bad = run_cli("search", "--space", str(space), "--study", "s2", "--max-latency", "1", "--predictor", str(other),
-                  "--threads", "1", cwd=tmp_path)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
-        f"error: latency profile {other} was measured on cpu/openvino/fp32, 1 thread, batch 1, 32 px, not this "
-        "study's target cpu/onnxruntime/fp32"), bad.stderr[-2000:]
-    alone = run_cli("search", "--space", str(space), "--predictor", str(prof), cwd=tmp_path)
-    assert alone.returncode == 2 and alone.stderr.strip().splitlines()[-1] == (
-        "error: --predictor screens trials against --max-latency (it never sets a recorded latency); give "
-        "--max-latency too, or leave --predictor out")
+    # the refusals, in-process (the CLI prints the same line with `setting` names as flags: test_cli.py)
+    from hovit_nas.config import Limits, SearchConfig
+    from hovit_nas.errors import HovitError
+    from hovit_nas.search import run_search
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HovitError) as bad:
+        run_search(SearchConfig(space=str(space), study="s2", threads=1, limits=Limits(max_latency_ms=1),
+                                predictor=str(other)))
+    assert str(bad.value).startswith(f"latency profile {other} was measured on cpu/openvino/fp32, 1 thread, batch 1, "
+                                     "32 px, not this study's target cpu/onnxruntime/fp32")
+    with pytest.raises(HovitError) as alone:
+        SearchConfig(space=str(space), predictor=str(prof)).validate()
+    assert str(alone.value) == ("`predictor` screens trials against `max_latency` (it never sets a recorded latency); "
+                                "give `max_latency` too, or leave `predictor` out")
     (tmp_path / "junk.json").write_text("[1, 2]")
-    junk = run_cli("search", "--space", str(space), "--max-latency", "1", "--predictor", "junk.json", cwd=tmp_path)
-    assert junk.returncode == 2 and junk.stderr.strip().splitlines()[-1].startswith(
-        "error: latency profile junk.json: not a profile written by `hovit-nas profile-target`"), junk.stderr[-2000:]
+    with pytest.raises(HovitError) as junk:
+        run_search(SearchConfig(space=str(space), limits=Limits(max_latency_ms=1), predictor="junk.json"))
+    assert str(junk.value).startswith("latency profile junk.json: not a profile written by `hovit-nas profile-target`")
 
 
 def test_the_committed_sweep_reproduces_its_figures_and_screens_only_beyond_the_error():
