@@ -504,15 +504,13 @@ def latency_serve(**options):
 @click.option("--out", "out", default=None, help="Profile JSON (default profiles/SPACE-RUNTIME-PRECISION.json).")
 def profile_target(space, n, runtime, precision, threads, batch, latency_at, rounds, seed, out):
     """Measure N architectures on a deployment target, for its latency predictor (search --predictor)."""
-    from .predictor import sweep
+    from .predictor import Fit, sweep
 
     path, prof = sweep(space, n, runtime=runtime, precision=precision, threads=threads, batch=batch,
                        latency_at=latency_at, rounds=rounds, seed=seed, out=out)
     click.echo(f"profile of {len(prof.points)} architectures on {prof.target['name']} ({prof.cpu}): {path}")
     for what, fig in (("held-out predictor (5-fold)", prof.fit), ("one round against the other", prof.repeat)):
         if fig:
-            from .predictor import Fit
-
             click.echo(f"  {what}: {Fit(**fig).line()}")
 
 

@@ -412,9 +412,9 @@ class Screen:
         return (pred, bound) if bound > self.max_latency_ms else None
 
 
-def measured_trials(study, target_name: str) -> tuple[list[dict], list[float]]:
-    """The configs and measured latencies (ms) of a study's trials timed on ``target_name``
-    (never a predicted one)."""
+def measured_trials(study) -> tuple[list[dict], list[float]]:
+    """The configs and measured latencies (ms) of a study's trials (never a predicted one); the
+    study's deployment target is the profile's (``make_screen`` checks it)."""
     configs, ms = [], []
     for t in study.get_trials(deepcopy=False):
         lat, cfg = t.user_attrs.get("latency") or {}, t.user_attrs.get("config")
@@ -444,7 +444,7 @@ def make_screen(path: str | Path, study, target, max_latency_ms: float) -> Scree
         raise HovitError(f"latency profile {path} was measured on {prof.cpu}, not this machine's {here}; run "
                          "`hovit-nas profile-target` here")
     feats, ms = prof.feature_rows(), [pt.latency_ms for pt in prof.points]
-    configs, own = measured_trials(study, target.name)
+    configs, own = measured_trials(study)
     feats += [features(run_config_from_dict(c, "trial config")) for c in configs]
     ms += own
     held = cross_validate(feats, ms)

@@ -150,9 +150,9 @@ def check_evaluator(cfg: SearchConfig, name: str, space, data: str, recorded: di
 
     sn = load(cfg.supernet)
     rec = sn.record
-    if rec["space"] != space.name or sn.subnets.space.base.model.img_size != space.base.model.img_size:
+    if rec["space"] != space.name or sn.space.base.model.img_size != space.base.model.img_size:
         raise ConfigError(f"supernet {cfg.supernet} was trained over space {rec['space']} at "
-                          f"{sn.subnets.space.base.model.img_size} px, not {space.name} at {space.base.model.img_size} px")
+                          f"{sn.space.base.model.img_size} px, not {space.name} at {space.base.model.img_size} px")
     if rec.get("data") != data:
         raise ConfigError(f"supernet {cfg.supernet} was trained on {rec.get('data')}, not {data}; score it on its "
                           "own data, or train a supernet on this one")

@@ -35,7 +35,7 @@ from timm.utils import random_seed
 from torch import nn
 
 from . import logs
-from .config import RunConfig, to_dict
+from .config import ArchConfig, RunConfig, to_dict
 from .data import Images, Splits
 from .errors import ConfigError, HovitError
 from .models.supernet import Supernet, bounds_of, deployed
@@ -236,7 +236,7 @@ def bn_images(train: Images, n: int, seed: int, device: torch.device) -> torch.T
     return next(iter(batches))[0]
 
 
-def score_subnet(net: Supernet, cfg: RunConfig, calib: torch.Tensor, val: Images, num_classes: int,
+def score_subnet(net: Supernet, cfg: RunConfig | ArchConfig, calib: torch.Tensor, val: Images, num_classes: int,
                  device: torch.device) -> tuple[nn.Module, dict]:
     """Extract subnet ``cfg`` with inherited weights, recalibrate its BatchNorm on ``calib``, and
     score it on ``val``. Returns the exported (BN-fused) model and the validation metrics."""
@@ -264,7 +264,7 @@ def train_supernet(space, splits: Splits, device: torch.device, cfg: SupernetCon
     schedule, batch size and steps per epoch are the space's base training config's.
     Returns the supernet, its subnets and the per-epoch history (losses, the largest and
     smallest subnets' val top-1 after BN recalibration)."""
-    from .train import evaluate, make_optimizer, make_schedule, train_loader
+    from .train import make_optimizer, make_schedule, train_loader
 
     cfg.validate()
     t = space.base.train
@@ -307,8 +307,7 @@ def train_supernet(space, splits: Splits, device: torch.device, cfg: SupernetCon
         rec = {"epoch": epoch + 1, "epochs": epochs, **{f"loss_{k}": v / max(n, 1) for k, v in sums.items()},
                "lr": opt.param_groups[0]["lr"]}
         for which, sub in (("largest", net.largest_config), ("smallest", subnets.smallest.model)):
-            model = recalibrate_bn(net.extract(sub).to(device), calib)
-            rec[f"val_top1_{which}"] = evaluate(model, splits.val, splits.num_classes, device)["top1"]
+            rec[f"val_top1_{which}"] = score_subnet(net, sub, calib, splits.val, splits.num_classes, device)[1]["top1"]
         rec["s"] = round(time.time() - t0, 2)
         history.append(rec)
         _log.info(f"{logs.tag('[supernet]')} epoch {epoch + 1}/{epochs}  loss {rec['loss_largest']:.4f} (largest) "
@@ -394,7 +393,7 @@ def run_supernet_train(space_name: str, data: Optional[str], options, cfg: Super
 class Loaded:
     """A trained supernet as a search scores with it."""
     net: Supernet
-    subnets: Subnets
+    space: object  # the space it was trained over (space.Space), as recorded with it
     record: dict
     path: Path
 
@@ -426,7 +425,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
         b = rec["bounds"]
         bounds = Bounds(tuple(tuple(s) for s in b["stages"]), b["mlp_ratio"], b["head_width"],
                         tuple(tuple(a) for a in b["attn_down"]))
-        subnets = Subnets(space, space.base.train.seed)
         net = Supernet(deployed(space.base.model), bounds)
         net.load_state_dict(state["model"])
     except HovitError:
@@ -435,7 +433,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
         raise HovitError(f"{p}: unreadable supernet ({type(exc).__name__}: {str(exc)[:120]})") from None
     net.to(device).eval()
     _LOADED.clear()
-    _LOADED[key] = Loaded(net, subnets, rec, p)
+    _LOADED[key] = Loaded(net, space, rec, p)
     return _LOADED[key]
 
 
@@ -449,7 +447,7 @@ def estimate(path: str | Path, cfg: RunConfig, splits: Splits, device: torch.dev
     key = f"{sn.path}|{splits.description}|{device}"
     if key not in _CALIB:
         _CALIB.clear()
-        _CALIB[key] = bn_images(splits.train, BN_IMAGES, sn.subnets.space.base.train.seed, device)
+        _CALIB[key] = bn_images(splits.train, BN_IMAGES, sn.space.base.train.seed, device)
     model, val = score_subnet(sn.net, cfg, _CALIB[key], splits.val, splits.num_classes, device)
     return model, val, evaluate(model, splits.test, splits.num_classes, device)
 
@@ -482,7 +480,7 @@ def extract_run(supernet_dir: str | Path, cfg: RunConfig, data: Optional[str], o
     t0 = time.time()
     dev = resolve_device(device)
     sn = load(supernet_dir, dev)
-    base = sn.subnets.space.base
+    base = sn.space.base
     splits = load_data(DataSpec.of(data, base.model.img_size, base.train.seed, options))
     if splits.description != sn.record.get("data"):
         raise HovitError(f"supernet {supernet_dir} was trained on {sn.record.get('data')}, not {splits.description}")
