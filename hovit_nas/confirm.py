@@ -10,6 +10,11 @@ them, and the search's front is never mixed with them. Each run is a trial whose
 (candidate trial, seed), all enqueued up front by the process that creates the linked study, and
 they go through the same executors, heartbeat, budget and duplicate rules as a search, so a
 confirmation is kill-and-resume safe like the search itself.
+
+A study scored by a supernet (``search --evaluator supernet``) is confirmed the same way: its
+candidates are trained stand-alone with the full dense + pruning pipeline (their training-only
+parameters at the space's base values, as the supernet scored them), and the table and the
+``pareto`` plot show each one's supernet estimate beside its stand-alone figures.
 """
 from __future__ import annotations
 
@@ -211,6 +216,7 @@ class Confirmed:
     latency_ms: dict[int, float]
     vs_fixed_val: Optional[Paired] = None
     vs_fixed_test: Optional[Paired] = None
+    estimate: Optional[float] = None  # a supernet-scored search's val figure for this candidate (inherited weights)
 
     @property
     def n(self) -> int:
@@ -225,6 +231,8 @@ class Confirmed:
 
     def to_dict(self) -> dict:
         out = {"trial": self.trial, "fixed_point": self.fixed_point, "seeds": sorted(self.val), "n": self.n}
+        if self.estimate is not None:
+            out["supernet_estimate"] = self.estimate
         for what in ("val", "test", "latency_ms"):
             out[what] = {"mean": self.mean(what), "sd": self.sd(what),
                          "per_seed": {str(k): v for k, v in sorted(getattr(self, what).items())}}
@@ -271,6 +279,10 @@ def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
         c.test[seed] = (t.user_attrs.get("test") or {}).get(metric)
         c.latency_ms[seed] = t.values[1]
     ref = next((c for c in out.values() if c.fixed_point), None)
+    if study.user_attrs.get("evaluator") == "supernet":  # the search's figure was an estimate: shown beside
+        parent = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        for c in out.values():
+            c.estimate = parent[c.trial].values[0] if c.trial in parent else None
     for c in out.values():
         if ref is not None and c is not ref:
             c.vs_fixed_val, c.vs_fixed_test = paired(c.val, ref.val), paired(c.test, ref.test)
@@ -281,14 +293,18 @@ def format_table(figures: dict[int, Confirmed], metric: str = "top1") -> str:
     if not figures:
         return "confirmation: none (run hovit-nas confirm before pinning)"
     n = max(c.n for c in figures.values())
-    lines = [f"confirmed over {n} further seeds (mean ± sd; candidate − HoViT-B on the same seeds, 95 % interval):",
-             f"  {'trial':>5}  {'val ' + metric:>16}  {'test ' + metric:>16}  {'latency':>9}  "
-             f"{'val − HoViT-B':>26}  {'test − HoViT-B':>26}"]
+    est = any(c.estimate is not None for c in figures.values())
+    lines = [f"confirmed over {n} further seeds (mean ± sd; candidate − HoViT-B on the same seeds, 95 % interval)"
+             + (";\n  trained stand-alone, beside the search's supernet estimate (inherited weights)" if est else "")
+             + ":",
+             f"  {'trial':>5}  " + (f"{'estimate':>8}  " if est else "") + f"{'val ' + metric:>16}  "
+             f"{'test ' + metric:>16}  {'latency':>9}  {'val − HoViT-B':>26}  {'test − HoViT-B':>26}"]
     for c in sorted(figures.values(), key=lambda c: -c.mean("val")):
         diffs = []
         for p in (c.vs_fixed_val, c.vs_fixed_test):
             diffs.append("-" if p is None else f"{p.mean:+.4f} [{p.low:+.4f}, {p.high:+.4f}]")
-        lines.append(f"  {c.trial:>5}  {c.mean('val'):.4f} ± {c.sd('val'):.4f}  {c.mean('test'):.4f} ± "
+        shown = ("" if not est else "       -  " if c.estimate is None else f"{c.estimate:>8.4f}  ")
+        lines.append(f"  {c.trial:>5}  {shown}{c.mean('val'):.4f} ± {c.sd('val'):.4f}  {c.mean('test'):.4f} ± "
                      f"{c.sd('test'):.4f}  {c.mean('latency_ms'):7.2f}ms  {diffs[0]:>26}  {diffs[1]:>26}"
                      + ("  <- HoViT-B" if c.fixed_point else ""))
     return "\n".join(lines)

@@ -224,12 +224,21 @@ def plot(rep: dict, out: str | Path, bench: Optional[dict] = None) -> Path:
     if conf:
         at = {r["trial"]: r for r in rep["all"]}
         shown = [c for n, c in sorted(conf.items()) if n in at]
+        if rep.get("supernet"):  # each finalist's estimate joined to its stand-alone result
+            xs, ys = [], []
+            for c in shown:
+                xs += [at[c.trial]["latency_ms"]] * 2 + [None]
+                ys += [at[c.trial]["accuracy"], c.mean("val"), None]
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="supernet estimate → stand-alone",
+                                     line=dict(color="#2ca02c", dash="dot", width=1), hoverinfo="skip"), 1, 1)
         fig.add_trace(go.Scatter(
             x=[at[c.trial]["latency_ms"] for c in shown], y=[c.mean("val") for c in shown], mode="markers",
-            name=f"confirmed: mean ± sd over {max(c.n for c in shown)} seeds",
+            name=f"confirmed{' stand-alone' if rep.get('supernet') else ''}: mean ± sd over "
+                 f"{max(c.n for c in shown)} seeds",
             error_y=dict(type="data", array=[c.sd("val") for c in shown], visible=True, color="#2ca02c"),
             marker=dict(symbol="line-ew-open", size=18, color="#2ca02c", line=dict(width=3)),
             text=[f"trial {c.trial} confirmed<br>val {c.mean('val'):.4f} ± {c.sd('val'):.4f}<br>"
+                  + (f"supernet estimate {c.estimate:.4f}<br>" if c.estimate is not None else "") +
                   f"test {c.mean('test'):.4f} ± {c.sd('test'):.4f}" for c in shown], hoverinfo="text"), 1, 1)
     hist = rep["hypervolume_history"]
     fig.add_trace(go.Scatter(x=[h["trial"] for h in hist], y=[h["hypervolume"] for h in hist], mode="lines+markers",
@@ -279,6 +288,10 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
     scores when ``hovit-nas confirm`` has run, else over the search's one-seed front."""
     rep = summarise(study)
     conf = rep["confirmed"]
+    if rep.get("supernet") and not conf:
+        raise HovitError(f"study {study.study_name!r} holds supernet estimates (inherited weights, not trained); run "
+                         f"`{st.command('hovit-nas', 'confirm', '--study', study.study_name, storage=storage)}` "
+                         "first, so the pin rests on stand-alone figures")
     rule = f"max accuracy with latency <= {max_latency} ms" if max_latency is not None else "knee of the front"
     if trial is not None:
         if not any(r["trial"] == trial for r in rep["all"]):
@@ -297,6 +310,8 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
         "confirmed": c is not None,
         "pinned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "objectives": {f"val_{rep['metric']}": t.values[0], "latency_ms": t.values[1]},
+        **({"objectives_are": f"supernet {rep['supernet']['id']} estimates (the confirmation is stand-alone)"}
+           if rep.get("supernet") else {}),
         "confirmation": c.to_dict() if c else (
             "none: this pick rests on one seed's validation score; run `hovit-nas confirm` to retrain the front's "
             "candidates and HoViT-B over more seeds"),

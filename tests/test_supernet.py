@@ -166,6 +166,22 @@ def test_search_with_the_supernet_evaluator_records_estimates_and_refuses_anothe
     ev = run_cli("eval", "run", cwd=tmp_path)
     assert ev.returncode == 0 and f"top1 {result['test']['top1']:.4f}" in ev.stdout, ev.stderr[-2000:]
 
+    # from estimate to answer: no pin on estimates; confirm retrains stand-alone and shows both
+    p = run_cli("pin", cwd=tmp_path)
+    assert p.returncode != 0 and "supernet estimates" in p.stderr and "confirm" in p.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in p.stderr
+    c = run_cli("confirm", "--top-k", "1", "--seeds", "2", "--threads", "1", cwd=tmp_path)
+    assert c.returncode == 0, c.stderr[-2000:]
+    runs = optuna.load_study(study_name="tiny-builtin-confirm", storage=f"sqlite:///{tmp_path}/studies/tiny-builtin/"
+                             "study.db").get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert runs and all(len(t.user_attrs["history"]) >= 1 and "estimate" not in t.user_attrs for t in runs)  # trained
+    assert "supernet estimate" in c.stdout and f"{fp.values[0]:8.4f}" in c.stdout  # HoViT-B's estimate beside
+    pa = run_cli("pareto", "--no-baselines", cwd=tmp_path)
+    html = (tmp_path / "studies" / "tiny-builtin" / "pareto.html").read_text()
+    assert pa.returncode == 0 and "confirmed stand-alone: mean" in html and "supernet estimate " in html
+    p = run_cli("pin", cwd=tmp_path)
+    assert p.returncode == 0 and "confirmed over 2 seeds" in p.stdout, p.stderr[-2000:]
+
     shutil.copytree(tmp_path / "sn", tmp_path / "sn2")
     rec_id, rec["id"] = rec["id"], "0" * 16
     (tmp_path / "sn2" / "supernet.json").write_text(json.dumps(rec))
