@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30, help="supernet training epochs (of 30 steps)")
     ap.add_argument("--sandwich-k", type=int, default=2)
     ap.add_argument("--finetune-n", type=int, default=6)
+    ap.add_argument("--train-seed", type=int, default=0, help="standalone: the training seed (others: a repeat, "
+                    "the stand-alone figures' own rank noise)")
     ap.add_argument("--methods", default="a,b,c")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--subnets", type=int, default=500)
@@ -131,12 +133,13 @@ def standalone(a, out: Path) -> None:
 
     splits = _splits(a)
     space = _space(splits)
-    path = out / "standalone.jsonl"
+    path = out / ("standalone.jsonl" if not a.train_seed else f"standalone-s{a.train_seed}.jsonl")
     done = {json.loads(line)["name"] for line in path.read_text().splitlines()} if path.exists() else set()
     for i, p in enumerate(draw(a.n)):
         cfg = copy.deepcopy(space.base)
         cfg.model = run_config_from_dict(p["config"], "profile").model
         cfg.name = f"arch{i:02d}"
+        cfg.train.seed = a.train_seed
         if cfg.name in done:
             continue
         t0 = time.time()
@@ -188,8 +191,20 @@ def fidelity(a, out: Path) -> None:
     res = {"supernet": sn.record["id"], "epochs": a.epochs, "n": len(rows),
            "kendall_tau": float(kendalltau(est, sa).statistic), "spearman": float(spearmanr(est, sa).statistic),
            "tau_latency_thirds": [float(kendalltau(est[i], sa[i]).statistic) for i in thirds], "rows": rows}
+    rep = out / "standalone-s1.jsonl"
+    if rep.exists():  # the stand-alone figures' own rank noise: seed 0 against seed 1
+        again = {r["name"]: r["standalone_val"] for r in map(json.loads, rep.read_text().splitlines())}
+        both = [r for r in rows if r["name"] in again]
+        s0, s1 = np.array([r["standalone_val"] for r in both]), np.array([again[r["name"]] for r in both])
+        e = np.array([r["estimate"] for r in both])
+        res["standalone_repeat"] = {"n": len(both), "kendall_tau_seed0_seed1": float(kendalltau(s0, s1).statistic),
+                                    "kendall_tau_estimate_vs_mean": float(kendalltau(e, (s0 + s1) / 2).statistic),
+                                    "mean_abs_diff": float(np.mean(np.abs(s0 - s1)))}
+        print(f"stand-alone repeat: {res['standalone_repeat']}", flush=True)
     # the fine-tune gap: extracted + fine-tuned for one trial's steps vs stand-alone
-    gap = []
+    gap, before = [], out / f"fidelity-{a.epochs}.json"
+    if not a.finetune_n and before.exists():  # --finetune-n 0: keep the fine-tune figures measured before
+        gap = json.loads(before.read_text())["finetune"]
     for r in [rows[i] for i in np.linspace(0, len(rows) - 1, a.finetune_n).round().astype(int)]:
         cfg = run_config_from_dict(r["config"], r["name"])
         t0 = time.time()
@@ -210,10 +225,15 @@ def _epochs(t) -> int:
     return len(t.user_attrs.get("history") or [])
 
 
-def search(a, out: Path) -> None:
+def _started(study) -> int:
+    """Trials started (not WAITING: the enqueued fixed point waits until a driver takes it)."""
     from optuna.trial import TrialState
 
-    from hovit_nas.config import DataOptions, SearchConfig
+    return sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
+
+
+def search(a, out: Path) -> None:
+    from hovit_nas.config import SearchConfig
     from hovit_nas.executors.local import run_local
     from hovit_nas.search import prepare
     from hovit_nas.study import finished_count
@@ -224,6 +244,8 @@ def search(a, out: Path) -> None:
         for seed in (int(s) for s in a.seeds.split(",")):
             name = f"{m}-s{seed}" if m != "c" else f"c{a.epochs}-s{seed}"
             db = work / f"{name}.db"
+            for stale in (db, work / f"{name}.retrained.jsonl"):  # a fresh study per run
+                stale.unlink(missing_ok=True)
             t0 = time.time()
             if m == "c":
                 cfg = SearchConfig(space=SPACE, data=a.data, study=name, storage=f"sqlite:///{db}",
@@ -237,10 +259,10 @@ def search(a, out: Path) -> None:
                 prep = prepare(cfg)
                 while sum(_epochs(t) for t in prep.study.get_trials(deepcopy=False)) < TRIALS * TRIAL_EPOCHS:
                     prep.trials = finished_count(prep.study) + 1
-                    before = len(prep.study.get_trials(deepcopy=False))
+                    before = _started(prep.study)
                     run_local(prep)
-                    if len(prep.study.get_trials(deepcopy=False)) == before:
-                        break
+                    if _started(prep.study) == before:
+                        break  # the driver would not start one
             (work / f"{name}.wall_s").write_text(f"{time.time() - t0:.1f}\n")
             print(f"{name}: {time.time() - t0:.0f} s", flush=True)
 
@@ -280,7 +302,7 @@ def report(a, out: Path) -> None:
     from hovit_nas.pareto import hypervolume_2d
 
     work = out / "studies"
-    runs, compute = {}, {}
+    runs = {}
     sup = json.loads((out / f"supernet-{a.epochs}" / "supernet.json").read_text())
     sup_epochs = len(sup["history"]) * (2 + sup["training"]["sandwich_k"])
     for db in sorted(work.glob("*.db")):
@@ -351,6 +373,17 @@ def report(a, out: Path) -> None:
                   f"{fid['kendall_tau']:.3f}, Spearman {fid['spearman']:.3f}; tau in latency thirds (fast, middle, "
                   f"slow): {', '.join(f'{t:.3f}' for t in fid['tau_latency_thirds'])} -> target tau >= 0.6 "
                   + ("MET" if fid["kendall_tau"] >= 0.6 else "MISSED")]
+        sr = fid.get("standalone_repeat")
+        if sr:
+            lines.append(f"  the stand-alone figures' own noise ({sr['n']} architectures, training seed 0 vs 1): "
+                         f"Kendall tau {sr['kendall_tau_seed0_seed1']:.3f}, mean |difference| "
+                         f"{100 * sr['mean_abs_diff']:.1f} points; estimate vs the 2-seed mean: tau "
+                         f"{sr['kendall_tau_estimate_vs_mean']:.3f}")
+        pruned = [(sel, st["keep"]) for r in fid["rows"] for sel, st in zip(r["selected"], r["config"]["model"]["stages"])
+                  if st.get("keep") and st["keep"] < st["blocks"]]
+        prefix = sum(list(sel) == list(range(k)) for sel, k in pruned)
+        lines.append(f"  which blocks a depth means: in the stand-alone runs the learned gates kept the first N of M "
+                     f"blocks in {prefix} of {len(pruned)} pruned stages (the supernet uses the first N)")
         for g in fid["finetune"]:
             lines.append(f"  fine-tune gap {g['name']}: stand-alone {g['standalone_val']:.4f}, inherited "
                          f"{g['estimate']:.4f}, fine-tuned {TRIAL_EPOCHS} epochs {g['finetuned_val']:.4f} "

@@ -21,7 +21,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     steps = [line.split()[0] for line in summary]
     assert steps == ["env", "bench-eager-b8", "make-tiles", "train-bf16", "input-pipeline", "ray-search",
-                     "kill-and-resume"], summary
+                     "kill-and-resume", "supernet"], summary
     assert all(line.split()[1] == "ok" for line in summary), summary
     bench = json.loads((out / "bench-eager-b8" / "bench.json").read_text())
     assert {row["model"] for row in bench["rows"]} >= {"hovit_b", "efficientnet_b0"}
@@ -29,3 +29,4 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert pipe["build"]["images"] == 270 and pipe["train_steps"]["ratio"] > 0
     assert json.loads((out / "train-hovit_b" / "result.json").read_text())["history"]
     assert "trials after resume: ['COMPLETE', 'FAIL', 'COMPLETE']" in (out / "kill-and-resume.log").read_text()
+    assert "supernet trials complete with an estimate: 2" in (out / "supernet.log").read_text()  # on Ray
