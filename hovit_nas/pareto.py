@@ -128,8 +128,9 @@ def format_report(rep: dict) -> str:
              + f"  {'latency':>9}  {'params':>7}  {'test':>6}  architecture"]
     for r in rep["front"]:
         fp32 = "" if not int8 else f"  {'–':>6}" if r["fp32_accuracy"] is None else f"  {r['fp32_accuracy']:>6.4f}"
+        test = "-" if r["test_top1"] is None else f"{r['test_top1']:.4f}"  # a supernet estimate scores val only
         lines.append(f"  {r['trial']:>5}  {r['accuracy']:>8.4f}{fp32}  {r['latency_ms']:>7.2f}ms  "
-                     f"{(r['params'] or 0) / 1e6:>6.2f}M  {(r['test_top1'] or 0):>6.4f}  {r['arch']}"
+                     f"{(r['params'] or 0) / 1e6:>6.2f}M  {test:>6}  {r['arch']}"
                      + ("  <- HoViT-B" if r["fixed_point"] else ""))
     ref = rep["reference_point"]
     lines.append(f"hypervolume {rep['hypervolume']:.4f} (reference: {rep['metric']} {ref['accuracy']}, "

@@ -224,8 +224,8 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
             from .supernet import estimate, load
 
             with guard.shared():
-                _, val, test = estimate(spec.supernet, cfg, splits, dev)
-            result.accuracy, result.val, result.test = val[spec.metric], val, test
+                _, val = estimate(spec.supernet, cfg, splits, dev)
+            result.accuracy, result.val = val[spec.metric], val  # no test figure: supernet.estimate
             result.estimate = {"by": "supernet", "supernet": load(spec.supernet, dev).record["id"]}
             result.wall_s = round(time.time() - t0, 2)
             return result

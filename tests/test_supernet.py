@@ -148,7 +148,7 @@ def test_search_with_the_supernet_evaluator_records_estimates_and_refuses_anothe
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     for t in trials:
         assert t.user_attrs["estimate"] == {"by": "supernet", "supernet": rec["id"]}
-        assert "history" not in t.user_attrs and 0 <= t.values[0] <= 1
+        assert "history" not in t.user_attrs and "test" not in t.user_attrs and 0 <= t.values[0] <= 1  # val only
         assert not any(k.startswith(("tau", "lora")) for k in t.params)
     assert study.user_attrs["supernet"]["id"] == rec["id"]
     from hovit_nas import pareto
