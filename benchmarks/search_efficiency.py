@@ -331,6 +331,11 @@ def _retrain_top_k(a, out: Path, name: str, db: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ report
+def _train_s(out: Path, epochs: int) -> str:
+    p = out / f"supernet-{epochs}" / "train_s.txt"
+    return p.read_text().strip() if p.exists() else "?"
+
+
 def report(a, out: Path) -> None:
     import optuna
     import plotly.graph_objects as go
@@ -351,7 +356,11 @@ def report(a, out: Path) -> None:
                 continue
             rt = [json.loads(line) for line in (work / f"{db.stem}.retrained.jsonl").read_text().splitlines()]
             pts = [(r["standalone_val"], r["latency_ms"], TRIAL_EPOCHS) for r in rt]
+            spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                     if t.datetime_complete and t.datetime_start]
             runs[db.stem] = {"start": sup_epochs, "points": pts, "subnets": len(trials),
+                             "per_subnet_s": {"median": float(np.median(spans)), "mean": float(np.mean(spans)),
+                                              "p90": float(np.percentile(spans, 90)), "sum": float(np.sum(spans))},
                              "estimates": [(t.values[0], t.values[1]) for t in trials if t.state == TrialState.COMPLETE],
                              "retrained": rt}
         else:
@@ -379,7 +388,8 @@ def report(a, out: Path) -> None:
              f"hypervolume reference (val top1 {ref[0]}, {ref[1]:.3f} ms); compute in epoch-equivalents (30 steps of "
              f"one network; a trial = {TRIAL_EPOCHS}); budget of (a), (b): {a_compute}",
              f"supernet: {len(sup['history'])} epochs x (2 + k={sup['training']['sandwich_k']}) subnets = "
-             f"{sup_epochs} epoch-equivalents, id {sup['id']}", "",
+             f"{sup_epochs} epoch-equivalents, id {sup['id']}, trained in {_train_s(out, a.epochs)} s on 1 thread "
+             "(the (c) rows' wall time is its search and retraining only)", "",
              f"{'run':<10} {'final HV':>9} {'compute':>8} {'x (a)':>6} {'reaches (a) mean HV at':>23} "
              f"{'wall s':>8} {'trials / subnets':>17}"]
     rows = {}
@@ -445,6 +455,9 @@ def report(a, out: Path) -> None:
                          f"{len(gaps)} within ±1 point, {sum(x >= -0.01 for x in signed)} of {len(gaps)} no more than "
                          f"1 point below (mean gap {100 * np.mean(signed):+.1f} points)")
     for k in per["c"]:
+        ps = runs[k]["per_subnet_s"]
+        lines.append(f"  {k}: {runs[k]['subnets']} subnets, {ps['sum']:.0f} s of trials: median {ps['median']:.1f} s, "
+                     f"mean {ps['mean']:.1f} s, p90 {ps['p90']:.1f} s per subnet (latency + estimate; 1 thread)")
         rt = runs[k]["retrained"]
         lines.append(f"  {k} top-{len(rt)}: estimate vs stand-alone val: "
                      + ", ".join(f"#{r['trial']} {r['estimate']:.3f}/{r['standalone_val']:.3f}" for r in rt))
@@ -471,6 +484,9 @@ def report(a, out: Path) -> None:
                                  marker=dict(color=[r["profile_latency_ms"] for r in rs], colorscale="Viridis",
                                              showscale=True, colorbar=dict(title="ms", x=1.02))), row=1, col=2)
     for k in per["c"]:
+        ps = runs[k]["per_subnet_s"]
+        lines.append(f"  {k}: {runs[k]['subnets']} subnets, {ps['sum']:.0f} s of trials: median {ps['median']:.1f} s, "
+                     f"mean {ps['mean']:.1f} s, p90 {ps['p90']:.1f} s per subnet (latency + estimate; 1 thread)")
         rt = runs[k]["retrained"]
         fig.add_trace(go.Scatter(x=[r["standalone_val"] for r in rt], y=[r["estimate"] for r in rt], mode="markers",
                                  name=f"{k} top-k", marker=dict(symbol="x", size=10, color="#2ca02c")), row=1, col=2)
