@@ -354,11 +354,14 @@ def report(a, out: Path) -> None:
         if db.stem.startswith("c"):
             if not db.stem.startswith(f"c{a.epochs}-"):
                 continue
-            rt = [json.loads(line) for line in (work / f"{db.stem}.retrained.jsonl").read_text().splitlines()]
+            rp = work / f"{db.stem}.retrained.jsonl"
+            if not rp.exists():
+                continue  # its search or retraining has not finished
+            rt = [json.loads(line) for line in rp.read_text().splitlines()]
             pts = [(r["standalone_val"], r["latency_ms"], TRIAL_EPOCHS) for r in rt]
-            spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
-                     if t.datetime_complete and t.datetime_start]
-            runs[db.stem] = {"start": sup_epochs, "points": pts, "subnets": len(trials),
+            done = [t for t in trials if t.state == TrialState.COMPLETE]  # the rest: duplicates, pruned
+            spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
+            runs[db.stem] = {"start": sup_epochs, "points": pts, "subnets": len(done), "duplicates": len(trials) - len(done),
                              "per_subnet_s": {"median": float(np.median(spans)), "mean": float(np.mean(spans)),
                                               "p90": float(np.percentile(spans, 90)), "sum": float(np.sum(spans))},
                              "estimates": [(t.values[0], t.values[1]) for t in trials if t.state == TrialState.COMPLETE],
@@ -456,7 +459,8 @@ def report(a, out: Path) -> None:
                          f"1 point below (mean gap {100 * np.mean(signed):+.1f} points)")
     for k in per["c"]:
         ps = runs[k]["per_subnet_s"]
-        lines.append(f"  {k}: {runs[k]['subnets']} subnets, {ps['sum']:.0f} s of trials: median {ps['median']:.1f} s, "
+        lines.append(f"  {k}: {runs[k]['subnets']} subnets scored ({runs[k]['duplicates']} repeated configs pruned by the "
+                     f"duplicate rule), {ps['sum']:.0f} s of trials: median {ps['median']:.1f} s, "
                      f"mean {ps['mean']:.1f} s, p90 {ps['p90']:.1f} s per subnet (latency + estimate; 1 thread)")
         rt = runs[k]["retrained"]
         lines.append(f"  {k} top-{len(rt)}: estimate vs stand-alone val: "
@@ -485,7 +489,8 @@ def report(a, out: Path) -> None:
                                              showscale=True, colorbar=dict(title="ms", x=1.02))), row=1, col=2)
     for k in per["c"]:
         ps = runs[k]["per_subnet_s"]
-        lines.append(f"  {k}: {runs[k]['subnets']} subnets, {ps['sum']:.0f} s of trials: median {ps['median']:.1f} s, "
+        lines.append(f"  {k}: {runs[k]['subnets']} subnets scored ({runs[k]['duplicates']} repeated configs pruned by the "
+                     f"duplicate rule), {ps['sum']:.0f} s of trials: median {ps['median']:.1f} s, "
                      f"mean {ps['mean']:.1f} s, p90 {ps['p90']:.1f} s per subnet (latency + estimate; 1 thread)")
         rt = runs[k]["retrained"]
         fig.add_trace(go.Scatter(x=[r["standalone_val"] for r in rt], y=[r["estimate"] for r in rt], mode="markers",
@@ -494,7 +499,8 @@ def report(a, out: Path) -> None:
     fig.update_yaxes(title_text="hypervolume", row=1, col=1)
     fig.update_xaxes(title_text="stand-alone val top1", row=1, col=2)
     fig.update_yaxes(title_text="supernet estimate", row=1, col=2)
-    fig.update_layout(height=560, width=1300, title=f"search efficiency ({SPACE}, 64 px, pcam-subset)")
+    fig.update_layout(height=600, width=1300, title=f"search efficiency ({SPACE}, 64 px, pcam-subset)",
+                      legend=dict(orientation="h", y=-0.18, x=0))
     fig.write_html(out / "efficiency.html", include_plotlyjs=True)
 
 
