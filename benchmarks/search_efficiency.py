@@ -9,7 +9,8 @@ multifidelity runs' (results/multifidelity): 8 full trials per run. Compute is c
 epoch-equivalents: one optimizer step of one (sub)network over one batch is 1/30 of an epoch, so
 a stand-alone trial costs 3 and one supernet epoch with the sandwich rule costs 2 + k.
 
-Stages (each writes under ``--out`` and can be run alone, in its own process):
+Stages (each writes under ``--out`` and can be run alone, in its own process; the committed
+results ran them in the order below, two at a time, one per core):
 
 - ``standalone``: ``--n`` architectures drawn stratified by latency from the committed ONNX
   Runtime profile of this space (results/latency-predictor: 120 architectures with measured
@@ -39,8 +40,9 @@ Stages (each writes under ``--out`` and can be run alone, in its own process):
     PYTHONPATH=. taskset -c 1 python benchmarks/search_efficiency.py --stage firstn
     PYTHONPATH=. taskset -c 0 python benchmarks/search_efficiency.py --stage supernet --epochs 30
     PYTHONPATH=. taskset -c 0 python benchmarks/search_efficiency.py --stage fidelity --epochs 30
-    PYTHONPATH=. taskset -c 1 python benchmarks/search_efficiency.py --stage search --methods a,b
-    PYTHONPATH=. taskset -c 0 python benchmarks/search_efficiency.py --stage search --methods c --epochs 30
+    PYTHONPATH=. taskset -c 1 python benchmarks/search_efficiency.py --stage search --methods a --seeds 0,1
+    PYTHONPATH=. taskset -c 1 python benchmarks/search_efficiency.py --stage search --methods b --seeds 0
+    PYTHONPATH=. taskset -c 0 python benchmarks/search_efficiency.py --stage search --methods c --seeds 0 --epochs 30
     PYTHONPATH=. python benchmarks/search_efficiency.py --stage report --epochs 30
 """
 from __future__ import annotations
