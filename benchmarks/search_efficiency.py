@@ -486,14 +486,10 @@ def report(a, out: Path) -> None:
     if fid:
         rs = fid["rows"]
         fig.add_trace(go.Scatter(x=[r["standalone_val"] for r in rs], y=[r["estimate"] for r in rs], mode="markers",
-                                 name="architecture (30 by latency)", text=[r["name"] for r in rs],
+                                 name=f"architecture ({len(rs)} by latency)", text=[r["name"] for r in rs],
                                  marker=dict(color=[r["profile_latency_ms"] for r in rs], colorscale="Viridis",
                                              showscale=True, colorbar=dict(title="ms", x=1.02))), row=1, col=2)
     for k in per["c"]:
-        ps = runs[k]["per_subnet_s"]
-        lines.append(f"  {k}: {runs[k]['subnets']} subnets scored ({runs[k]['duplicates']} repeated configs pruned by the "
-                     f"duplicate rule), {ps['sum']:.0f} s of trials: median {ps['median']:.1f} s, "
-                     f"mean {ps['mean']:.1f} s, p90 {ps['p90']:.1f} s per subnet (latency + estimate; 1 thread)")
         rt = runs[k]["retrained"]
         fig.add_trace(go.Scatter(x=[r["standalone_val"] for r in rt], y=[r["estimate"] for r in rt], mode="markers",
                                  name=f"{k} top-k", marker=dict(symbol="x", size=10, color="#2ca02c")), row=1, col=2)
