@@ -10,8 +10,9 @@
 # 4. the input pipeline benchmark on the device
 # 5. a 2-trial Ray search with --gpus-per-trial 0.5
 # 6. SIGKILL a search as its second trial starts training, resume it, check nothing is left RUNNING
-# 7. the supernet mode: `supernet train` on the device, then a 4-subnet (--tiny: 2) search on the Ray
-#    executor (2 at a time, --gpus-per-trial 0.5); every trial COMPLETE with a supernet estimate
+# 7. the supernet mode: `supernet train` on the device, then a 4-subnet search on the Ray executor
+#    (2 at a time, --gpus-per-trial 0.5; --tiny: 2 subnets, local executor, to keep the suite's
+#    time); every trial COMPLETE with a supernet estimate
 # Everything lands under OUT_DIR: one log per step and summary.txt (step, ok/FAIL, seconds).
 # A failing step does not stop the others; the exit status is non-zero if any failed.
 set -uo pipefail
@@ -35,10 +36,11 @@ export HOVIT_NAS_CACHE_DIR="$OUT/cache" HOVIT_NAS_HEARTBEAT=2,10 PYTHONPATH="$RO
 HOVIT=("$PY" -m hovit_nas)
 
 if [ "$TINY" = 1 ]; then
-  TILES=270; SIZE=32; BATCHES="8"; RUNS="--runs 3 --rounds 1 --warmup 1 --min-time 0.25 --no-anchor"; STEPS=5; PIPE="--steps 3 --rounds 1"; SUBNETS=2
+  TILES=270; SIZE=32; BATCHES="8"; RUNS="--runs 3 --rounds 1 --warmup 1 --min-time 0.25 --no-anchor"; STEPS=5; PIPE="--steps 3 --rounds 1"; SUBNETS=2; SN_EXEC="--executor local"
   GPUS=0; LIMIT=300; LAT_S=0.25
 else
   TILES=20000; SIZE=224; BATCHES="1 32"; RUNS="--runs 20 --rounds 3"; STEPS=200; PIPE="--steps 20 --rounds 2"; SUBNETS=4
+  SN_EXEC="--executor ray --max-concurrent 2 --cpus-per-trial 1 --gpus-per-trial 0.5"
   GPUS=0.5; LIMIT=240; LAT_S=1
 fi
 FOLDER="$OUT/nct-shaped-$TILES"
@@ -104,8 +106,7 @@ sys.exit(0 if 'RUNNING' not in states and states.count('COMPLETE') >= 2 else 1)
 \""
 
 SN=("${HOVIT[@]}" search --space "$SPACE" --data "$FOLDER" --evaluator supernet --supernet "$OUT/supernet" --trials "$SUBNETS"
-    --executor ray --max-concurrent 2 --cpus-per-trial 1 --gpus-per-trial "$GPUS" --device "$DEVICE"
-    --storage "sqlite:///$OUT/supernet.db")
+    $SN_EXEC --device "$DEVICE" --storage "sqlite:///$OUT/supernet.db")
 step supernet bash -c "
   $(printf '%q ' "${HOVIT[@]}") supernet train --space '$SPACE' --data '$FOLDER' --epochs 1 --max-steps $STEPS \
     --device '$DEVICE' --out '$OUT/supernet' || exit 1
@@ -114,7 +115,7 @@ step supernet bash -c "
 import optuna, sys
 s = optuna.load_study(study_name='gpu-check', storage='sqlite:///$OUT/supernet.db')
 ok = [t for t in s.trials if t.state.name == 'COMPLETE' and t.user_attrs.get('estimate')]
-print('supernet trials complete with an estimate:', len(ok), 'on nodes', sorted({t.user_attrs['ray_node'] for t in ok}))
+print('supernet trials complete with an estimate:', len(ok), 'ray nodes (None: local):', sorted({str(t.user_attrs.get('ray_node')) for t in ok}))
 sys.exit(0 if len(ok) == $SUBNETS else 1)
 \""
 
