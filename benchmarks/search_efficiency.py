@@ -125,6 +125,16 @@ def _cpu() -> str:
     return device_name(torch.device("cpu"))
 
 
+def _rows(path: Path) -> list[dict]:
+    """The rows of a resumable JSON-lines file ([] before its first row)."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _append(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 # ------------------------------------------------------------------------------- stand-alone
 def draw(n: int, seed: int = 0) -> list[dict]:
     """``n`` profile points, one per latency stratum (the profile sorted by measured latency and
@@ -143,7 +153,7 @@ def standalone(a, out: Path) -> None:
     splits = _splits(a)
     space = _space(splits)
     path = out / ("standalone.jsonl" if not a.train_seed else f"standalone-s{a.train_seed}.jsonl")
-    done = {json.loads(line)["name"] for line in path.read_text().splitlines()} if path.exists() else set()
+    done = {r["name"] for r in _rows(path)}
     for i, p in enumerate(draw(a.n)):
         cfg = copy.deepcopy(space.base)
         cfg.model = run_config_from_dict(p["config"], "profile").model
@@ -156,8 +166,7 @@ def standalone(a, out: Path) -> None:
         row = {"name": cfg.name, "config": p["config"], "profile_latency_ms": p["latency_ms"],
                "standalone_val": r.val["top1"], "standalone_test": r.test["top1"], "selected": r.selected_blocks,
                "params": r.params_exported, "s": round(time.time() - t0, 1)}
-        with path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        _append(path, row)
         print(f"{cfg.name}: val {row['standalone_val']:.4f} at {p['latency_ms']:.3f} ms (profile) "
               f"{row['s']:.0f} s", flush=True)
 
@@ -175,8 +184,8 @@ def firstn(a, out: Path) -> None:
     splits = _splits(a)
     space = _space(splits)
     path = out / "firstn.jsonl"
-    done = {json.loads(line)["name"] for line in path.read_text().splitlines()} if path.exists() else set()
-    for r in map(json.loads, (out / "standalone.jsonl").read_text().splitlines()):
+    done = {r["name"] for r in _rows(path)}
+    for r in _rows(out / "standalone.jsonl"):
         arch = run_config_from_dict(r["config"], r["name"]).model
         if r["name"] in done or all(not st.keep or st.keep >= st.blocks for st in arch.stages):
             continue
@@ -184,8 +193,7 @@ def firstn(a, out: Path) -> None:
         cfg.model, cfg.name = deployed(arch), r["name"] + "-firstn"
         res = train_and_evaluate(cfg, splits, "cpu")
         row = {"name": r["name"], "learned_val": r["standalone_val"], "firstn_val": res.val["top1"]}
-        with path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        _append(path, row)
         print(f"{r['name']}: learned gates {row['learned_val']:.4f}, first N {row['firstn_val']:.4f}", flush=True)
 
 
@@ -216,7 +224,7 @@ def fidelity(a, out: Path) -> None:
     sdir = out / f"supernet-{a.epochs}"
     sn = S.load(sdir)
     calib = S.bn_images(splits.train, S.BN_IMAGES, space.base.train.seed, torch.device("cpu"))
-    rows = [json.loads(line) for line in (out / "standalone.jsonl").read_text().splitlines()]
+    rows = _rows(out / "standalone.jsonl")
     for r in rows:
         cfg = run_config_from_dict(r["config"], r["name"])
         cfg.model.num_classes = splits.num_classes
@@ -229,7 +237,7 @@ def fidelity(a, out: Path) -> None:
            "tau_latency_thirds": [float(kendalltau(est[i], sa[i]).statistic) for i in thirds], "rows": rows}
     rep = out / "standalone-s1.jsonl"
     if rep.exists():  # the stand-alone figures' own rank noise: seed 0 against seed 1
-        again = {r["name"]: r["standalone_val"] for r in map(json.loads, rep.read_text().splitlines())}
+        again = {r["name"]: r["standalone_val"] for r in _rows(rep)}
         both = [r for r in rows if r["name"] in again]
         s0, s1 = np.array([r["standalone_val"] for r in both]), np.array([again[r["name"]] for r in both])
         e = np.array([r["estimate"] for r in both])
@@ -319,15 +327,14 @@ def _retrain_top_k(a, out: Path, name: str, db: Path) -> None:
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     splits = _splits(a)
     path = out / "studies" / f"{name}.retrained.jsonl"
-    done = {json.loads(line)["trial"] for line in path.read_text().splitlines()} if path.exists() else set()
+    done = {r["trial"] for r in _rows(path)}
     for t in candidates(study, a.top_k)[:a.top_k]:
         if t.number in done:
             continue
         cfg = run_config_from_dict(t.user_attrs["config"], f"{name} trial {t.number}")
         r = train_and_evaluate(cfg, splits, "cpu")
         row = {"trial": t.number, "estimate": t.values[0], "latency_ms": t.values[1], "standalone_val": r.val["top1"]}
-        with path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        _append(path, row)
         print(f"{name} retrained trial {t.number}: estimate {t.values[0]:.4f}, stand-alone {r.val['top1']:.4f}",
               flush=True)
 
@@ -359,7 +366,7 @@ def report(a, out: Path) -> None:
             rp = work / f"{db.stem}.retrained.jsonl"
             if not rp.exists():
                 continue  # its search or retraining has not finished
-            rt = [json.loads(line) for line in rp.read_text().splitlines()]
+            rt = _rows(rp)
             pts = [(r["standalone_val"], r["latency_ms"], TRIAL_EPOCHS) for r in rt]
             done = [t for t in trials if t.state == TrialState.COMPLETE]  # the rest: duplicates, pruned
             spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
@@ -441,7 +448,7 @@ def report(a, out: Path) -> None:
                      f"blocks in {prefix} of {len(pruned)} pruned stages (the supernet uses the first N)")
         fp = out / "firstn.jsonl"
         if fp.exists():
-            fr = [json.loads(line) for line in fp.read_text().splitlines()]
+            fr = _rows(fp)
             d = np.array([r["firstn_val"] - r["learned_val"] for r in fr])
             from scipy.stats import t as student_t
 
