@@ -157,14 +157,17 @@ def eval_cmd(model_path, data, data_options, device, runtime):
     """Evaluate an exported model (.safetensors, .onnx, or a run directory) on a dataset."""
     import json
 
+    from .deploy import evaluate_exported
     from .metrics import macro_note
-    from .train import evaluate_exported
 
-    res, splits = evaluate_exported(model_path, data, data_options, device, runtime)
-    for name, m in res.items():
+    ev = evaluate_exported(model_path, data, data_options, device, runtime)
+    click.echo(f"classes: {', '.join(ev.classes)}" + (
+        "" if ev.mapped is None else f" (mapped by name: the model's outputs {ev.mapped} in this order)"))
+    for name, m in ev.metrics.items():
+        auc = "" if m.get("auc") is None else f"  auc {m['auc']:.4f}"
         click.echo(f"{name}: top1 {m['top1']:.4f}  f1 {m['f1_macro']:.4f}  recall {m['recall_macro']:.4f}  "
-                   f"precision {m['precision_macro']:.4f}  (n={m['n']}) {macro_note(m, splits.classes)}".rstrip())
-    click.echo(json.dumps({k: {kk: v for kk, v in m.items() if kk != "confusion"} for k, m in res.items()}))
+                   f"precision {m['precision_macro']:.4f}{auc}  (n={m['n']}) {macro_note(m, ev.splits.classes)}".rstrip())
+    click.echo(json.dumps({k: {kk: v for kk, v in m.items() if kk != "confusion"} for k, m in ev.metrics.items()}))
 
 
 @main.command("export")
@@ -183,11 +186,11 @@ def eval_cmd(model_path, data, data_options, device, runtime):
               help="Output file (default RUN_DIR/model.safetensors, model.onnx or model.int8.RUNTIME.onnx).")
 def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration_images, out):
     """Export a training checkpoint: keep selected blocks, merge LoRA, fuse BN; optionally int8."""
-    from .models import count_params, save_exported
-    from .train import export_checkpoint
+    from .deploy import exported_run, save_model
+    from .models import count_params
 
     if precision == "int8":
-        from .train import export_int8
+        from .deploy import export_int8
 
         if fmt != "onnx":
             raise click.UsageError("--precision int8 writes ONNX: add --format onnx")
@@ -197,15 +200,16 @@ def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration
                    f"test top1 {q8.test['top1']:.4f}")
         click.echo(f"exported int8 -> {dest}")
         return
-    deployed = export_checkpoint(run_dir)
-    if fmt == "onnx":
-        from .models.onnx import TOLERANCE, save_onnx
-        dest, check = save_onnx(deployed, out or Path(run_dir) / "model.onnx")
+    run = exported_run(run_dir)
+    dest, check = save_model(run, fmt, out or Path(run_dir) / ("model.onnx" if fmt == "onnx" else "model.safetensors"))
+    if check is not None:
+        from .models.onnx import TOLERANCE
+
         click.echo(f"checked with onnxruntime against PyTorch: max abs difference {check.max_abs:.2e}, "
                    f"max relative {check.max_rel:.2e} (allowed {TOLERANCE:g})")
-    else:
-        dest = save_exported(deployed, out or Path(run_dir) / "model.safetensors")
-    click.echo(f"exported {count_params(deployed) / 1e6:.3f} M params -> {dest}")
+    if run.classes:
+        click.echo(f"classes (output order): {', '.join(run.classes)}")
+    click.echo(f"exported {count_params(run.model) / 1e6:.3f} M params -> {dest}")
 
 
 def _bench_config(**v):
@@ -402,7 +406,10 @@ def _study_opts(fn):
               help="Baselines from a `hovit-nas bench` JSON instead (used when it was measured on the study's "
                    "device, batch, resolution, threads and runtime).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def pareto(study_name, storage, out, baselines, bench_json, as_json):
+@click.option("--noise/--no-noise", default=True, show_default=True,
+              help="Intervals, the noise-aware front and HoViT-B's standing beyond noise (--no-noise: the plain "
+                   "point front only).")
+def pareto(study_name, storage, out, baselines, bench_json, as_json, noise):
     """Print the Pareto front and hypervolume; write a plotly HTML."""
     import json
 
@@ -419,11 +426,13 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
             from .bench import baselines_on_target
 
             bench = baselines_on_target(study)
-    path = pa.plot(rep, out or st.study_dir(name, url) / "pareto.html", bench)
+    path = pa.plot(rep, out or st.study_dir(name, url) / "pareto.html", bench, noise)
     if as_json:
-        click.echo(json.dumps({**{k: v for k, v in rep.items() if k != "all"}, "baselines": bench}, indent=2))
+        shown = {k: v for k, v in rep.items() if k != "all"}
+        shown["confirmed"] = {n: c.to_dict() for n, c in rep["confirmed"].items()}
+        click.echo(json.dumps({**shown, "baselines": bench}, indent=2))
     else:
-        click.echo(pa.format_report(rep))
+        click.echo(pa.format_report(rep, noise))
         click.echo(pa.format_baselines(bench))
     click.echo(f"wrote {path}")
 
@@ -431,25 +440,43 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
 @main.command()
 @_study_opts
 @click.option("--max-latency", type=float, default=None, help="Most accurate front trial under this latency (ms).")
-@click.option("--knee", is_flag=True, help="The knee of the front (default when no --max-latency).")
+@click.option("--knee", is_flag=True, help="The knee of the front.")
+@click.option("--non-inferior-to", "non_inferior_to", default=None, metavar="REF",
+              help="The fastest candidate whose one-sided 95 % lower bound of (score - REF's) is above -MARGIN: REF is "
+                   "hovit_b (the fixed point) or a trial number; paired on the same images (and seeds, once confirmed).")
+@click.option("--margin", type=float, default=None,
+              help="The non-inferiority margin in the score's units (0.01 = 1 point; default: the space's noise.margin).")
 @click.option("--trial", "trial", type=int, default=None, help="Write this completed trial instead (any, not only the front).")
 @click.option("--out", "out", default=None, help="Default: best.yaml (or trial-N.yaml) next to the study.")
-def pin(study_name, storage, max_latency, knee, trial, out):
-    """Choose one config from the front and write best.yaml next to the study."""
+def pin(study_name, storage, max_latency, knee, non_inferior_to, margin, trial, out):
+    """Choose one config and write best.yaml next to the study. Default rule: the one-standard-error
+    rule (the fastest candidate within one SE of the best); --non-inferior-to, --max-latency, --knee
+    or --trial choose otherwise."""
     from . import pareto as pa
     from . import study as st
     from .errors import HovitError
 
-    if sum(x is not None and x is not False for x in (max_latency, trial, knee or None)) > 1:
-        raise HovitError("choose one of --knee, --max-latency and --trial")
+    if sum(x is not None and x is not False for x in (max_latency, trial, knee or None, non_inferior_to)) > 1:
+        raise HovitError("choose one of --knee, --max-latency, --non-inferior-to and --trial")
+    if margin is not None and non_inferior_to is None:
+        raise HovitError("--margin goes with --non-inferior-to REF")
+    if margin is not None and not margin > 0:
+        raise HovitError(f"--margin must be > 0, got {margin}")
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
     default = st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml")
+    one_se = max_latency is None and trial is None and not knee and non_inferior_to is None
     with st.storage_errors(url):
-        path, doc = pa.pin(st.load(name, url), url, out or default, max_latency, knee, trial)
+        path, doc = pa.pin(st.load(name, url), url, out or default, max_latency, knee, trial, non_inferior_to, margin,
+                           one_se)
     o = doc["objectives"]
     click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
                + f", {doc['params'] / 1e6:.2f} M params -> {path}")
+    ev = (doc.get("evidence") or {}).get("picked")
+    if ev and "lower_95_one_sided" in ev:
+        click.echo(f"evidence: difference to trial {doc['evidence']['reference']} {ev['difference']:+.4f} (SE "
+                   f"{ev['se']:.4f}, {ev['seeds']} seed(s)); one-sided 95 % lower bound {ev['lower_95_one_sided']:+.4f} "
+                   f"> -{doc['evidence']['margin']:g}; {ev['latency_ms']:.2f} ms")
     c = doc["confirmation"]
     if doc["confirmed"]:
         vs = c["val_minus_fixed_point"]

@@ -143,7 +143,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.1
     seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16/AMX)
     max_steps_per_epoch: Optional[int] = None  # cap for quick CPU runs
     channels_last: bool = False  # NHWC activations: for GPUs where it measurably helps (README)
     compile: bool = False  # torch.compile the model for training (GPU; costs a compile per trial)
@@ -345,7 +345,28 @@ class Limits:
         return values or [0.0], reasons
 
 
-METRICS = ("top1", "f1_macro")
+@dataclass
+class NoiseConfig:
+    """How a study measures its own noise and decides under it (stats.py, issue 32).
+
+    ``seeds``: the fixed point is trained this many times with seeds ``base seed + k`` (k = 0 is
+    the usual fixed point), counted in the trial budget; their spread is the study's seed SD at
+    its own budget and data, and their latencies its measurement-to-measurement spread.
+    ``margin``: the non-inferiority margin on the accuracy axis, in the metric's units (0.01 =
+    one point of top-1) that ``pin --non-inferior-to`` uses by default."""
+
+    seeds: int = 3
+    margin: float = 0.01
+
+    def validate(self, where: str = "noise") -> "NoiseConfig":
+        if self.seeds < 1:
+            raise ConfigError(f"{where}.seeds: must be >= 1 (1: no replicate), got {self.seeds}")
+        if not self.margin > 0:
+            raise ConfigError(f"{where}.margin: must be > 0, got {self.margin}")
+        return self
+
+
+METRICS = ("top1", "f1_macro", "balanced", "auc", "nll")  # nll enters the study as -NLL (stats.objective)
 SAMPLERS = ("nsga2", "tpe", "random")
 EXECUTORS = ("local", "ray")
 EVALUATORS = ("train", "supernet")  # how a search trial gets its accuracy

@@ -30,6 +30,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from typing import TYPE_CHECKING
 
+from . import provenance as pv
+from .noise import LABELS_ATTR, labels_attr
+from .record import TrialRecord
+from .stats import objective
 from . import study as st
 from .config import DataOptions, DataSpec, LatencyConfig, RayConfig, RunConfig, SearchConfig, from_dict, \
     run_config_from_dict, with_num_classes
@@ -118,6 +122,10 @@ def prepare(cfg: ConfirmConfig) -> "Prepared":
     if splits.description != a.get("data"):
         raise HovitError(f"study {cfg.study!r} was searched on {a.get('data')}, not {splits.description}; "
                          "pass the search's `data` (and split options)")
+    made = pv.Provenance.from_dict(a.get(pv.STUDY_ATTR))
+    now = pv.data_record(splits, data.img_size, pv.data_rule(data), keep_train_ids=False)
+    pv.check_same_data(made.data if made else None, now, f"study {cfg.study!r}",
+                       "a confirmation (its runs are compared with the search's, on the same images)")
     configs = {n: with_num_classes(c, splits.num_classes) for n, c in configs.items()}
     latency = from_dict(LatencyConfig, space_def.get("latency") or {}, "latency")
     latency.batch = a.get("latency_batch", latency.batch)
@@ -137,7 +145,9 @@ def prepare(cfg: ConfirmConfig) -> "Prepared":
              "img_size": a.get("img_size"), "latency_batch": latency.batch, "latency_anchored": latency.anchor,
              "latency_runtime": latency.runtime, "latency_precision": latency.precision,
              **({"latency_at": a["latency_at"]} if a.get("latency_at") else {}),
-             "space": f"{a.get('space')}{SUFFIX}", "num_classes": splits.num_classes}
+             "space": f"{a.get('space')}{SUFFIX}", "num_classes": splits.num_classes,
+             "classes": list(splits.classes), LABELS_ATTR: labels_attr(splits),
+             pv.STUDY_ATTR: (made or pv.Provenance("study", now)).with_(kind="confirmation", data=now).to_dict()}
     if st.ANCHOR_ATTR in a:
         attrs[st.ANCHOR_ATTR] = a[st.ANCHOR_ATTR]  # the search's calibration: figures stay comparable
     study, created = st.create_or_load(name, cfg.storage, optuna.samplers.RandomSampler(), attrs, pairs,
@@ -217,6 +227,7 @@ class Confirmed:
     vs_fixed_val: Optional[Paired] = None
     vs_fixed_test: Optional[Paired] = None
     estimate: Optional[float] = None  # a supernet-scored search's val figure for this candidate (inherited weights)
+    runs: dict = field(default_factory=dict, repr=False, compare=False)  # seed -> record.TrialRecord of its run
 
     @property
     def n(self) -> int:
@@ -260,6 +271,22 @@ def belongs_to(runs: optuna.Study, parent: optuna.Study) -> bool:
     return True
 
 
+def check_same_splits(runs: optuna.Study, parent: optuna.Study) -> None:
+    """A confirmation's runs are compared with its search's trials and with each other, paired:
+    it must have scored the same splits (by membership) as the search.
+
+    Raises:
+        ProvenanceError: the confirmation records other data than the search (both named)."""
+    mine, theirs = pv.Provenance.from_dict(runs.user_attrs.get(pv.STUDY_ATTR)), \
+        pv.Provenance.from_dict(parent.user_attrs.get(pv.STUDY_ATTR))
+    if mine is None or theirs is None or mine.data is None or theirs.data is None:
+        return
+    if mine.data.fingerprint != theirs.data.fingerprint:
+        raise pv.ProvenanceError(f"confirmation {runs.study_name!r} scored {mine.data.short()}, but its search "
+                                 f"{parent.study_name!r} {theirs.data.short()}; confirm it again on the search's data "
+                                 "(or delete the confirmation study)")
+
+
 def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
     """Per candidate trial of ``study``, its confirmation figures ({} when none exist)."""
     try:
@@ -267,6 +294,11 @@ def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
     except KeyError:
         return {}
     if not belongs_to(runs, study):
+        return {}
+    try:
+        check_same_splits(runs, study)
+    except pv.ProvenanceError as exc:
+        _log.warning(f"{exc}; its runs are ignored")
         return {}
     metric = study.user_attrs.get("metric", "top1")
     out: dict[int, Confirmed] = {}
@@ -276,8 +308,10 @@ def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
         n, seed = t.user_attrs[st.CONFIRMS_ATTR], t.user_attrs["seed"]
         c = out.setdefault(n, Confirmed(n, st.FIXED_POINT_ATTR in t.user_attrs, {}, {}, {}))
         c.val[seed] = t.values[0]
-        c.test[seed] = (t.user_attrs.get("test") or {}).get(metric)
+        test = t.user_attrs.get("test") or {}
+        c.test[seed] = objective(test, metric) if test else None
         c.latency_ms[seed] = t.values[1]
+        c.runs[seed] = TrialRecord.of(t)
     ref = next((c for c in out.values() if c.fixed_point), None)
     if study.user_attrs.get("evaluator") == "supernet":  # the search's figure was an estimate: shown beside
         parent = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}

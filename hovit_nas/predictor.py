@@ -209,6 +209,7 @@ class Profile:
     repeat: Optional[dict] = None
     created: str = ""
     features_version: int = FEATURES_VERSION
+    provenance: Optional[dict] = None  # provenance.Provenance.to_dict(): space (name, hash), target, anchor
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
@@ -319,10 +320,15 @@ def profile_target(space: "Space", n: int, *, runtime: str, precision: str = "fp
             done += 1
             if on_point:
                 on_point(done, total)
+    from . import provenance as pv
+
     target = DeploymentTarget.of("cpu", runtime, threads, batch, img, precision, machine)
     points = [Point(to_dict(cfg), float(np.median(t)), t, f) for (cfg, f), t in zip(drawn, times)]
+    anchor = ({"name": space.fixed_point, "ms": anchor.ms, "device": "cpu", "threads": threads} if service is None
+              else {"name": "the latency service's own HoViT-B", "machine": machine})
+    made = pv.Provenance("profile", space=pv.space_record(space), img_size=img, target=target.to_dict(), anchor=anchor)
     prof = Profile(target.to_dict(), cpu, space.name, points,
-                   created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                   created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), provenance=made.to_dict())
     prof.fit, prof.repeat = evaluate(prof)
     return prof
 
@@ -424,13 +430,21 @@ def measured_trials(study) -> tuple[list[dict], list[float]]:
     return configs, ms
 
 
-def make_screen(path: str | Path, study, target, max_latency_ms: float) -> Screen:
+def make_screen(path: str | Path, study, target, max_latency_ms: float, anchor=None) -> Screen:
     """Fit the screening predictor for a study on ``target`` (a DeploymentTarget): the profile at
     ``path`` plus the study's own measured trials; record where it came from (``SCREEN_ATTR``).
 
+    The profile must be of the study's space (by name; a changed definition of the same name is
+    warned about) and target, measured on this CPU. Its latencies are anchored medians, in ms at
+    its own anchor calibration; ``anchor`` (the study's latency.Calibration) puts them on the
+    study's scale: each is multiplied by (study anchor ms / profile anchor ms) when both anchor to
+    the same model here (calibrations of one model differ by up to 25 % between runs, issue 32).
+
     Raises:
         DataError: the profile cannot be read.
+        ProvenanceError: the profile is of another space.
         HovitError: the profile was measured on another deployment target or CPU (one line)."""
+    from . import provenance as pv
     from .latency import device_name
     from .target import DeploymentTarget
 
@@ -443,7 +457,27 @@ def make_screen(path: str | Path, study, target, max_latency_ms: float) -> Scree
     if target.machine is None and prof.cpu != here:
         raise HovitError(f"latency profile {path} was measured on {prof.cpu}, not this machine's {here}; run "
                          "`hovit-nas profile-target` here")
-    feats, ms = prof.feature_rows(), [pt.latency_ms for pt in prof.points]
+    made = pv.Provenance.from_dict(prof.provenance)
+    ours = pv.Provenance.from_dict(study.user_attrs.get(pv.STUDY_ATTR))
+    space_name = study.user_attrs.get("space")
+    if made is None:
+        pv.legacy(f"latency profile {path}")
+    if space_name and prof.space != space_name:
+        raise pv.ProvenanceError(f"latency profile {path} was measured over space {prof.space}, not this study's "
+                                 f"space {space_name}; its predictor would screen architectures it never saw: run "
+                                 f"`hovit-nas profile-target --space {space_name}`")
+    if made is not None and made.space is not None and ours is not None and ours.space is not None:
+        pv.check_space(made.space, ours.space, f"latency profile {path}", "screening this study's trials")
+    scale = 1.0
+    pa = (made.anchor or {}) if made is not None else {}
+    if anchor is not None and pa.get("ms") and pa.get("name") == anchor.name:
+        scale = anchor.ms / float(pa["ms"])
+        _log.info(f"latency profile {path}: anchored to {pa['name']} at {float(pa['ms']):.3f} ms, this study at "
+                  f"{anchor.ms:.3f} ms; its latencies are scaled by {scale:.3f} onto the study's scale")
+    elif anchor is not None:
+        _log.warning(f"latency profile {path} records no anchor calibration of {anchor.name}: its latencies are "
+                     "taken as they are, on their own scale")
+    feats, ms = prof.feature_rows(), [pt.latency_ms * scale for pt in prof.points]
     configs, own = measured_trials(study)
     feats += [features(run_config_from_dict(c, "trial config")) for c in configs]
     ms += own

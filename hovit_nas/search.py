@@ -6,12 +6,15 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from . import provenance as pv
 from . import study as st
 from .config import DataSpec, EarlyStop, LatencyConfig, SearchConfig, from_dict, to_dict, with_num_classes
 from .device import resolve_device
 from .latency import resolve_runtime
 from .models.quantize import check as check_precision
 from .remote import LatencyService
+from .noise import LABELS_ATTR, labels_attr
+from .record import RECORD_VERSION, VERSION_ATTR
 from .rungs import rule_for
 from .service import TOKEN_ENV
 from .executors import dispatch
@@ -26,6 +29,7 @@ _log = logging.getLogger(__name__)
 def prepare(cfg: SearchConfig) -> Prepared:
     cfg.validate()
     space = load_space(cfg.space)
+    space_rec = pv.space_record(space)
     if cfg.evaluator == "supernet":  # a supernet scores architectures: training-only choices stay at base
         from .supernet import ARCH_PARAMS
 
@@ -47,6 +51,8 @@ def prepare(cfg: SearchConfig) -> Prepared:
     data = DataSpec.of(cfg.data, space.base.model.img_size, space.base.train.seed, cfg.data_options)
     splits = get_data(data)
     space = replace(space, base=with_num_classes(space.base, splits.num_classes))
+    made = pv.Provenance("study", pv.data_record(splits, data.img_size, pv.data_rule(data), keep_train_ids=False),
+                         space_rec, data.img_size)
     latency = replace(space.latency, **{k: v for k, v in (("batch", cfg.latency_batch), ("anchor", cfg.latency_anchor),
                                                           ("runtime", cfg.runtime), ("precision", cfg.precision))
                                    if v is not None})
@@ -69,7 +75,12 @@ def prepare(cfg: SearchConfig) -> Prepared:
         if cfg.precision is None:  # likewise its precision
             latency.precision = st.recorded_latency(name, storage, "latency_precision") or latency.precision
         check_precision(latency.precision, latency.runtime, trial_device)
-    scored_by = check_evaluator(cfg, name, space, splits.description, recorded)
+    if recorded:  # a resume: the same data, by membership; the same space, by name (its definition may move)
+        was = pv.Provenance.from_dict(recorded.get(pv.STUDY_ATTR))
+        pv.check_same_data(was.data if was else None, made.data, f"study {name!r}", "a resume")
+        if was is not None and was.space is not None:
+            pv.check_space(was.space, space_rec, f"study {name!r}", "a resume")
+    scored_by = check_evaluator(cfg, name, space, splits, data, recorded)
     early_stop = resolve_early_stop(cfg, space.early_stop, recorded.get("early_stop"))
     trials = cfg.trials or space.trials
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
@@ -78,12 +89,13 @@ def prepare(cfg: SearchConfig) -> Prepared:
              "latency_precision": latency.precision,
              "img_size": space.base.model.img_size,
              "num_classes": splits.num_classes, "population": st.population_for(trials),
-             "early_stop": to_dict(early_stop),
+             "early_stop": to_dict(early_stop), pv.STUDY_ATTR: made.to_dict(sketch=False),
+             "classes": list(splits.classes), LABELS_ATTR: labels_attr(splits), VERSION_ATTR: RECORD_VERSION,
              **({"latency_at": {"url": remote.url, "machine": remote_identity}} if remote else {}),
              **scored_by}
     constraints = cfg.limits.active
     sampler = st.make_sampler(cfg.sampler, cfg.seed, attrs["population"], constraints)
-    fixed = [(space.fixed_point_params(), {st.FIXED_POINT_ATTR: space.fixed_point})]
+    fixed = space.fixed_point_trials()
     with st.storage_errors(storage):
         study, created = st.create_or_load(name, storage, sampler, attrs, fixed)
     if not created:  # its own stream, so a resumed or second driver does not replay the first one's proposals
@@ -132,7 +144,7 @@ def use_latency_service(cfg: SearchConfig, latency: LatencyConfig) -> tuple[Late
     return replace(svc, machine=ident["id"]), latency, ident
 
 
-def check_evaluator(cfg: SearchConfig, name: str, space, data: str, recorded: dict) -> dict:
+def check_evaluator(cfg: SearchConfig, name: str, space, splits, data: DataSpec, recorded: dict) -> dict:
     """The study attrs saying how trials are scored: ``{}`` for training, else ``evaluator``
     supernet and the supernet's ``{"id", "dir"}``. The supernet must be of this space, at its
     resolution, trained on this data; a study scored one way is not resumed another way.
@@ -146,16 +158,19 @@ def check_evaluator(cfg: SearchConfig, name: str, space, data: str, recorded: di
             raise ConfigError(f"study {name!r} was scored by supernet {had['id']} ({had['dir']}); pass `evaluator` "
                               f"supernet `supernet` {had['dir']}, or use `study` NEW_NAME")
         return {}
-    from .supernet import load
+    from .supernet import check_data, load, provenance_of
 
     sn = load(cfg.supernet)
     rec = sn.record
     if rec["space"] != space.name or sn.space.base.model.img_size != space.base.model.img_size:
         raise ConfigError(f"supernet {cfg.supernet} was trained over space {rec['space']} at "
                           f"{sn.space.base.model.img_size} px, not {space.name} at {space.base.model.img_size} px")
-    if rec.get("data") != data:
-        raise ConfigError(f"supernet {cfg.supernet} was trained on {rec.get('data')}, not {data}; score it on its "
-                          "own data, or train a supernet on this one")
+    made = provenance_of(sn)
+    if made is not None and made.space is not None:
+        pv.check_space(made.space, pv.space_record(load_space(cfg.space)), f"supernet {cfg.supernet}",
+                       "scoring a search")
+    check_data(sn, cfg.supernet, splits, data, "scoring a search's trials (estimates on val, BatchNorm "
+               "recalibrated on train)")
     if recorded and not had:
         raise ConfigError(f"study {name!r} trained its trials stand-alone; leave `evaluator` out, or use `study` "
                           "NEW_NAME")

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import optuna
 
-from .config import (EarlyStop, LatencyConfig, RunConfig, TrainConfig, dump_run_config, from_dict, read_yaml,
+from .config import (EarlyStop, LatencyConfig, NoiseConfig, RunConfig, TrainConfig, dump_run_config, from_dict, read_yaml,
                      run_config_from_dict, to_dict)
 from .errors import ConfigError
 
@@ -42,6 +42,16 @@ class TrialSpace(Protocol):
     base: RunConfig
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> RunConfig: ...
+
+
+FIXED_POINT_ATTR = "fixed_point"  # the trial user attr of the fixed point (study.FIXED_POINT_ATTR)
+REPLICATE_ATTR = "replicate"  # a replicate of the fixed point: k >= 1, trained with user attr ``seed``
+
+
+def replicate_seed(trial) -> Optional[int]:
+    """The training seed of a fixed-point replicate (``Space.fixed_point_trials``), else None."""
+    attrs = getattr(trial, "user_attrs", None) or {}
+    return int(attrs["seed"]) if REPLICATE_ATTR in attrs and "seed" in attrs else None
 
 
 def _space_dirs() -> list[Path]:
@@ -138,6 +148,7 @@ class Space:
     builtin_data: dict = field(default_factory=dict)  # budget overrides for the built-in demo data
     reference_point: dict = field(default_factory=dict)  # for hypervolume: {accuracy, latency_ms}
     early_stop: EarlyStop = field(default_factory=EarlyStop)  # rungs (rungs.py); --early-stop overrides
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # replicated fixed point, margin (stats.py)
     source: str = ""
 
     # ---------------------------------------------------------------- trial -> config
@@ -153,7 +164,18 @@ class Space:
             for p in deferred:
                 self._apply(cfg, p, trial)
         cfg.name = f"{self.name}-t{trial.number}" if hasattr(trial, "number") else self.name
+        seed = replicate_seed(trial)
+        if seed is not None:  # a replicate of the fixed point: the same architecture, another training seed
+            cfg.train.seed = seed
         return cfg.validate()
+
+    def fixed_point_trials(self) -> list[tuple[dict, dict]]:
+        """The fixed point as enqueued work, ``(params, user attrs)``: ``noise.seeds`` replicates,
+        replicate k trained with seed ``base seed + k`` (k = 0 is the fixed point as before)."""
+        params, seed = self.fixed_point_params(), self.base.train.seed
+        return [(params, {FIXED_POINT_ATTR: self.fixed_point, **({} if k == 0 else {REPLICATE_ATTR: k,
+                                                                                   "seed": seed + k})})
+                for k in range(self.noise.seeds)]
 
     def _apply(self, cfg: RunConfig, p: Param, trial) -> None:
         setter = TARGETS[p.name][2]
@@ -231,7 +253,7 @@ class Space:
         return {"name": self.name, "description": self.description, "base": to_dict(self.base),
                 "params": {p.name: _param_dict(p) for p in self.params}, "fixed_point": self.fixed_point,
                 "trials": self.trials, "latency": to_dict(self.latency), "reference_point": self.reference_point,
-                "early_stop": to_dict(self.early_stop)}
+                "early_stop": to_dict(self.early_stop), "noise": to_dict(self.noise)}
 
 
 def _param_dict(p: Param) -> dict:
@@ -306,6 +328,7 @@ class SpaceFile:
     builtin_data: dict = field(default_factory=dict)
     reference_point: ReferencePoint = field(default_factory=ReferencePoint)
     early_stop: EarlyStop = field(default_factory=EarlyStop)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
 def _schema(cls: type, data: Any, where: str) -> Any:
@@ -329,12 +352,13 @@ def space_from_dict(data: Any, where: str) -> Space:
         raise ConfigError(f"{where}: trials must be a positive integer")
     f.latency.validate(f"{where}: latency")
     f.early_stop.validate(f"{where}: early_stop")
+    f.noise.validate(f"{where}: noise")
     ref = {k: v for k, v in to_dict(f.reference_point).items() if v is not None}
     if not isinstance(f.builtin_data, dict):
         raise ConfigError(f"{where}: builtin_data must be a mapping")
     space = Space(name=str(f.name), base=base, params=params, description=f.description, fixed_point=f.fixed_point,
                   trials=f.trials, latency=f.latency, builtin_data=f.builtin_data, reference_point=ref, early_stop=f.early_stop,
-                  source=where)
+                  noise=f.noise, source=where)
     bad_builtin = set(space.builtin_data) - set(to_dict(TrainConfig())) - {"img_size", "trials"}
     if bad_builtin:
         raise ConfigError(f"{where}: builtin_data: unknown key {sorted(bad_builtin)[0]!r}")

@@ -43,7 +43,7 @@ FIXED_POINT_ATTR = "fixed_point"
 ANCHOR_ATTR = "latency_anchor"  # latency.Calibration as a dict: see executors/common.ensure_anchor
 DUPLICATE_ATTR = "duplicate_of"
 CONFIRMS_ATTR = "confirms"  # a confirmation run (confirm.py): the search trial it retrains
-REQUEUED_ATTRS = (FIXED_POINT_ATTR, CONFIRMS_ATTR, "seed")  # enqueued work that must complete once
+REQUEUED_ATTRS = (FIXED_POINT_ATTR, CONFIRMS_ATTR, "seed", "replicate")  # enqueued work that must complete once
 _log = logging.getLogger(__name__)
 # We drive ask/tell ourselves and run our own heartbeat thread (Heartbeats below), which is what
 # Optuna warns about when a heartbeat storage is used outside Study.optimize: see ask().
@@ -651,7 +651,7 @@ def admit(study: optuna.Study, trial: optuna.Trial, budget: int) -> Admission:
         reason = "not run: other drivers took the last trials of the budget"
         trial.set_user_attr("fail_reason", reason)
         return Admission(TrialState.FAIL, reason)
-    earlier = duplicate_of(study, trial)
+    earlier = None if FIXED_POINT_ATTR in trial.user_attrs else duplicate_of(study, trial)  # replicates: enqueued
     if earlier is None:
         return Admission()
     reason = f"duplicate of trial #{earlier}: the same config is not trained again"

@@ -35,6 +35,7 @@ from timm.utils import random_seed
 from torch import nn
 
 from . import logs
+from . import provenance as pv
 from .config import ArchConfig, RunConfig, to_dict
 from .data import Images, Splits
 from .errors import ConfigError, HovitError
@@ -240,12 +241,21 @@ def score_subnet(net: Supernet, cfg: RunConfig | ArchConfig, calib: torch.Tensor
                  device: torch.device) -> tuple[nn.Module, dict]:
     """Extract subnet ``cfg`` with inherited weights, recalibrate its BatchNorm on ``calib``, and
     score it on ``val``. Returns the exported (BN-fused) model and the validation metrics."""
+    exported, probs = subnet_probs(net, cfg, calib, val, device)
+    from .train import metrics_of
+
+    return exported, metrics_of(val, probs, num_classes)
+
+
+def subnet_probs(net: Supernet, cfg: RunConfig | ArchConfig, calib: torch.Tensor, val: Images,
+                 device: torch.device) -> tuple[nn.Module, np.ndarray]:
+    """``score_subnet``'s model and its class probabilities on ``val``, (N, K) float32."""
     from .models import export
-    from .train import evaluate
+    from .train import predict
 
     model = recalibrate_bn(net.extract(cfg).to(device), calib)
     exported = export(model)
-    return exported, evaluate(exported, val, num_classes, device)
+    return exported, predict(exported, val, device)
 
 
 def supernet_id(net: Supernet, subnets: Subnets) -> str:
@@ -370,11 +380,13 @@ def run_supernet_train(space_name: str, data: Optional[str], options, cfg: Super
 
     cfg.validate()
     space = load_space(space_name)
+    space_rec = pv.space_record(space)
     if data is None:
         space = space.with_builtin_budget()
     if max_steps is not None:
         space.base.train.max_steps_per_epoch = max_steps
-    splits = load_data(DataSpec.of(data, space.base.model.img_size, space.base.train.seed, options))
+    spec = DataSpec.of(data, space.base.model.img_size, space.base.train.seed, options)
+    splits = load_data(spec)
     space = replace(space, base=with_num_classes(space.base, splits.num_classes))
     _log.info(f"data: {splits.description} {splits.sizes}")
     if threads:
@@ -382,8 +394,10 @@ def run_supernet_train(space_name: str, data: Optional[str], options, cfg: Super
     dest = Path(out or Path("supernets") / space.name)
     dev = resolve_device(device)
     net, subnets, history = train_supernet(space, splits, dev, cfg, dest, resume)
+    prov = pv.Provenance("supernet", pv.data_record(splits, spec.img_size, pv.data_rule(spec)), space_rec,
+                         spec.img_size)
     rec = {**record(net, subnets, history), "data": splits.description, "training": asdict(cfg),
-           "space_def": space.to_dict()}
+           "space_def": space.to_dict(), "classes": list(splits.classes), "provenance": prov.to_dict()}
     (dest / "supernet.json").write_text(json.dumps(rec, indent=1, default=str))
     return dest, rec
 
@@ -437,10 +451,12 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     return _LOADED[key]
 
 
-def estimate(path: str | Path, cfg: RunConfig, splits: Splits, device: torch.device) -> tuple[nn.Module, dict]:
+def estimate(path: str | Path, cfg: RunConfig, splits: Splits, device: torch.device
+             ) -> tuple[nn.Module, dict, np.ndarray]:
     """A search trial's accuracy from the supernet at ``path``: subnet ``cfg`` extracted with
     inherited weights, BatchNorm recalibrated on ``BN_IMAGES`` fixed training images, scored on
-    val. Returns the exported subnet and its val metrics. The test split is not scored: a
+    val. Returns the exported subnet, its val metrics and its val class probabilities (N, K). The
+    test split is not scored: a
     search ranks on val, and scoring test took most of a trial's time (on pcam-subset at 64 px,
     3000 test images against 1000 val); ``supernet extract`` and ``confirm`` score it."""
     sn = load(path, device)
@@ -448,7 +464,10 @@ def estimate(path: str | Path, cfg: RunConfig, splits: Splits, device: torch.dev
     if key not in _CALIB:
         _CALIB.clear()
         _CALIB[key] = bn_images(splits.train, BN_IMAGES, sn.space.base.train.seed, device)
-    return score_subnet(sn.net, cfg, _CALIB[key], splits.val, splits.num_classes, device)
+    from .train import metrics_of
+
+    exported, probs = subnet_probs(sn.net, cfg, _CALIB[key], splits.val, device)
+    return exported, metrics_of(splits.val, probs, splits.num_classes), probs
 
 
 # ------------------------------------------------------------------------- extract (Once-for-All)
@@ -480,9 +499,9 @@ def extract_run(supernet_dir: str | Path, cfg: RunConfig, data: Optional[str], o
     dev = resolve_device(device)
     sn = load(supernet_dir, dev)
     base = sn.space.base
-    splits = load_data(DataSpec.of(data, base.model.img_size, base.train.seed, options))
-    if splits.description != sn.record.get("data"):
-        raise HovitError(f"supernet {supernet_dir} was trained on {sn.record.get('data')}, not {splits.description}")
+    spec = DataSpec.of(data, base.model.img_size, base.train.seed, options)
+    splits = load_data(spec)
+    made = check_data(sn, supernet_dir, splits, spec, "extraction (BatchNorm recalibration and its scores)")
     run_cfg = copy.deepcopy(cfg)
     run_cfg.model = deployed(replace(cfg.model, num_classes=splits.num_classes))
     run_cfg.name = f"{sn.record['id']}-{cfg.name}"
@@ -501,11 +520,38 @@ def extract_run(supernet_dir: str | Path, cfg: RunConfig, data: Optional[str], o
     dest.mkdir(parents=True, exist_ok=True)
     result = RunResult(run_cfg.name, to_dict(run_cfg), splits.description, str(dev), count_params(model),
                        count_params(exported), [list(range(s.blocks)) for s in run_cfg.model.stages], val, test,
-                       None, history, round(time.time() - t0, 2))
+                       None, history, round(time.time() - t0, 2), list(splits.classes))
+    prov = None if made is None else pv.Provenance("run", made, img_size=spec.img_size)
+    result.provenance = None if prov is None else prov.to_dict(sketch=False)
     result.latency = measure_latency(exported, run_cfg.model.img_size, device=dev,
                                      in_chans=run_cfg.model.in_chans).to_dict()
     result.exported = exported
     torch.save({"config": dump_run_config(run_cfg), "phase_idx": 0, "epoch": finetune, "model": model.state_dict(),
                 "history": history, "supernet": sn.record["id"]}, dest / RUN_CHECKPOINT)
-    save_run(dest, result, run_cfg)
+    save_run(dest, result, run_cfg, prov)
     return dest, result
+
+
+def provenance_of(sn: Loaded) -> Optional["pv.Provenance"]:
+    """What a loaded supernet was made from (None: trained before provenance was recorded)."""
+    return pv.Provenance.from_dict(sn.record.get("provenance"))
+
+
+def check_data(sn: Loaded, where: str | Path, splits: Splits, spec, use: str) -> Optional["pv.DataRecord"]:
+    """A supernet is used with ``splits`` (selected by ``spec``) for ``use``: they must be the very
+    splits it was trained on, by membership (its estimates on images it trained on, or BatchNorm
+    statistics from other images, would be wrong without a word). Returns the supernet's data
+    record (None for a supernet from before provenance, checked by its data description only).
+
+    Raises:
+        ProvenanceError: other classes or splits (both sides named); HovitError: a supernet from
+            before provenance whose data description differs."""
+    prov = provenance_of(sn)
+    if prov is None or prov.data is None:
+        pv.legacy(f"supernet {where}")
+        if splits.description != sn.record.get("data"):
+            raise HovitError(f"supernet {where} was trained on {sn.record.get('data')}, not {splits.description}")
+        return None
+    now = pv.data_record(splits, spec.img_size, pv.data_rule(spec), keep_train_ids=False)
+    pv.check_same_data(prov.data, now, f"supernet {where}", use)
+    return prov.data

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
@@ -23,10 +24,10 @@ from timm.utils import random_seed
 from torch import nn
 
 from . import logs
-from .config import CALIBRATION_IMAGES, RunConfig, TrainConfig, dump_run_config, run_config_from_dict, to_dict
+from .config import RunConfig, TrainConfig, dump_run_config, to_dict
 from .data import Batches, Images, Splits, check_num_classes
-from .device import NO_GUARD, DeviceGuard, resolve_device
-from .errors import ConfigError, HovitError, TrialFailed
+from .device import NO_GUARD, DeviceGuard, autocast_bf16, resolve_device
+from .errors import HovitError, TrialFailed
 from .metrics import classification_metrics
 from .models import add_lora, count_params, create_hovit, export, save_exported, set_tau, tau_at
 from .models.gating import gates
@@ -36,7 +37,7 @@ CHECKPOINT = "checkpoint.pt"
 _log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from .config import DataOptions
+    from .provenance import Provenance
 
 
 @dataclass
@@ -53,6 +54,8 @@ class RunResult:
     latency: Optional[dict] = None  # filled by callers that time the exported model
     history: list = field(default_factory=list)
     wall_s: float = 0.0
+    classes: Optional[list] = None  # class names in output order (the data's, index k = output k)
+    provenance: Optional[dict] = None  # provenance.Provenance.to_dict(sketch=False): what it was made from
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,21 +158,35 @@ NAN_CHECK_EVERY = 50  # steps between the loop's only host synchronisations (NaN
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, dataset: Images, num_classes: int, device: torch.device,
-             guard: DeviceGuard = NO_GUARD, batch_size: int = EVAL_BATCH) -> dict:
-    """Top-1 and friends over a split, read from the cache in large batches."""
+def predict(model: nn.Module, dataset: Images, device: torch.device, guard: DeviceGuard = NO_GUARD,
+            batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Softmax class probabilities of ``model`` on every image of ``dataset``, in order, read from
+    the cache in large batches without augmentation: (N, K) float32 on the host."""
     model.eval()
     dev = torch.device(device)
-    preds = []
+    probs = []
     batches = iter(Batches(dataset, batch_size, dev, shuffle=False, augment=False))
     while True:
         with guard.shared():  # loading and compute both count as using the device
             batch = next(batches, None)
             if batch is None:
                 break
-            preds.append(model(batch[0]).argmax(1))
-    y_pred = torch.cat(preds).cpu().numpy() if preds else []
-    return classification_metrics(dataset.labels, y_pred, num_classes)
+            probs.append(torch.softmax(model(batch[0]).float(), 1).cpu())
+    return torch.cat(probs).numpy() if probs else np.zeros((0, 0), np.float32)
+
+
+def metrics_of(dataset: Images, probs: np.ndarray, num_classes: int) -> dict:
+    """metrics.classification_metrics of probabilities ``probs`` (N, K) against the split's labels:
+    top-1 and the macro scores of the arg-max, plus AUC and NLL."""
+    if not len(probs):
+        return classification_metrics(dataset.labels, [], num_classes)
+    return classification_metrics(dataset.labels, probs.argmax(1), num_classes, probs)
+
+
+def evaluate(model: nn.Module, dataset: Images, num_classes: int, device: torch.device,
+             guard: DeviceGuard = NO_GUARD, batch_size: int = EVAL_BATCH) -> dict:
+    """Top-1 and friends over a split (``metrics_of(predict(...))``)."""
+    return metrics_of(dataset, predict(model, dataset, device, guard, batch_size), num_classes)
 
 
 def train_loader(dataset: Images, t: TrainConfig, dev: torch.device, generator: torch.Generator) -> Batches:
@@ -207,7 +224,7 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
     too: the host synchronises only every NAN_CHECK_EVERY steps (and at the epoch's end), so a
     GPU is never left waiting for Python between steps."""
     model, dev, t, steps = loop.model, loop.device, loop.train, loop.steps
-    amp = dev.type == "cuda" and t.amp
+    amp = autocast_bf16(dev, t.amp)
     forward = torch.compile(model) if t.compile else model
     for epoch in range(first_epoch, epochs):
         model.train()
@@ -247,7 +264,8 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
         _check_finite(first_bad, bad_loss, phase, epoch)
         bar.close()
         val = evaluate(model, loop.val_set, loop.num_classes, dev, loop.guard)
-        rec = {"phase": phase, "epoch": epoch + 1, "epochs": epochs, "loss": float(loss_sum) / max(seen, 1),
+        rec = {"phase": phase, "epoch": epoch + 1, "epochs": epochs, "precision": "bf16-autocast" if amp else "fp32",
+               "loss": float(loss_sum) / max(seen, 1),
                "train_top1": int(correct) / max(seen, 1), "val_top1": val["top1"],
                "lr": loop.opt.param_groups[0]["lr"], "s": round(time.time() - t0, 2)}
         if end_epoch is not None:
@@ -340,9 +358,15 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
 
 def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.device | None = "auto", *,
                        out_dir: str | Path | None = None, resume: bool = False, guard: DeviceGuard = NO_GUARD,
-                       on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+                       on_epoch: Callable[[dict], None] | None = None,
+                       provenance: Optional["Provenance"] = None) -> RunResult:
     """Train (both phases), export, evaluate val/test; with ``out_dir``, write the run's files.
-    Latency is the caller's: it is a property of the exported model (``result.exported``)."""
+    Latency is the caller's: it is a property of the exported model (``result.exported``).
+
+    ``result.scores`` (not serialised in ``result.json``) holds the exported model's class
+    probabilities per split, ``{"val": (N, K), "test": (N, K)}`` float16, in the splits' order;
+    a run directory keeps them as ``scores.npz``. ``provenance``: what the run is made from
+    (provenance.py), recorded in the run directory and the model's metadata."""
     t_start = time.time()
     check_num_classes(splits, cfg.model.num_classes)
     dev = resolve_device(device)
@@ -350,135 +374,40 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
     model, history = fit(cfg, splits, dev, guard, out, resume, on_epoch)
     with guard.shared():
         deployed = export(model)
-    val = evaluate(deployed, splits.val, cfg.model.num_classes, dev, guard)
-    test = evaluate(deployed, splits.test, cfg.model.num_classes, dev, guard)
+    probs = {name: predict(deployed, getattr(splits, name), dev, guard) for name in ("val", "test")}
+    val, test = (metrics_of(getattr(splits, n), probs[n], cfg.model.num_classes) for n in ("val", "test"))
     selected = [s.gate.selected() if s.gate is not None else list(range(len(s.blocks))) for s in model.stages]
     dense = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)  # before adapters
     result = RunResult(cfg.name, to_dict(cfg), splits.description, str(dev), dense,
-                       count_params(deployed), selected, val, test, None, history, round(time.time() - t_start, 2))
+                       count_params(deployed), selected, val, test, None, history, round(time.time() - t_start, 2),
+                       list(splits.classes), None if provenance is None else provenance.to_dict(sketch=False))
     result.exported = deployed  # not serialised: for callers that keep using the model
+    result.scores = {k: v.astype(np.float16) for k, v in probs.items()}
     if out is not None:
-        save_run(out, result, cfg)
+        save_run(out, result, cfg, provenance)
     _log.info(f"{logs.tag(f'[{cfg.name}]')} exported {result.params_exported / 1e6:.2f} M params; val top1 {val['top1']:.4f} "
               f"test top1 {test['top1']:.4f} f1 {test['f1_macro']:.4f}")
     return result
 
 
-@dataclass
-class Int8:
-    """A trained, exported model post-training quantized for a runtime, and its scores."""
-
-    model: bytes  # ONNX, with the export's metadata (models/quantize.quantize)
-    runtime: str  # onnxruntime | openvino: what it was quantized for, and scored on
-    val: dict  # metrics.classification_metrics of the int8 model
-    test: dict
-    calibration_images: int
-    seconds: float  # calibration, quantization and scoring
-
-    def record(self) -> dict:
-        """What a trial or run keeps of it (not the model)."""
-        from .models.quantize import TOOLS
-
-        return {"runtime": self.runtime, "tool": TOOLS[self.runtime],
-                "calibration_images": self.calibration_images, "s": self.seconds}
+SCORES = "scores.npz"  # a run directory's per-image class probabilities: val, test (N, K) float16
 
 
-def quantize_int8(deployed: nn.Module, splits: Splits, runtime: str, calibration_images: int = CALIBRATION_IMAGES,
-                  seed: int = 0, threads: Optional[int] = None, guard: DeviceGuard = NO_GUARD) -> Int8:
-    """Post-training int8 quantization of an exported model for ``runtime``, calibrated on
-    ``calibration_images`` train images drawn by ``seed`` (models/quantize.py), then scored on
-    the val and test splits on that runtime (CPU, ``threads``). ``deployed``: an exported HoViT
-    (its config goes into the ONNX metadata, so ``eval`` reads the file) or any classifier of the
-    splits' images (a baseline).
+def save_run(out: Path, result: RunResult, cfg: RunConfig, provenance: Optional["Provenance"] = None) -> None:
+    """A run directory: the deployable model (its class names and provenance in the metadata),
+    the result, the config that reproduces it, the per-image scores and ``provenance.json``."""
+    from . import provenance as pv
 
-    Raises:
-        QuantizationError: the tool failed on this architecture, or the runtime cannot load its
-            int8 graph.
-        HovitError: the runtime is not available (NNCF or OpenVINO missing).
-    """
-    from .models import quantize as q
-    from .models.onnx import metadata, module_of, onnx_bytes
-
-    t0 = time.time()
-    arch, cpu = getattr(deployed, "config", None), torch.device("cpu")  # a HoViT's ArchConfig; None for a baseline
-    _, chans, size, _ = splits.train.images.shape
-    with guard.shared():
-        calibration = q.calibration_set(splits.train, calibration_images, seed)
-        fp32 = onnx_bytes(deployed, size, chans, metadata(arch) if arch is not None else None)
-        data = q.quantize(fp32, calibration, runtime)
-        with q.loading(runtime):  # the runtime cannot compile this architecture's int8 graph
-            model = module_of(data, arch, runtime, cpu, threads)
-    val = evaluate(model, splits.val, splits.num_classes, cpu, guard)
-    test = evaluate(model, splits.test, splits.num_classes, cpu, guard)
-    return Int8(data, runtime, val, test, len(calibration), round(time.time() - t0, 2))
-
-
-def save_run(out: Path, result: RunResult, cfg: RunConfig) -> None:
-    """A run directory: the deployable model, the result, and the config that reproduces it."""
     save_exported(result.exported, out / "model.safetensors",
-                  extra={"name": cfg.name, "selected_blocks": result.selected_blocks})
+                  extra={"name": cfg.name, "selected_blocks": result.selected_blocks},
+                  provenance=provenance, classes=result.classes)
     result.save(out / "result.json")
     (out / "config.yaml").write_text(dump_run_config(cfg))
-
-
-def export_checkpoint(run_dir: str | Path) -> nn.Module:
-    """The deployable model of a run directory's last checkpoint (kept blocks, LoRA merged, BN fused)."""
-    return _exported_run(run_dir)[1]
-
-
-def _exported_run(run_dir: str | Path) -> tuple[RunConfig, nn.Module]:
-    run = Path(run_dir)
-    if not (run / CHECKPOINT).is_file():
-        raise HovitError(f"{run}: not a run directory (no {CHECKPOINT})")
-    state = _read_checkpoint(run / CHECKPOINT)
-    import yaml
-
-    cfg = run_config_from_dict(yaml.safe_load(state["config"]), f"{run / CHECKPOINT}:config")
-    model = create_hovit(cfg)
-    _prepare_phase(model, cfg, _phases(cfg)[state["phase_idx"]][0])
-    model.load_state_dict(state["model"])
-    return cfg, export(model)
-
-
-def export_int8(run_dir: str | Path, data: Optional[str], options: "DataOptions", runtime: str,
-                calibration_images: int = CALIBRATION_IMAGES, out: str | Path | None = None) -> tuple[Path, Int8, dict]:
-    """``hovit-nas export --precision int8``: a run directory's exported model, post-training
-    quantized for ``runtime`` with calibration images from the train split of ``data`` (split
-    with the run's seed, as ``train`` did; the dataset cache, no augmentation), written as ONNX (default ``RUN_DIR/model.int8.RUNTIME.onnx``)
-    that ``eval`` and the runtimes read.
-
-    Returns:
-        The file, the int8 model's record and scores (``Int8``), and the fp32 model's val metrics.
-    Raises:
-        HovitError: not a run directory, data other than the run's or a class count other than the
-            model's, the runtime unavailable, fewer than 1 calibration image; QuantizationError:
-            the tool failed on this model.
-    """
-    from dataclasses import replace
-
-    from .config import DataSpec
-    from .data import load_data
-    from .models.quantize import check
-
-    check("int8", runtime, "cpu")
-    if calibration_images < 1:
-        raise ConfigError(f"`calibration_images` must be >= 1, got {calibration_images}")
-    cfg, deployed = _exported_run(run_dir)
-    arch = deployed.config
-    # split as `train` did (its seed), so val and test hold no training image
-    splits = load_data(DataSpec.of(data, arch.img_size, cfg.train.seed, replace(options, augment=False)))
-    result = Path(run_dir) / "result.json"
-    trained_on = json.loads(result.read_text()).get("data") if result.is_file() else None
-    if trained_on and trained_on != splits.description:
-        raise HovitError(f"{run_dir} was trained on {trained_on}, not {splits.description}; pass its `data` (and "
-                         "split options): calibration and scores must come from its own splits")
-    check_num_classes(splits, arch.num_classes)
-    q8 = quantize_int8(deployed, splits, runtime, calibration_images)
-    fp32 = evaluate(deployed, splits.val, arch.num_classes, torch.device("cpu"))
-    dest = Path(out) if out else Path(run_dir) / f"model.int8.{runtime}.onnx"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(q8.model)
-    return dest, q8, fp32
+    scores = getattr(result, "scores", None)
+    if scores:
+        np.savez_compressed(out / SCORES, **scores)
+    if provenance is not None:
+        pv.write(out, provenance)
 
 
 def _save_checkpoint(out: Path, cfg, model, opt, sched, loader_gen, phase_idx, epoch, history) -> None:
@@ -509,36 +438,3 @@ def _read_checkpoint(path: Path) -> dict:
         raise HovitError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None
 
 
-def evaluate_exported(model_path: str | Path, data: Optional[str], options: "DataOptions",
-                      device: str = "auto", runtime: Optional[str] = None) -> tuple[dict[str, dict], Splits]:
-    """``hovit-nas eval``: an exported model (``.safetensors``, ``.onnx``, or a run directory)
-    scored on the val and test splits of ``data`` (no augmentation), at the model's resolution.
-    ``runtime``: for an ``.onnx``, ``onnxruntime`` or ``openvino`` (default: the runtime an int8
-    model was quantized for, else onnxruntime); a ``.safetensors`` runs on torch.
-
-    Returns ``{"val": metrics, "test": metrics}`` (metrics.classification_metrics) and the splits.
-    Raises:
-        DataError: the data's class count differs from the model's, or the data is bad.
-    """
-    from dataclasses import replace
-
-    from .config import DataSpec
-    from .data import load_data
-    from .models import load_exported
-
-    p = Path(model_path)
-    if p.is_dir():
-        p = p / "model.safetensors"
-    if p.suffix == ".onnx":  # the session takes host arrays: batches are read on the CPU
-        from .models.onnx import load_onnx
-        model, dev = load_onnx(p, device, runtime), torch.device("cpu")
-    elif runtime not in (None, "torch"):
-        raise HovitError(f"{p}: a .safetensors model runs on torch; export it with --format onnx to run it on "
-                         f"{runtime}")
-    else:
-        dev = resolve_device(device)
-        model = load_exported(p, dev)
-    splits = load_data(DataSpec.of(data, model.config.img_size, 0, replace(options, augment=False)))
-    check_num_classes(splits, model.config.num_classes)
-    return {name: evaluate(model, ds, splits.num_classes, dev) for name, ds in (("val", splits.val),
-                                                                                 ("test", splits.test))}, splits

@@ -29,7 +29,9 @@ from .errors import QuantizationError, TrialFailed, TrialStopped
 from .latency import Anchor, Calibration, calibrate, measure_latency
 from .models import count_params, create_hovit, export
 from .models.onnx import onnx_bytes
-from .train import RunResult, quantize_int8, train_and_evaluate
+from .stats import objective
+from .deploy import quantize_int8
+from .train import RunResult, train_and_evaluate
 
 _log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class TrialSpec:
     data: DataSpec = field(default_factory=DataSpec)
     device: str = "auto"
     threads: Optional[int] = None
-    metric: str = "top1"  # top1 | f1_macro (validation)
+    metric: str = "top1"  # config.METRICS (validation); nll enters as -NLL (stats.objective)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     limits: Limits = field(default_factory=Limits)
     anchor: Optional[Calibration] = None  # the study's calibrated reference
@@ -88,8 +90,9 @@ class TrialResult:
     rung_accuracy: Optional[float] = None
     val_fp32: Optional[dict] = None  # int8 targets: the fp32 model's scores (val/test are the int8 model's)
     test_fp32: Optional[dict] = None
-    quantization: Optional[dict] = None  # int8 targets: train.Int8.record()
+    quantization: Optional[dict] = None  # int8 targets: deploy.Int8.record()
     estimate: Optional[dict] = None  # --evaluator supernet: {"by": "supernet", "supernet": its id}
+    scores: Optional[dict] = None  # per-image class probabilities of the scored model: ``per_image_scores``
     wall_s: float = 0.0
 
     @property
@@ -114,6 +117,24 @@ def _json_safe(v):
     if isinstance(v, (list, tuple)):
         return [_json_safe(x) for x in v]
     return v
+
+
+SCORES_ATTR = "scores"  # the trial user attr holding its per-image scores (``per_image_scores``)
+
+
+def per_image_scores(splits: Splits, probs: dict) -> dict:
+    """What a trial keeps of its per-image class probabilities: for each scored split (``val``,
+    and ``test`` where scored) the split's membership digest (provenance.py: the same images in
+    the same order compare paired), the shape (N, K) and the float16 array, compressed
+    (stats.encode_probs: about 10 KB for 3,000 binary images)."""
+    from . import provenance as pv
+    from .stats import encode_probs
+
+    out: dict = {"dtype": "float16"}
+    for name, p in probs.items():
+        ds = getattr(splits, name)
+        out[name] = {"digest": pv.split_digest(ds), "shape": list(p.shape), "probs": encode_probs(p)}
+    return out
 
 
 def get_data(spec: DataSpec) -> Splits:
@@ -224,8 +245,9 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
             from .supernet import estimate, load
 
             with guard.shared():
-                _, val = estimate(spec.supernet, cfg, splits, dev)
-            result.accuracy, result.val = val[spec.metric], val  # no test figure: supernet.estimate
+                _, val, probs = estimate(spec.supernet, cfg, splits, dev)
+            result.accuracy, result.val = objective(val, spec.metric), val  # no test figure: supernet.estimate
+            result.scores = per_image_scores(splits, {"val": probs})
             result.estimate = {"by": "supernet", "supernet": load(spec.supernet, dev).record["id"]}
             result.wall_s = round(time.time() - t0, 2)
             return result
@@ -244,7 +266,7 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
             result.val_fp32, result.test_fp32, result.quantization = r.val, r.test, q8.record()
             _log.info(f"{logs.tag(f'[{cfg.name}]')} int8 for {q8.runtime}: val top1 {q8.val['top1']:.4f} (fp32 "
                       f"{r.val['top1']:.4f}), test top1 {q8.test['top1']:.4f} ({q8.seconds:.1f}s)")
-            r.val, r.test = q8.val, q8.test
+            r.val, r.test, r.scores = q8.val, q8.test, q8.scores
     except QuantizationError as exc:  # this architecture, not the study: the trial fails with the reason
         raise TrialFailed(str(exc)) from None
     except TrialStopped as stop:
@@ -263,7 +285,8 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
     finally:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    result.accuracy, result.val, result.test = r.val[spec.metric], r.val, r.test
+    result.accuracy, result.val, result.test = objective(r.val, spec.metric), r.val, r.test
+    result.scores = per_image_scores(splits, r.scores)
     result.params_dense, result.selected_blocks, result.history, result.data = (
         r.params_dense, r.selected_blocks, r.history, r.data)
     result.wall_s = round(time.time() - t0, 2)
@@ -307,7 +330,8 @@ def train_run(cfg: RunConfig, data: Optional[str], options: DataOptions, *, adap
     """
     from .config import with_num_classes
 
-    splits = load_data(DataSpec.of(data, cfg.model.img_size, cfg.train.seed, options))
+    spec = DataSpec.of(data, cfg.model.img_size, cfg.train.seed, options)
+    splits = load_data(spec)
     if adapt_classes:
         adapted = with_num_classes(cfg, splits.num_classes)
         if adapted is not cfg:
@@ -318,7 +342,11 @@ def train_run(cfg: RunConfig, data: Optional[str], options: DataOptions, *, adap
         torch.set_num_threads(threads)
     out = Path(out_dir or Path("runs") / cfg.name)
     dev = resolve_device(device)
-    r = train_and_evaluate(cfg, splits, dev, out_dir=out, resume=resume)
+    from . import provenance as pv
+
+    prov = pv.Provenance("run", pv.data_record(splits, cfg.model.img_size, pv.data_rule(spec)),
+                         img_size=cfg.model.img_size)
+    r = train_and_evaluate(cfg, splits, dev, out_dir=out, resume=resume, provenance=prov)
     r.latency = measure_latency(r.exported, cfg.model.img_size, device=dev, threads=threads,
                                 in_chans=cfg.model.in_chans).to_dict()
     r.save(out / "result.json")

@@ -43,7 +43,7 @@ def test_int8_model_scores_like_fp32_and_says_what_it_is(tmp_path, trained, runt
     fp32's and its predictions mostly agree; it is not the fp32 graph under another name; the
     file records precision, runtime and calibration size, and loads on the runtime it was made
     for by default."""
-    from hovit_nas.train import quantize_int8
+    from hovit_nas.deploy import quantize_int8
 
     r, splits = trained
     assert r.val["top1"] > 0.4  # a model with something to lose (10 classes, chance 0.1)
@@ -91,7 +91,7 @@ def test_a_runtime_that_cannot_load_the_int8_graph_fails_like_the_tool(trained, 
     """Found after quantization (the runtime compiles the int8 graph): QuantizationError too, so
     a search fails that trial and goes on instead of stopping."""
     import hovit_nas.models.onnx as onnx_mod
-    from hovit_nas.train import quantize_int8
+    from hovit_nas.deploy import quantize_int8
 
     def refuse(*a, **k):
         raise HovitError("OpenVINO could not compile the model: unsupported FakeQuantize layout")

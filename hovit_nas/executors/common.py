@@ -57,20 +57,24 @@ def _spec_on(prep: Prepared, device: str, threads: Optional[int]) -> TrialSpec:
 def ensure_target(prep: Prepared, device: str, threads: Optional[int]) -> DeploymentTarget:
     """The study's deployment target for trials on ``device`` with ``threads`` (the trials'):
     recorded with a study that has none, refused (HovitError, one line) when the study recorded
-    another (target.py). With ``predictor``, the screening predictor is fitted for it here
-    (predictor.make_screen) and set on the trial template."""
+    another (target.py)."""
     t = _spec_on(prep, device, threads)
     remote = t.latency_at
     target = DeploymentTarget.of("cpu" if remote else device, t.latency.runtime, t.latency_threads,
                                  t.latency.batch, t.config.model.img_size, t.latency.precision,
                                  remote.machine if remote else None)
     ensure_recorded_target(prep.study, target)
-    if prep.config.predictor is not None and prep.trial_template.screen is None:  # fitted for this target
+    return target
+
+
+def ensure_screen(prep: Prepared, target: DeploymentTarget) -> None:
+    """With ``predictor``: the screening predictor fitted for the study's ``target`` on the
+    study's latency scale (after ``ensure_anchor``: predictor.make_screen), set on the template."""
+    if prep.config.predictor is not None and prep.trial_template.screen is None:
         from ..predictor import make_screen
 
         prep.trial_template.screen = make_screen(prep.config.predictor, prep.study, target,
-                                                 prep.config.limits.max_latency_ms)
-    return target
+                                                 prep.config.limits.max_latency_ms, prep.trial_template.anchor)
 
 
 def ensure_anchor(prep: Prepared, device: str, threads: Optional[int],

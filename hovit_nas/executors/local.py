@@ -19,7 +19,7 @@ from ..device import resolve_device
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
 from ..rungs import rung_callback
 from ..trial import run_trial
-from .common import Prepared, ProgressReporter, ensure_anchor, ensure_target
+from .common import Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target
 
 _log = logging.getLogger(__name__)
 MAX_DUPLICATE_STREAK = 50  # proposals in a row already trained: the space is (nearly) exhausted
@@ -41,8 +41,9 @@ def run_local(prep: Prepared) -> None:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = str(resolve_device(prep.config.device))
-    ensure_target(prep, device, prep.config.threads)
+    target = ensure_target(prep, device, prep.config.threads)
     ensure_anchor(prep, device, prep.config.threads)
+    ensure_screen(prep, target)
     _Driver(prep).run()
 
 

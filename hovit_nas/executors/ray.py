@@ -42,7 +42,7 @@ from ..device import DeviceGuard
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
 from ..rungs import rung_callback
 from ..space import TrialSpace
-from .common import Prepared, ProgressReporter, ensure_anchor, ensure_target
+from .common import Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target
 
 # Kept light at import time (no torch): Ray unpickles the trainable in fresh workers, and the
 # heavy imports happen inside the device's shared slot, so they never overlap a latency
@@ -374,9 +374,10 @@ def run_ray(prep: Prepared) -> None:
         max_conc = r.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
         device = "cuda" if gpus > 0 else ("cpu" if cfg.device in ("auto", "cpu") else cfg.device)
         threads = cfg.threads or max(1, int(cpus))
-        ensure_target(prep, device, threads)
+        target = ensure_target(prep, device, threads)
         ensure_anchor(prep, device, threads,
                       run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
+        ensure_screen(prep, target)
         interrupt = _Interrupt()
         searcher = _searcher_class()(prep.study, prep.space, budget=prep.trials, interrupt=interrupt)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune

@@ -62,19 +62,44 @@ def _skeleton(cfg: ArchConfig) -> HoViT:
     return fuse_bn(HoViT(cfg).eval())
 
 
-def save_exported(model: HoViT, path: str | Path, extra: dict | None = None) -> Path:
+PROVENANCE_KEY, CLASSES_KEY = "provenance", "classes"  # metadata keys, in .safetensors and .onnx alike
+
+
+def save_exported(model: HoViT, path: str | Path, extra: dict | None = None, provenance=None,
+                  classes: list | None = None) -> Path:
+    """The exported model as ``.safetensors``, with its architecture in the metadata (``config``,
+    YAML) and, where known, its class names in output order (``classes``, a JSON list) and
+    what it was made from (``provenance``, provenance.Provenance as JSON)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": yaml.safe_dump(to_dict(model.config), sort_keys=False)}
     if extra:
         meta["extra"] = yaml.safe_dump(extra, sort_keys=False)
+    meta.update(provenance_metadata(provenance, classes))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(p), metadata=meta)
     return p
 
 
-def load_exported(path: str | Path, device: str | torch.device = "cpu") -> HoViT:
-    """Rebuild the fused skeleton from the stored config and load weights (no unpickling)."""
+def provenance_metadata(provenance=None, classes: list | None = None) -> dict:
+    """The metadata entries an exported file carries about its origin (both formats)."""
+    import json
+
+    meta = {}
+    if provenance is not None:
+        meta[PROVENANCE_KEY] = provenance.to_json()
+        if not classes and provenance.data is not None:
+            classes = list(provenance.data.classes)
+    if classes:
+        meta[CLASSES_KEY] = json.dumps(list(classes))
+    return meta
+
+
+def read_safetensors_metadata(path: str | Path) -> dict:
+    """A hovit-nas ``.safetensors`` export's metadata (no weights read).
+
+    Raises:
+        HovitError: no such file, not safetensors, or not a hovit-nas export."""
     from safetensors import safe_open
 
     p = Path(path)
@@ -87,6 +112,13 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> HoViT
         raise HovitError(f"{p}: not a safetensors file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise HovitError(f"{p}: not a hovit-nas exported model (format {meta.get('format')!r})")
+    return meta
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> HoViT:
+    """Rebuild the fused skeleton from the stored config and load weights (no unpickling)."""
+    p = Path(path)
+    meta = read_safetensors_metadata(p)
     cfg = from_dict(ArchConfig, yaml.safe_load(meta["config"]), "model")
     model = _skeleton(cfg)
     model.load_state_dict(load_file(str(p)), strict=True)

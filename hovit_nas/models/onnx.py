@@ -92,15 +92,21 @@ def check(model: nn.Module, onnx_model: bytes, img_size: int, in_chans: int = 3,
     return result
 
 
-def metadata(cfg: ArchConfig) -> dict:
-    """What a hovit-nas ONNX export carries: the format tag and the architecture (``load_onnx``)."""
-    return {"format": FORMAT, "config": json.dumps(to_dict(cfg))}
+def metadata(cfg: ArchConfig, provenance=None, classes: Optional[list] = None) -> dict:
+    """What a hovit-nas ONNX export carries: the format tag and the architecture (``load_onnx``),
+    and where known its class names in output order and its provenance (models/export.py's
+    ``provenance_metadata``; an int8 model keeps them)."""
+    from .export import provenance_metadata
+
+    return {"format": FORMAT, "config": json.dumps(to_dict(cfg)), **provenance_metadata(provenance, classes)}
 
 
-def save_onnx(model: nn.Module, path: str | Path) -> tuple[Path, OnnxCheck]:
-    """An exported HoViT as ``.onnx`` with its config in the metadata, checked on the way."""
+def save_onnx(model: nn.Module, path: str | Path, provenance=None, classes: Optional[list] = None
+              ) -> tuple[Path, OnnxCheck]:
+    """An exported HoViT as ``.onnx`` with its config (and class names and provenance, where
+    given) in the metadata, checked on the way."""
     cfg: ArchConfig = model.config
-    data = onnx_bytes(model, cfg.img_size, cfg.in_chans, metadata(cfg))
+    data = onnx_bytes(model, cfg.img_size, cfg.in_chans, metadata(cfg, provenance, classes))
     result = check(model, data, cfg.img_size, cfg.in_chans)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
