@@ -375,6 +375,7 @@ def confirm(study_name, storage, data, data_options, top_k, seeds, device, threa
     that `pin` chooses on confirmed figures. Re-running resumes."""
     from . import study as st
     from .confirm import ConfirmConfig, confirmed, format_table, run_confirm
+    from .pareto import pin_command
 
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
@@ -383,7 +384,7 @@ def confirm(study_name, storage, data, data_options, top_k, seeds, device, threa
     run_confirm(cfg)
     parent = st.load(name, url)
     click.echo(format_table(confirmed(parent), parent.user_attrs.get("metric", "top1")))
-    click.echo(f"next: {st.command('hovit-nas', 'pin', '--study', name, storage=url)}")
+    click.echo(f"next: {pin_command(name, url)}")
 
 
 def _study_opts(fn):
@@ -426,6 +427,8 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
         click.echo(pa.format_report(rep))
         click.echo(pa.format_baselines(bench))
     click.echo(f"wrote {path}")
+    if not as_json:
+        click.echo("\n".join(pa.next_steps(study, url)))
 
 
 @main.command()
@@ -446,7 +449,8 @@ def pin(study_name, storage, max_latency, knee, trial, out):
     name, url = st.resolve_study(study_name, storage)
     default = st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml")
     with st.storage_errors(url):
-        path, doc = pa.pin(st.load(name, url), url, out or default, max_latency, knee, trial)
+        study = st.load(name, url)
+        path, doc = pa.pin(study, url, out or default, max_latency, knee, trial)
     o = doc["objectives"]
     click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
                + f", {doc['params'] / 1e6:.2f} M params -> {path}")
@@ -459,14 +463,11 @@ def pin(study_name, storage, max_latency, knee, trial, out):
                                              f"{vs['ci95'][0]:+.4f} .. {vs['ci95'][1]:+.4f})"))
     else:
         click.echo("UNCONFIRMED: chosen on one seed's validation score; "
-                   f"`{st.command('hovit-nas', 'confirm', '--study', name, storage=url)}` "
-                   "retrains the top candidates and HoViT-B over more seeds")
-    click.echo(f"reproduce: {st.command('hovit-nas', 'train', '--config', path)}")
-    q = doc.get("quantization")
-    if q:  # the study's deployed model is int8: the same quantization after training
-        click.echo("then int8, as the study did: " + st.command(
-            "hovit-nas", "export", "RUN_DIR", "--format", "onnx", "--precision", "int8", "--runtime", q["runtime"],
-            "--calibration-images", str(q["calibration_images"]), "--data", "DATA"))
+                   f"`{pa.confirm_command(study, url)}` retrains the top candidates and HoViT-B over more seeds")
+    click.echo(f"reproduce: {pa.reproduce_command(study, path, doc)}")
+    int8 = pa.int8_command(study, doc)
+    if int8:  # the study's deployed model is int8: the same quantization after training
+        click.echo(f"then int8, as the study did: {int8}")
 
 
 @main.command("latency-serve")
