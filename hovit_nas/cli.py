@@ -184,6 +184,7 @@ def eval_cmd(model_path, data, data_options, device, runtime):
 def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration_images, out):
     """Export a training checkpoint: keep selected blocks, merge LoRA, fuse BN; optionally int8."""
     from .models import count_params, save_exported
+    from .outputs import default_output
     from .train import export_checkpoint
 
     if precision == "int8":
@@ -191,6 +192,7 @@ def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration
 
         if fmt != "onnx":
             raise click.UsageError("--precision int8 writes ONNX: add --format onnx")
+        out = out or default_output(Path(run_dir) / f"model.int8.{runtime}.onnx", "export")
         dest, q8, fp32 = export_int8(run_dir, data, data_options, runtime, calibration_images, out)
         click.echo(f"int8 for {runtime} ({q8.calibration_images} calibration images): val top1 {q8.val['top1']:.4f} "
                    f"(fp32 {fp32['top1']:.4f}, change {q8.val['top1'] - fp32['top1']:+.4f}), "
@@ -200,11 +202,11 @@ def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration
     deployed = export_checkpoint(run_dir)
     if fmt == "onnx":
         from .models.onnx import TOLERANCE, save_onnx
-        dest, check = save_onnx(deployed, out or Path(run_dir) / "model.onnx")
+        dest, check = save_onnx(deployed, out or default_output(Path(run_dir) / "model.onnx", "export"))
         click.echo(f"checked with onnxruntime against PyTorch: max abs difference {check.max_abs:.2e}, "
                    f"max relative {check.max_rel:.2e} (allowed {TOLERANCE:g})")
     else:
-        dest = save_exported(deployed, out or Path(run_dir) / "model.safetensors")
+        dest = save_exported(deployed, out or default_output(Path(run_dir) / "model.safetensors", "export"))
     click.echo(f"exported {count_params(deployed) / 1e6:.3f} M params -> {dest}")
 
 
@@ -244,10 +246,12 @@ def _bench_config(**v):
 @data_options
 @click.option("--epochs", type=int, default=None, help="With --data: epochs to train each model.")
 @click.option("--max-steps", type=int, default=None)
-@click.option("--out", "out", default="results/bench", show_default=True)
+@click.option("--out", "out", default=None,
+              help="Folder for bench.json and bench.csv (default: a new runs/bench-DATE-TIME).")
 def bench(cfg, data, data_options, epochs, max_steps, out):
     """The paper's Table 1 structure: params, latency, ratio to efficientnet_b0 (+ accuracy with --data)."""
     from .bench import format_table, run_bench, trainer_for, write_report
+    from .outputs import run_folder
 
     trainer = None
     if data is not None:
@@ -256,7 +260,7 @@ def bench(cfg, data, data_options, epochs, max_steps, out):
     report = run_bench(cfg, trainer)
     report["command"] = "hovit-nas " + " ".join(sys.argv[1:])
     click.echo(format_table(report))
-    js, cs = write_report(report, out)
+    js, cs = write_report(report, out or run_folder("bench"))
     click.echo(f"wrote {js} and {cs}")
 
 
@@ -395,7 +399,8 @@ def _study_opts(fn):
 
 @main.command()
 @_study_opts
-@click.option("--out", "out", default=None, help="HTML plot path (default: pareto.html next to the study).")
+@click.option("--out", "out", default=None, help="HTML plot path (default: pareto.html next to the study; a new "
+                                                   "runs/pareto-STUDY-DATE-TIME/ where git tracks that file).")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Time EfficientNet-B0 and LeViT-128S on the study's deployment target (once; kept with the "
                    "study) and overlay them; HoViT-B is the study's fixed point.")
@@ -409,6 +414,7 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
 
     from . import pareto as pa
     from . import study as st
+    from .outputs import default_output
 
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
@@ -420,7 +426,7 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
             from .bench import baselines_on_target
 
             bench = baselines_on_target(study)
-    path = pa.plot(rep, out or st.study_dir(name, url) / "pareto.html", bench)
+    path = pa.plot(rep, out or default_output(st.study_dir(name, url) / "pareto.html", f"pareto-{name}"), bench)
     if as_json:
         click.echo(json.dumps({**{k: v for k, v in rep.items() if k != "all"}, "baselines": bench}, indent=2))
     else:
@@ -436,21 +442,24 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
 @click.option("--max-latency", type=float, default=None, help="Most accurate front trial under this latency (ms).")
 @click.option("--knee", is_flag=True, help="The knee of the front (default when no --max-latency).")
 @click.option("--trial", "trial", type=int, default=None, help="Write this completed trial instead (any, not only the front).")
-@click.option("--out", "out", default=None, help="Default: best.yaml (or trial-N.yaml) next to the study.")
+@click.option("--out", "out", default=None, help="Default: best.yaml (or trial-N.yaml) next to the study; a new "
+                                                   "runs/pin-STUDY-DATE-TIME/ where git tracks that file.")
 def pin(study_name, storage, max_latency, knee, trial, out):
     """Choose one config from the front and write best.yaml next to the study."""
     from . import pareto as pa
     from . import study as st
     from .errors import HovitError
+    from .outputs import default_output
 
     if sum(x is not None and x is not False for x in (max_latency, trial, knee or None)) > 1:
         raise HovitError("choose one of --knee, --max-latency and --trial")
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
-    default = st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml")
     with st.storage_errors(url):
         study = st.load(name, url)
-        path, doc = pa.pin(study, url, out or default, max_latency, knee, trial)
+        out = out or default_output(st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml"),
+                                    f"pin-{name}")
+        path, doc = pa.pin(study, url, out, max_latency, knee, trial)
     o = doc["objectives"]
     click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
                + f", {doc['params'] / 1e6:.2f} M params -> {path}")
