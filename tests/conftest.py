@@ -28,6 +28,8 @@ os.environ.setdefault("HOVIT_NAS_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "
 # (pyproject: --dist loadgroup) goes with its group, which costs the sum of its tests.
 COSTS = {
     "test_gpu_check.py::test_gpu_check_dry_run_on_cpu": 150,
+    "test_handoffs.py::test_every_printed_command_runs_as_printed": 150,
+    "test_handoffs.py::test_default_outputs_never_touch_committed_files": 60,
     "test_ray.py::test_kill_driver_and_rerun_resumes": 100,  # each of 2
     "test_train.py::test_resume_after_interruption_matches_uninterrupted_run": 100,
     "test_chaos.py::test_short_kill_battery": 100,
