@@ -276,7 +276,8 @@ def baselines_on_target(study: "optuna.Study") -> dict:
     """
     from .config import LatencyConfig, from_dict
     from .latency import Calibration
-    from .study import ANCHOR_ATTR
+    from .outputs import tracked_sqlite
+    from .study import ANCHOR_ATTR, storage_of
     from .target import recorded
     from .trial import anchor_for
 
@@ -316,6 +317,10 @@ def baselines_on_target(study: "optuna.Study") -> dict:
            "rows": rows, "note": "; ".join(["accuracy unknown: not trained on the study's data"]
                                            + (["anchored to the study's HoViT-B calibration"] if anchor else [])
                                            + untimed)}
+    committed = tracked_sqlite(getattr(storage_of(study), "url", ""))
+    if committed is not None:  # a committed study's file is never rewritten: the cache is lost instead
+        _log.info(f"baselines: not kept with the study ({committed} is committed: git tracks it)")
+        return out
     try:
         study.set_user_attr(BASELINES_ATTR, out)
     except Exception as exc:  # a read-only storage: the figures stand, only the cache is lost

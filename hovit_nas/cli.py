@@ -188,12 +188,14 @@ def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration
     """Export a training checkpoint: keep selected blocks, merge LoRA, fuse BN; optionally int8."""
     from .deploy import exported_run, save_model
     from .models import count_params
+    from .outputs import default_output
 
     if precision == "int8":
         from .deploy import export_int8
 
         if fmt != "onnx":
             raise click.UsageError("--precision int8 writes ONNX: add --format onnx")
+        out = out or default_output(Path(run_dir) / f"model.int8.{runtime}.onnx", "export")
         dest, q8, fp32 = export_int8(run_dir, data, data_options, runtime, calibration_images, out)
         click.echo(f"int8 for {runtime} ({q8.calibration_images} calibration images): val top1 {q8.val['top1']:.4f} "
                    f"(fp32 {fp32['top1']:.4f}, change {q8.val['top1'] - fp32['top1']:+.4f}), "
@@ -201,7 +203,8 @@ def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration
         click.echo(f"exported int8 -> {dest}")
         return
     run = exported_run(run_dir)
-    dest, check = save_model(run, fmt, out or Path(run_dir) / ("model.onnx" if fmt == "onnx" else "model.safetensors"))
+    name = "model.onnx" if fmt == "onnx" else "model.safetensors"
+    dest, check = save_model(run, fmt, out or default_output(Path(run_dir) / name, "export"))
     if check is not None:
         from .models.onnx import TOLERANCE
 
@@ -248,10 +251,12 @@ def _bench_config(**v):
 @data_options
 @click.option("--epochs", type=int, default=None, help="With --data: epochs to train each model.")
 @click.option("--max-steps", type=int, default=None)
-@click.option("--out", "out", default="results/bench", show_default=True)
+@click.option("--out", "out", default=None,
+              help="Folder for bench.json and bench.csv (default: a new runs/bench-DATE-TIME).")
 def bench(cfg, data, data_options, epochs, max_steps, out):
     """The paper's Table 1 structure: params, latency, ratio to efficientnet_b0 (+ accuracy with --data)."""
     from .bench import format_table, run_bench, trainer_for, write_report
+    from .outputs import run_folder
 
     trainer = None
     if data is not None:
@@ -260,7 +265,7 @@ def bench(cfg, data, data_options, epochs, max_steps, out):
     report = run_bench(cfg, trainer)
     report["command"] = "hovit-nas " + " ".join(sys.argv[1:])
     click.echo(format_table(report))
-    js, cs = write_report(report, out)
+    js, cs = write_report(report, out or run_folder("bench"))
     click.echo(f"wrote {js} and {cs}")
 
 
@@ -379,6 +384,7 @@ def confirm(study_name, storage, data, data_options, top_k, seeds, device, threa
     that `pin` chooses on confirmed figures. Re-running resumes."""
     from . import study as st
     from .confirm import ConfirmConfig, confirmed, format_table, run_confirm
+    from .pareto import pin_command
 
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
@@ -387,7 +393,7 @@ def confirm(study_name, storage, data, data_options, top_k, seeds, device, threa
     run_confirm(cfg)
     parent = st.load(name, url)
     click.echo(format_table(confirmed(parent), parent.user_attrs.get("metric", "top1")))
-    click.echo(f"next: {st.command('hovit-nas', 'pin', '--study', name, storage=url)}")
+    click.echo(f"next: {pin_command(name, url)}")
 
 
 def _study_opts(fn):
@@ -398,7 +404,8 @@ def _study_opts(fn):
 
 @main.command()
 @_study_opts
-@click.option("--out", "out", default=None, help="HTML plot path (default: pareto.html next to the study).")
+@click.option("--out", "out", default=None, help="HTML plot path (default: pareto.html next to the study; a new "
+                                                   "runs/pareto-STUDY-DATE-TIME/ where git tracks that file).")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Time EfficientNet-B0 and LeViT-128S on the study's deployment target (once; kept with the "
                    "study) and overlay them; HoViT-B is the study's fixed point.")
@@ -415,6 +422,7 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json, noise):
 
     from . import pareto as pa
     from . import study as st
+    from .outputs import default_output
 
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
@@ -426,7 +434,7 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json, noise):
             from .bench import baselines_on_target
 
             bench = baselines_on_target(study)
-    path = pa.plot(rep, out or st.study_dir(name, url) / "pareto.html", bench, noise)
+    path = pa.plot(rep, out or default_output(st.study_dir(name, url) / "pareto.html", f"pareto-{name}"), bench, noise)
     if as_json:
         shown = {k: v for k, v in rep.items() if k != "all"}
         shown["confirmed"] = {n: c.to_dict() for n, c in rep["confirmed"].items()}
@@ -435,6 +443,8 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json, noise):
         click.echo(pa.format_report(rep, noise))
         click.echo(pa.format_baselines(bench))
     click.echo(f"wrote {path}")
+    if not as_json:
+        click.echo("\n".join(pa.next_steps(study, url)))
 
 
 @main.command()
@@ -447,7 +457,8 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json, noise):
 @click.option("--margin", type=float, default=None,
               help="The non-inferiority margin in the score's units (0.01 = 1 point; default: the space's noise.margin).")
 @click.option("--trial", "trial", type=int, default=None, help="Write this completed trial instead (any, not only the front).")
-@click.option("--out", "out", default=None, help="Default: best.yaml (or trial-N.yaml) next to the study.")
+@click.option("--out", "out", default=None, help="Default: best.yaml (or trial-N.yaml) next to the study; a new "
+                                                   "runs/pin-STUDY-DATE-TIME/ where git tracks that file.")
 def pin(study_name, storage, max_latency, knee, non_inferior_to, margin, trial, out):
     """Choose one config and write best.yaml next to the study. Default rule: the one-standard-error
     rule (the fastest candidate within one SE of the best); --non-inferior-to, --max-latency, --knee
@@ -455,6 +466,7 @@ def pin(study_name, storage, max_latency, knee, non_inferior_to, margin, trial, 
     from . import pareto as pa
     from . import study as st
     from .errors import HovitError
+    from .outputs import default_output
 
     if sum(x is not None and x is not False for x in (max_latency, trial, knee or None, non_inferior_to)) > 1:
         raise HovitError("choose one of --knee, --max-latency, --non-inferior-to and --trial")
@@ -464,11 +476,12 @@ def pin(study_name, storage, max_latency, knee, non_inferior_to, margin, trial, 
         raise HovitError(f"--margin must be > 0, got {margin}")
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
-    default = st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml")
     one_se = max_latency is None and trial is None and not knee and non_inferior_to is None
     with st.storage_errors(url):
-        path, doc = pa.pin(st.load(name, url), url, out or default, max_latency, knee, trial, non_inferior_to, margin,
-                           one_se)
+        study = st.load(name, url)
+        out = out or default_output(st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml"),
+                                    f"pin-{name}")
+        path, doc = pa.pin(study, url, out, max_latency, knee, trial, non_inferior_to, margin, one_se)
     o = doc["objectives"]
     click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
                + f", {doc['params'] / 1e6:.2f} M params -> {path}")
@@ -486,14 +499,11 @@ def pin(study_name, storage, max_latency, knee, non_inferior_to, margin, trial, 
                                              f"{vs['ci95'][0]:+.4f} .. {vs['ci95'][1]:+.4f})"))
     else:
         click.echo("UNCONFIRMED: chosen on one seed's validation score; "
-                   f"`{st.command('hovit-nas', 'confirm', '--study', name, storage=url)}` "
-                   "retrains the top candidates and HoViT-B over more seeds")
-    click.echo(f"reproduce: {st.command('hovit-nas', 'train', '--config', path)}")
-    q = doc.get("quantization")
-    if q:  # the study's deployed model is int8: the same quantization after training
-        click.echo("then int8, as the study did: " + st.command(
-            "hovit-nas", "export", "RUN_DIR", "--format", "onnx", "--precision", "int8", "--runtime", q["runtime"],
-            "--calibration-images", str(q["calibration_images"]), "--data", "DATA"))
+                   f"`{pa.confirm_command(study, url)}` retrains the top candidates and HoViT-B over more seeds")
+    click.echo(f"reproduce: {pa.reproduce_command(study, path, doc)}")
+    int8 = pa.int8_command(study, doc)
+    if int8:  # the study's deployed model is int8: the same quantization after training
+        click.echo(f"then int8, as the study did: {int8}")
 
 
 @main.command("latency-serve")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import shlex
 import statistics
 from dataclasses import dataclass, field
 from typing import Optional
@@ -122,6 +123,10 @@ def prepare(cfg: ConfirmConfig) -> "Prepared":
     if splits.description != a.get("data"):
         raise HovitError(f"study {cfg.study!r} was searched on {a.get('data')}, not {splits.description}; "
                          "pass the search's `data` (and split options)")
+    searched = st.recorded_data_args(a)
+    if searched is not None and searched != st.data_args(data):
+        raise HovitError(f"study {cfg.study!r} was searched with {shlex.join(searched)}, not "
+                         f"{shlex.join(st.data_args(data))}; pass the same data and split options")
     made = pv.Provenance.from_dict(a.get(pv.STUDY_ATTR))
     now = pv.data_record(splits, data.img_size, pv.data_rule(data), keep_train_ids=False)
     pv.check_same_data(made.data if made else None, now, f"study {cfg.study!r}",
@@ -142,6 +147,7 @@ def prepare(cfg: ConfirmConfig) -> "Prepared":
                   else {})}) for t in cands for s in cfg.seed_list]
     attrs = {"confirms_study": cfg.study, st.CONFIRMS_UID_ATTR: st.identity(parent),
              "metric": a.get("metric", "top1"), "data": a.get("data"),
+             **({st.DATA_ARGS_ATTR: searched} if searched is not None else {}),
              "img_size": a.get("img_size"), "latency_batch": latency.batch, "latency_anchored": latency.anchor,
              "latency_runtime": latency.runtime, "latency_precision": latency.precision,
              **({"latency_at": a["latency_at"]} if a.get("latency_at") else {}),
@@ -325,7 +331,7 @@ def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
 
 def format_table(figures: dict[int, Confirmed], metric: str = "top1") -> str:
     if not figures:
-        return "confirmation: none (run hovit-nas confirm before pinning)"
+        return "confirmation: none yet (confirm retrains the front's leading candidates and HoViT-B over more seeds)"
     n = max(c.n for c in figures.values())
     est = any(c.estimate is not None for c in figures.values())
     lines = [f"confirmed over {n} further seeds (mean ± sd; candidate − HoViT-B on the same seeds, 95 % interval)"

@@ -396,6 +396,45 @@ def _confirmed_front(conf: dict) -> list[dict]:
     return non_dominated(rows, key=lambda r: (r["accuracy"], r["latency_ms"]))
 
 
+# ------------------------------------------------------------------- the commands it prints
+
+def confirm_command(study: optuna.Study, storage: str) -> str:
+    """``hovit-nas confirm`` of ``study``, with the data and split options its search recorded."""
+    return st.command("hovit-nas", "confirm", "--study", study.study_name, storage=st.absolute_url(storage),
+                      data=study.user_attrs)
+
+
+def pin_command(study_name: str, storage: str) -> str:
+    return st.command("hovit-nas", "pin", "--study", study_name, storage=st.absolute_url(storage))
+
+
+def next_steps(study: optuna.Study, storage: str) -> list[str]:
+    """What ``pareto`` prints last: confirm, then pin; or pin alone once the front is confirmed."""
+    pin_line = pin_command(study.study_name, storage)
+    if confirmed(study):
+        return [f"next: {pin_line}"]
+    return [f"next: {confirm_command(study, storage)}", f"then: {pin_line}"]
+
+
+def run_dir(doc: dict) -> str:
+    """Where the reproduce line trains a pinned config (``doc``: what ``pin`` wrote)."""
+    return f"runs/{doc['config']['name']}"
+
+
+def reproduce_command(study: optuna.Study, path: str | Path, doc: dict) -> str:
+    """``hovit-nas train`` of the pinned config at ``path`` on the study's data, into ``run_dir``."""
+    return st.command("hovit-nas", "train", "--config", path, "--out", run_dir(doc), data=study.user_attrs)
+
+
+def int8_command(study: optuna.Study, doc: dict) -> Optional[str]:
+    """For a study whose deployed model is int8: the same quantization of the reproduced run."""
+    q = doc.get("quantization")
+    if not q:
+        return None
+    return st.command("hovit-nas", "export", run_dir(doc), "--format", "onnx", "--precision", "int8", "--runtime",
+                      q["runtime"], "--calibration-images", str(q["calibration_images"]), data=study.user_attrs)
+
+
 def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optional[float] = None,
         knee: bool = False, trial: Optional[int] = None, non_inferior_to: Optional[str] = None,
         margin: Optional[float] = None, one_se: bool = False) -> tuple[Path, dict]:
@@ -422,7 +461,7 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
     conf = rep["confirmed"]
     if rep.get("supernet") and not conf:
         raise HovitError(f"study {study.study_name!r} holds supernet estimates (inherited weights, not trained); run "
-                         f"`{st.command('hovit-nas', 'confirm', '--study', study.study_name, storage=storage)}` "
+                         f"`{confirm_command(study, storage)}` "
                          "first, so the pin rests on stand-alone figures")
     rule = f"max accuracy with latency <= {max_latency} ms" if max_latency is not None else "knee of the front"
     evidence = None
@@ -467,7 +506,7 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(f"# Pinned from study {study.study_name!r}, trial {t.number}"
                  f"{'' if c else ' (UNCONFIRMED: one seed)'}. "
-                 f"Reproduce: {st.command('hovit-nas', 'train', '--config', p)}\n" + yaml.safe_dump(doc, sort_keys=False))
+                 f"Reproduce: {reproduce_command(study, p, doc)}\n" + yaml.safe_dump(doc, sort_keys=False))
     return p, doc
 
 

@@ -84,7 +84,7 @@ def prepare(cfg: SearchConfig) -> Prepared:
     early_stop = resolve_early_stop(cfg, space.early_stop, recorded.get("early_stop"))
     trials = cfg.trials or space.trials
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
-             "data_sizes": splits.sizes, "metric": cfg.metric, "latency_batch": latency.batch,
+             st.DATA_ARGS_ATTR: st.data_args(data), "data_sizes": splits.sizes, "metric": cfg.metric, "latency_batch": latency.batch,
              "latency_anchored": latency.anchor, "latency_runtime": latency.runtime,
              "latency_precision": latency.precision,
              "img_size": space.base.model.img_size,

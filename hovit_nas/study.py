@@ -34,7 +34,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import _compat
-from .config import SAMPLERS
+from .config import SAMPLERS, DataSpec
 from .errors import HovitError, StorageError, first_line
 
 DIRECTIONS = ["maximize", "minimize"]
@@ -726,17 +726,51 @@ def load(study: str, storage: str) -> optuna.Study:
 
 
 STORAGE_ENV = "HOVIT_NAS_STORAGE"  # the CLI's default for --storage: a URL with a password stays off the screen
+DATA_ARGS_ATTR = "data_args"  # a study's data as command-line options (``data_args``), for the commands it prints
+DATA_PLACEHOLDER = "DATA"
 
 
-def command(*args: object, storage: Optional[str] = None) -> str:
-    """A command line a user can paste: every argument shell-quoted, then ``--storage URL``.
+def data_args(spec: DataSpec) -> list[str]:
+    """The data options of a command line that loads ``spec``'s splits again: ``--data`` (an
+    absolute path) and the split options that change the splits (``--split-index``,
+    ``--external-test``, ``--max-per-split``, ``--no-augment``); [] for the built-in data. The
+    cache folder is left out: it belongs to a machine, not to the data."""
+    if spec.path is None:
+        return []
+    args = ["--data", str(spec.path)]
+    for flag, value in (("--split-index", spec.split_index), ("--external-test", spec.external_test),
+                        ("--max-per-split", spec.max_per_split)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args + ([] if spec.augment else ["--no-augment"])
+
+
+def recorded_data_args(attrs: dict) -> Optional[list[str]]:
+    """The data options a study recorded (``DATA_ARGS_ATTR``, written by search.prepare); [] for
+    a study on the built-in data; None for a study on other data from before they were recorded."""
+    if DATA_ARGS_ATTR in attrs:
+        return list(attrs[DATA_ARGS_ATTR])
+    return [] if attrs.get("data") in (None, DataSpec().label) else None
+
+
+def command(*args: object, storage: Optional[str] = None, data: Optional[dict] = None) -> str:
+    """A command line a user can paste: every argument shell-quoted, then the data options of the
+    study whose user attrs are ``data`` (``recorded_data_args``), then ``--storage URL``.
 
     A storage URL with a password is never printed, masked or not (``***`` pasted back would be
     tried as the password): the command reads it from ``$HOVIT_NAS_STORAGE`` instead, and when
-    that variable does not hold it yet, the line says how to set it (password left out)."""
+    that variable does not hold it yet, the line says how to set it (password left out). A study
+    that does not record its data options gets ``--data DATA`` and a note saying what goes there."""
+    note = ""
+    if data is not None:
+        recorded = recorded_data_args(data)
+        if recorded is None:
+            recorded, note = ["--data", DATA_PLACEHOLDER], (f"   ({DATA_PLACEHOLDER}: the --data and split options "
+                                                            "the search used; this study does not record them)")
+        args = (*args, *recorded)
     line = shlex.join(str(a) for a in args)
     if storage is None:
-        return line
+        return line + note
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -745,10 +779,10 @@ def command(*args: object, storage: Optional[str] = None) -> str:
     except (ArgumentError, ValueError):
         secret = shown(storage) != storage
     if not secret:
-        return f"{line} --storage {shlex.quote(storage)}"
+        return f"{line} --storage {shlex.quote(storage)}{note}"
     line += f' --storage "${STORAGE_ENV}"'
     if os.environ.get(STORAGE_ENV) != storage:
         placeholder = shown(storage).replace("***", "PASSWORD")
         quoted = f"'{placeholder}'" if "'" not in placeholder else shlex.quote(placeholder)
         line += f"   (first: export {STORAGE_ENV}={quoted}, with the password in place of PASSWORD)"
-    return line
+    return line + note

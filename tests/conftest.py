@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ os.environ.setdefault("HOVIT_NAS_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "
 # (pyproject: --dist loadgroup) goes with its group, which costs the sum of its tests.
 COSTS = {
     "test_gpu_check.py::test_gpu_check_dry_run_on_cpu": 150,
+    "test_handoffs.py::test_every_printed_command_runs_as_printed": 150,
+    "test_handoffs.py::test_default_outputs_never_touch_committed_files": 60,
     "test_ray.py::test_kill_driver_and_rerun_resumes": 100,  # each of 2
     "test_train.py::test_resume_after_interruption_matches_uninterrupted_run": 100,
     "test_chaos.py::test_short_kill_battery": 100,
@@ -138,6 +141,36 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
     e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "hovit_nas", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=e)
+
+
+def run_printed(line: str, cwd: Path, timeout: int = 600, env: dict | None = None):
+    """Run a command line the tool printed, pasted into bash as is, in ``cwd``: ``hovit-nas`` on the
+    PATH is this checkout's command (even where ``cwd`` holds another copy of the package)."""
+    import shlex
+    import tempfile
+
+    shim = Path(tempfile.mkdtemp(prefix="hovit-nas-bin-")) / "hovit-nas"
+    start = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from hovit_nas.cli import main; main(prog_name='hovit-nas')"
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(start)} "$@"\n')
+    shim.chmod(0o755)
+    e = dict(os.environ, PYTHONUNBUFFERED="1", PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}", **(env or {}))
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["bash", "-c", line], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+PRINTED = re.compile(r"`(hovit-nas [^`]+)`|^[A-Za-z0-9 ,]+: (hovit-nas .+)$", re.M)
+
+
+def printed_commands(text: str) -> list[str]:
+    """The command lines in a command's output, in order: ```hovit-nas ...``` in backquotes, or a
+    whole line ``label: hovit-nas ...`` (next:, then:, reproduce:). A mention of ``hovit-nas
+    SUBCOMMAND`` in any other form fails: a user could not paste it."""
+    from hovit_nas.cli import main
+
+    found = [a or b for a, b in PRINTED.findall(text)]
+    mentions = re.findall(rf"hovit-nas (?:{'|'.join(map(re.escape, main.commands))})\b", text)
+    assert len(mentions) == len(found), f"a command that is not a whole line or in backquotes: {text}"
+    return found
 
 
 def builtin_study(tmp_path: Path, name: str = "tiny-builtin"):

@@ -17,3 +17,16 @@ def tiny_space(tmp_path: Path, trials: int = 4, name: str = "tiny", **builtin) -
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(d, sort_keys=False))
     return p
+
+
+def tiny_real_space(tmp_path: Path, trials: int = 1, name: str = "tiny-real") -> Path:
+    """The tiny space with its built-in budget as the base budget too, for a search on real data
+    (``--data``): 32 px, one dense and one pruning epoch of 2 steps."""
+    p = tiny_space(tmp_path, trials, name)
+    d = yaml.safe_load(p.read_text())
+    b = d["builtin_data"]
+    d["base"]["model"]["img_size"] = b["img_size"]
+    d["base"]["train"].update(epochs_dense=b["epochs_dense"], epochs_prune=b["epochs_prune"],
+                              max_steps_per_epoch=b["max_steps_per_epoch"], batch_size=b["batch_size"])
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    return p

@@ -53,3 +53,23 @@ def test_every_results_folder_has_a_docs_page():
 
 def test_data_guide_has_the_scanning_policy_section():
     assert "\n## Scanning policy and accepted inputs\n" in (ROOT / "docs" / "guides" / "data.md").read_text()
+
+
+def test_code_blocks_wrap_and_results_pages_embed_their_plots():
+    """Issue 30: a long command is never cut off at a code block's right edge (lines wrap and hang
+    under their start), and a results page shows the plotly plot it links to (an iframe; strict
+    mode does not check an iframe's address, so this does)."""
+    config = (ROOT / "mkdocs.yml").read_text()
+    css = (ROOT / "docs" / "stylesheets" / "extra.css").read_text()
+    assert "extra_css:\n  - stylesheets/extra.css" in config and "line_spans: __span" in config
+    assert re.search(r"pre > code \{[^}]*white-space: pre-wrap;", css)
+    assert re.search(r'span\[id\^="__span-"\] \{[^}]*display: inline-block;[^}]*text-indent: -', css)
+    embedded = 0
+    for page in sorted((ROOT / "docs" / "results").glob("*.md")):
+        text = page.read_text()
+        plots = set(re.findall(r"\]\(\.\./repo/(results/[^)]+\.html)\)", text))
+        frames = set(re.findall(r'<iframe class="plot" src="\.\./repo/(results/[^"]+\.html)"', text))
+        assert plots == frames, page.name
+        assert all((ROOT / f).is_file() for f in frames), page.name
+        embedded += len(frames)
+    assert embedded >= 7

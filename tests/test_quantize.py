@@ -8,7 +8,7 @@ import optuna
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import printed_commands, run_cli, run_printed
 from hovit_nas.data import DataSpec, load_data
 from hovit_nas.device import NO_GUARD
 from hovit_nas.errors import HovitError, QuantizationError, TrialFailed
@@ -181,8 +181,14 @@ def test_int8_search_records_both_accuracies_and_the_target_then_export_and_eval
     assert "val top1 of the int8 model (max)" in p.stdout and "    fp32  " in p.stdout
     pin = run_cli("pin", cwd=tmp_path)
     assert pin.returncode == 0, pin.stderr[-2000:]
-    assert ("then int8, as the study did: hovit-nas export RUN_DIR --format onnx --precision int8 --runtime onnxruntime "
-            "--calibration-images 128 --data DATA") in pin.stdout
+    reproduce, int8 = printed_commands(pin.stdout)[-2:]  # both run as printed (issue 30)
+    run_dir = reproduce.split("--out ")[1].split()[0]
+    assert f"then int8, as the study did: {int8}\n" in pin.stdout and int8 == (
+        f"hovit-nas export {run_dir} --format onnx --precision int8 --runtime onnxruntime --calibration-images 128")
+    for line in (reproduce, int8):
+        pasted = run_printed(line, tmp_path)
+        assert pasted.returncode == 0, pasted.stderr[-2000:]
+    assert f"exported int8 -> {run_dir}/model.int8.onnxruntime.onnx" in pasted.stdout
     best = __import__("yaml").safe_load((tmp_path / "studies" / "tiny-builtin" / "best.yaml").read_text())
     assert best["quantization"]["runtime"] == "onnxruntime" and "top1" in best["val_fp32"]
     assert best["objectives"]["val_top1"] == best["val"]["top1"]  # the int8 model's

@@ -125,8 +125,17 @@ def _wait_for_anchor(prep: Prepared) -> Optional[dict]:
         time.sleep(1)
 
 
+def tag(trial: optuna.Trial | optuna.trial.FrozenTrial) -> str:
+    """The tag of a trial's training lines: ``    #12`` for search trial 12; ``    t12 seed 2``
+    for the confirmation run that retrains search trial 12 with seed 2."""
+    a = trial.user_attrs
+    return f"    t{a[st.CONFIRMS_ATTR]} seed {a['seed']}" if st.CONFIRMS_ATTR in a else f"    #{trial.number}"
+
+
 class ProgressReporter:
-    """One line per finished trial: done/total, the trial's figures, the front so far."""
+    """One line per finished trial: done/total, the trial's figures, and the front so far -- or,
+    for a confirmation run, the search trial it retrains, its seed, and that trial's mean so far
+    (a confirmation has no front of its own)."""
 
     def __init__(self, total: int):
         self.total, self.t0 = total, time.time()
@@ -142,10 +151,34 @@ class ProgressReporter:
         else:
             what = f"FAILED: {a.get('fail_reason', 'unknown')}"
         fp = " [HoViT-B fixed point]" if st.FIXED_POINT_ATTR in a else ""
-        front = study.best_trials if done else []
-        best = max(front, key=lambda t: t.values[0]) if front else None
-        fastest = min(front, key=lambda t: t.values[1]) if front else None
-        summary = (f" | front {len(front)}: best {best.values[0]:.4f} @ {best.values[1]:.2f} ms, "
-                   f"fastest {fastest.values[1]:.2f} ms @ {fastest.values[0]:.4f}") if best else ""
-        _log.info(f"[{done}/{self.total}] trial #{trial.number}{fp}: {what}{summary}  "
-                  f"[{time.time() - self.t0:.0f}s]")
+        if st.CONFIRMS_ATTR in a:
+            head, summary = (f"confirm run {done}/{self.total}: trial {a[st.CONFIRMS_ATTR]}{fp}, seed {a['seed']}",
+                             _so_far(study, a[st.CONFIRMS_ATTR], a.get("metric", "acc")))
+        else:
+            head, summary = f"[{done}/{self.total}] trial #{trial.number}{fp}", _front(study, done)
+        _log.info(f"{head}: {what}{summary}  [{time.time() - self.t0:.0f}s]")
+
+
+def _front(study: optuna.Study, done: int) -> str:
+    front = study.best_trials if done else []
+    if not front:
+        return ""
+    best = max(front, key=lambda t: t.values[0])
+    fastest = min(front, key=lambda t: t.values[1])
+    return (f" | front {len(front)}: best {best.values[0]:.4f} @ {best.values[1]:.2f} ms, "
+            f"fastest {fastest.values[1]:.2f} ms @ {fastest.values[0]:.4f}")
+
+
+def _so_far(study: optuna.Study, candidate: int, metric: str) -> str:
+    """Search trial ``candidate``'s confirmation so far: its mean val score over the seeds done."""
+    import statistics
+
+    runs = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get(st.CONFIRMS_ATTR) == candidate and st.DUPLICATE_ATTR not in t.user_attrs]
+    if not runs:
+        return ""
+    vals = [t.values[0] for t in runs]
+    spread = f" ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else ""
+    seeds = ", ".join(str(s) for s in sorted(t.user_attrs["seed"] for t in runs))
+    return (f" | trial {candidate} so far: {metric} {statistics.fmean(vals):.4f}{spread} "
+            f"over seed{'s' * (len(runs) > 1)} {seeds}")

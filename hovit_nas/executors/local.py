@@ -19,7 +19,7 @@ from ..device import resolve_device
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
 from ..rungs import rung_callback
 from ..trial import run_trial
-from .common import Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target
+from .common import Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target, tag
 
 _log = logging.getLogger(__name__)
 MAX_DUPLICATE_STREAK = 50  # proposals in a row already trained: the space is (nearly) exhausted
@@ -121,7 +121,7 @@ class _Driver:
                                  cfg.train.epochs_dense + cfg.train.epochs_prune)
         st.check_writable(prep.storage)  # a result that cannot be saved must not cost a training
         try:
-            with logs.tagged(f"    #{trial.number}"):  # its training lines, among the search's own
+            with logs.tagged(tag(trial)):  # its training lines, among the search's own
                 result = run_trial(spec, on_epoch=on_epoch)
         except HovitError:
             raise  # bad input: abort the search (run() fails the trial)

@@ -8,4 +8,4 @@ hovit-nas confirm --study pcam-cpu --data ../shared/data/pcam-subset --top-k 4 -
   --device cpu 2>&1 | tee results/confirm-pcam/confirm.log
 hovit-nas pareto --study pcam-cpu --out results/confirm-pcam/pareto.html \
   --bench results/bench-64px-1t/bench.json | tee results/confirm-pcam/pareto.txt
-hovit-nas pin --study pcam-cpu --knee | tee results/confirm-pcam/pin.txt
+hovit-nas pin --study pcam-cpu --knee --out studies/pcam-cpu/best.yaml | tee results/confirm-pcam/pin.txt

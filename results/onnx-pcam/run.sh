@@ -16,7 +16,7 @@ hovit-nas search --space hovit-wide-cpu --data $DATA --study pcam-wide-ort --tri
 # 3. the front with EfficientNet-B0 overlaid; pin the most accurate front model under half its latency
 hovit-nas pareto --study pcam-wide-ort --out $OUT/pareto.html --bench $OUT/bench-effnet/bench.json | tee $OUT/pareto.txt
 HALF=$(python3 -c "import json; r=[x for x in json.load(open('$OUT/bench-effnet/bench.json'))['rows'] if x['runtime']=='onnxruntime' and x['model']=='efficientnet_b0'][0]; print(r['latency_ms']/2)")
-hovit-nas pin --study pcam-wide-ort --max-latency "$HALF" | tee $OUT/pin.txt || hovit-nas pin --study pcam-wide-ort --knee | tee $OUT/pin.txt
+hovit-nas pin --study pcam-wide-ort --max-latency "$HALF" --out studies/pcam-wide-ort/best.yaml | tee $OUT/pin.txt || hovit-nas pin --study pcam-wide-ort --knee --out studies/pcam-wide-ort/best.yaml | tee $OUT/pin.txt
 # 4. one interleaved latency run: the pinned model, HoViT-B and EfficientNet-B0, torch and onnxruntime
 hovit-nas bench --img-size 64 --num-classes 2 --threads 1 --runs 30 --rounds 5 \
   --models studies/pcam-wide-ort/best.yaml,hovit_b,efficientnet_b0 --out $OUT/bench-pinned 2>&1 | tee $OUT/bench-pinned.log

@@ -7,4 +7,4 @@ cd "$(dirname "$0")/../.."
 hovit-nas search --space hovit-cpu --data ../shared/data/pcam-subset --study pcam-cpu \
   --trials 24 --threads 2 --device cpu --seed 0 --no-latency-anchor 2>&1 | tee results/search-pcam/search.log
 hovit-nas pareto --study pcam-cpu --out results/search-pcam/pareto.html | tee results/search-pcam/pareto.txt
-hovit-nas pin --study pcam-cpu --knee | tee results/search-pcam/pin.txt
+hovit-nas pin --study pcam-cpu --knee --out studies/pcam-cpu/best.yaml | tee results/search-pcam/pin.txt

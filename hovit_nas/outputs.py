@@ -1,0 +1,73 @@
+"""Where commands write by default: never over a file that git tracks (committed results).
+
+A command's default output is a new per-run folder under ``runs/`` (which .gitignore ignores),
+as ``train``'s run directory is, or a file next to its input (a study's ``best.yaml`` and
+``pareto.html``, a run's exported model). Where that file is tracked by git -- a committed
+study's ``best.yaml``, a results folder's ``pareto.html`` -- the default becomes the same file
+name in a new per-run folder, and the command's own output line names it. An explicit ``--out``
+is the user's choice and is honoured (the evidence scripts under ``results/`` rewrite their files
+on purpose).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+_log = logging.getLogger(__name__)
+RUNS = Path("runs")
+
+
+def tracked(path: str | Path) -> bool:
+    """Whether git tracks ``path`` in the repository around it; False outside a repository, for a
+    folder that does not exist yet, or where git is not installed."""
+    p = Path(path).expanduser().absolute()
+    if not p.parent.is_dir():
+        return False
+    try:
+        r = subprocess.run(["git", "ls-files", "--error-unmatch", "--", p.name], cwd=p.parent,
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
+def tracked_sqlite(url: str) -> Optional[Path]:
+    """The SQLite file of storage ``url`` when git tracks it (a committed study), else None."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    db = Path(u.database).expanduser()
+    return db if tracked(db) else None
+
+
+def run_folder(kind: str, root: str | Path = RUNS) -> Path:
+    """A new folder ``root/<kind>-<UTC date>-<time>`` (``-2``, ``-3`` ... when that is taken),
+    made here so that two runs started in the same second never share it."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{kind}-{stamp}"
+    for n in range(1, 1000):
+        folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base}: no free per-run folder name")
+
+
+def default_output(path: str | Path, kind: str) -> Path:
+    """``path``, or where git tracks it, a file of the same name in a new ``run_folder(kind)``."""
+    if not tracked(path):
+        return Path(path)
+    dest = run_folder(kind) / Path(path).name
+    _log.info(f"{path} is committed (git tracks it), so it is left as it is: writing {dest} instead")
+    return dest
