@@ -22,7 +22,8 @@ import yaml
 from .device import resolve_device
 from .config import load_run_config, with_num_classes
 from .errors import HovitError
-from .latency import calibrate, measure_latency, resolve_runtime, runtime_version
+from .latency import Protocol, calibrate_on, measure, resolve_runtime, runtime_version
+from .target import DeploymentTarget
 from .models.quantize import check as check_precision
 from .models import BASELINES, PRESETS, count_params, create_baseline, create_hovit, export, hovit_b
 
@@ -52,7 +53,7 @@ class BenchConfig:
     cuda_graph: bool = False
     anchor: bool = True
     models: list[str] = field(default_factory=list)  # empty: every Table 1 row; a .yaml is a HoViT config
-    runtimes: list[str] = field(default_factory=lambda: ["auto"])  # auto: torch + onnxruntime on CPU
+    runtimes: list[str] = field(default_factory=lambda: [BOTH])  # torch + onnxruntime (where it runs)
     min_time_s: float = 1.0  # seconds timed per model per round, at least; the anchor calibrates over 3x
 
 
@@ -145,20 +146,32 @@ def _build(name: str, img_size: int, num_classes: int, train: Optional[Callable]
 
 
 def bench_runtimes(cfg: BenchConfig, dev: torch.device) -> list[str]:
-    """``auto``: torch and onnxruntime on the CPU; on CUDA, torch, plus onnxruntime if it has the
-    CUDA provider. ``openvino`` (CPU only) is timed when named.
+    """By default (``BOTH``): torch, and onnxruntime where it runs (on CUDA only with the CUDA
+    provider); otherwise the runtimes named (``auto``: runtimes.resolve's one meaning).
 
     Raises:
         HovitError: an unknown runtime, or openvino not installed or asked for on a GPU."""
     out: list[str] = []
     for r in cfg.runtimes:
-        if r == "auto":
-            import onnxruntime as ort
-            gpu_ort = "CUDAExecutionProvider" in ort.get_available_providers()
-            out += ["torch"] + (["onnxruntime"] if dev.type == "cpu" or gpu_ort else [])
+        if r == BOTH:
+            out += ["torch"] + ([DEFAULT_EXPORTED] if _can(DEFAULT_EXPORTED, dev) else [])
         else:
             out.append(resolve_runtime(r, dev))
     return list(dict.fromkeys(out))
+
+
+BOTH = "torch+exported"  # bench's default: eager and the default exported runtime, where it runs
+DEFAULT_EXPORTED = "onnxruntime"
+
+
+def _can(runtime: str, dev: torch.device) -> bool:
+    """Whether ``runtime`` runs on ``dev`` here (runtimes: installed, and the device supported)."""
+    from . import runtimes
+
+    try:
+        return runtimes.resolve(runtime, dev).supports(dev)
+    except HovitError:
+        return False
 
 
 def run_bench(cfg: BenchConfig, train: Optional[Callable] = None) -> dict:
@@ -179,13 +192,14 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None) -> dict:
     runtimes = bench_runtimes(cfg, dev)
     built = {name: _build(name, img_size, num_classes, train) for name in names}
     labels = row_labels(names)
-    kw = dict(batch=cfg.batch, device=dev, runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads,
-              cuda_graph=cfg.cuda_graph)
+    protocol = Protocol(cfg.runs, cfg.warmup, cfg.min_time_s, cfg.cuda_graph)
+    targets = {rt: DeploymentTarget.of(str(dev), rt, cfg.threads or torch.get_num_threads(), cfg.batch, img_size)
+               for rt in runtimes}
     anchors: dict = {rt: None for rt in runtimes}
     if cfg.anchor:
         ref = export(create_hovit(hovit_b(img_size, num_classes)))
         for rt in runtimes:
-            anchors[rt] = calibrate("hovit_b", ref, img_size, seconds=3 * cfg.min_time_s, runtime=rt, **kw)
+            anchors[rt] = calibrate_on("hovit_b", ref, targets[rt], 3 * cfg.min_time_s, protocol, dev)
             _log.info(f"  anchor on {rt}: exported HoViT-B calibrated at {anchors[rt].ms:.3f} ms; every model is "
                       "timed alternately with it")
     lat: dict = {}
@@ -193,7 +207,7 @@ def run_bench(cfg: BenchConfig, train: Optional[Callable] = None) -> dict:
         t0 = time.time()
         for rt in runtimes:
             for name, (model, _, _) in built.items():
-                m = measure_latency(model, img_size, anchor=anchors[rt], runtime=rt, min_time_s=cfg.min_time_s, **kw)
+                m = measure(model, targets[rt], protocol, anchor=anchors[rt], device=dev)
                 lat[name, rt] = lat[name, rt].merged(m) if (name, rt) in lat else m
         _log.info(f"  round {r + 1}/{rounds}: " + "; ".join(
                   f"{rt}: " + ", ".join(f"{n} {lat[n, rt].median_ms:.1f}" for n in names) for rt in runtimes)
@@ -304,10 +318,7 @@ def baselines_on_target(study: "optuna.Study") -> dict:
     for name in TARGET_BASELINES:
         model = create_baseline(name, num_classes=num_classes, img_size=target.img_size).eval()
         try:
-            lat = measure_latency(model, target.img_size, batch=target.batch, device=target.device,
-                                  runs=protocol.runs, warmup=protocol.warmup, threads=target.threads, anchor=anchor,
-                                  runtime=target.runtime, precision=target.precision,
-                                  min_time_s=protocol.min_time_s)
+            lat = measure(model, target, Protocol.of(protocol), anchor=anchor)
         except HovitError as exc:  # e.g. a quantization tool failing on one architecture
             untimed.append(f"{name} not timed: {exc}")
             continue

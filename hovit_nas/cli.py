@@ -127,9 +127,12 @@ def main(verbose: int, quiet: int):
 @click.option("--seed", type=int, default=None)
 @click.option("--out", "out", default=None, help="Run directory (checkpoint, model, result.json).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
+              help="Where the exported model is timed (default: a pinned best.yaml's deployment target, else auto: "
+                   "ONNX Runtime on the CPU, PyTorch on a GPU).")
 def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epochs, batch_size, max_steps, device,
-          threads, seed, out, resume):
-    """Train one config: dense phase, pruning phase, export, evaluate."""
+          threads, seed, out, resume, runtime):
+    """Train one config: dense phase, pruning phase, export, evaluate, time on a named target."""
     from .config import TrainOverrides
     from .metrics import macro_note
     from .models import PRESETS
@@ -138,11 +141,36 @@ def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epoc
     cfg = TrainOverrides(img_size, epochs, epochs_dense, epochs_prune, batch_size, max_steps, seed).apply(
         resolve_config(config))
     r, splits, out = train_run(cfg, data, data_options, adapt_classes=config in PRESETS, device=device,
-                               threads=threads, out_dir=out, resume=resume)
+                               threads=threads, out_dir=out, resume=resume,
+                               target=_train_target(config, cfg, runtime, device, threads))
     click.echo(f"test: top1 {r.test['top1']:.4f}  f1 {r.test['f1_macro']:.4f}  recall {r.test['recall_macro']:.4f}  "
                f"precision {r.test['precision_macro']:.4f}  params {r.params_exported / 1e6:.2f} M  "
-               f"latency {r.latency['median_ms']:.2f} ms  {macro_note(r.test, splits.classes)}".rstrip())
+               f"latency {r.latency['median_ms']:.2f} ms on {r.latency.get('target', '?')}  "
+               f"{macro_note(r.test, splits.classes)}".rstrip())
     click.echo(f"wrote {out}/model.safetensors, {out}/result.json")
+
+
+def _train_target(config: str, cfg, runtime, device, threads):
+    """``train``'s latency target: ``--runtime`` on this device, else a pinned best.yaml's
+    deployment target (at fp32: an int8 model is made by ``export``), else None (auto)."""
+    from dataclasses import replace
+
+    from .latency import target_for
+
+    if runtime is not None:
+        from .device import resolve_device
+
+        return target_for(cfg.model.img_size, resolve_device(device), threads, runtime)
+    if config.endswith((".yaml", ".yml")) and os.path.isfile(config):
+        import yaml
+
+        from .release import pinned_target
+
+        doc = yaml.safe_load(open(config).read()) or {}
+        t = pinned_target(doc) if isinstance(doc, dict) and "config" in doc else None
+        if t is not None:
+            return replace(t, precision="fp32", threads=threads or t.threads)
+    return None
 
 
 @main.command("eval")
@@ -153,7 +181,10 @@ def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epoc
 @click.option("--runtime", type=click.Choice(EVAL_RUNTIMES), default=None,
               help="For an .onnx: onnxruntime or openvino (CPU); default: the runtime an int8 model was made for, "
                    "else onnxruntime. A .safetensors runs on torch.")
-def eval_cmd(model_path, data, data_options, device, runtime):
+@click.option("--latency/--no-latency", "timed", default=True, show_default=True,
+              help="Also time the file on its runtime here (batch 1), naming the target.")
+@click.option("--threads", type=int, default=None, help="CPU threads for the latency.")
+def eval_cmd(model_path, data, data_options, device, runtime, timed, threads):
     """Evaluate an exported model (.safetensors, .onnx, or a run directory) on a dataset."""
     import json
 
@@ -167,6 +198,12 @@ def eval_cmd(model_path, data, data_options, device, runtime):
         auc = "" if m.get("auc") is None else f"  auc {m['auc']:.4f}"
         click.echo(f"{name}: top1 {m['top1']:.4f}  f1 {m['f1_macro']:.4f}  recall {m['recall_macro']:.4f}  "
                    f"precision {m['precision_macro']:.4f}{auc}  (n={m['n']}) {macro_note(m, ev.splits.classes)}".rstrip())
+    if timed:
+        from .device import resolve_device
+
+        lat = ev.latency(threads, str(resolve_device(device)))
+        click.echo(f"latency {lat['median_ms']:.3f} ms on {lat['target']} (unanchored, this machine: "
+                   f"{lat['device_name']})")
     click.echo(json.dumps({k: {kk: v for kk, v in m.items() if kk != "confusion"} for k, m in ev.metrics.items()}))
 
 
@@ -219,7 +256,9 @@ def _bench_config(**v):
     from .bench import BenchConfig
 
     v["models"] = v["models"].split(",") if v["models"] else []
-    v["runtimes"] = v["runtimes"].split(",")
+    from .bench import BOTH
+
+    v["runtimes"] = v["runtimes"].split(",") if v["runtimes"] else [BOTH]
     return BenchConfig(**v)
 
 
@@ -240,10 +279,11 @@ def _bench_config(**v):
     (("--cuda-graph",), "cuda_graph", dict(is_flag=True, help="Replay a captured CUDA graph (GPU only).")),
     (("--models",), "models", dict(default=None, help="Comma-separated subset (default: all rows); a .yaml "
                                                        "is a HoViT run config, e.g. a pinned best.yaml.")),
-    (("--runtime", "--runtimes"), "runtimes", dict(default="auto", show_default=True,
+    (("--runtime", "--runtimes"), "runtimes", dict(default=None,
                                                    help="Comma-separated: torch, onnxruntime, openvino (CPU; "
-                                                        "pip install 'hovit-nas[openvino]'); auto = torch and "
-                                                        "onnxruntime on CPU (--runtimes is an alias).")),
+                                                        "pip install 'hovit-nas[openvino]'), auto (onnxruntime on "
+                                                        "CPU, torch on GPU). Default: torch and onnxruntime, where "
+                                                        "it runs (--runtimes is an alias).")),
     (("--anchor/--no-anchor",), "anchor", dict(default=True, show_default=True,
                                                help="Time every model alternately with an exported HoViT-B.")),
 )
@@ -504,6 +544,70 @@ def pin(study_name, storage, max_latency, knee, non_inferior_to, margin, trial, 
     int8 = pa.int8_command(study, doc)
     if int8:  # the study's deployed model is int8: the same quantization after training
         click.echo(f"then int8, as the study did: {int8}")
+    click.echo("\n".join(pa.deploy_steps(study, url, path, doc)))
+
+
+@main.command()
+@_study_opts
+@click.option("--best", default=None, help="The pinned config (default: best.yaml next to the study).")
+@data_option
+@data_options
+@click.option("--out", "out", default=None, help="Run directory (default runs/<config name>).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for training.")
+def deploy(study_name, storage, best, data, data_options, out, device, threads):
+    """From a pinned config to a deployable file: retrain, export for the study's deployment target
+    (runtime, precision), eval that file, time it, and check both against what the study recorded."""
+    import json
+
+    from . import study as st
+    from .release import deploy as run
+
+    _quiet_optuna()
+    name, url = st.resolve_study(study_name, storage)
+    with st.storage_errors(url):
+        study = st.load(name, url)
+    best = best or str(st.study_dir(name, url) / "best.yaml")
+    if data is None:  # the study's own data and split options
+        recorded = st.recorded_data_args(study.user_attrs)
+        if recorded is None:
+            from .errors import HovitError
+
+            raise HovitError(f"study {name!r} does not record its data options: pass `--data` (and its split options)")
+        data, rec_opts = st.data_of(recorded)
+        rec_opts.cache_dir = data_options.cache_dir
+        data_options = rec_opts
+    d = run(best, data, data_options, study=study, out=out, device=device, threads=threads)
+    click.echo(f"classes (output order): {', '.join(d.classes)}")
+    auc = lambda m: "" if m.get("auc") is None else f"  auc {m['auc']:.4f}"
+    click.echo(f"deployed file: val top1 {d.val['top1']:.4f}{auc(d.val)}, test top1 {d.test['top1']:.4f}"
+               f"{auc(d.test)}; latency {d.latency['median_ms']:.3f} ms on {d.target}")
+    for c in d.checks:
+        diff = f"x{c['difference']:.3f}" if c["what"].startswith("latency") else f"{c['difference']:+.4f}"
+        click.echo(f"check {c['what']}: study {c['study']:.4f}, deployed {c['deployed']:.4f} ({diff}; 95 % noise "
+                   f"{c['noise_95']:.4f}, {c['how']}): {c['verdict']}")
+    (d.run_dir / "deploy.json").write_text(json.dumps(d.to_dict(), indent=1))
+    click.echo(f"wrote {d.model_file} (deployable) and {d.run_dir / 'deploy.json'}")
+
+
+@main.command("check-budget")
+@click.option("--space", default="hovit", show_default=True, help="Space name or file.")
+@data_option
+@data_options
+@click.option("--seeds", type=int, default=2, show_default=True, help="Training seeds per architecture (>= 2).")
+@click.option("--metric", type=click.Choice(METRICS), default="top1", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def check_budget(space, data, data_options, seeds, metric, device, threads, as_json):
+    """Before a long search: can its budget tell architectures apart? Trains the space's smallest,
+    HoViT-B and its largest over --seeds seeds and says whether their differences are beyond noise."""
+    import json
+
+    from .budget import check_budget as run, format_check
+
+    c = run(space, data, data_options, seeds=seeds, metric=metric, device=device, threads=threads)
+    click.echo(json.dumps(c.to_dict(), indent=1) if as_json else format_check(c))
 
 
 @main.command("latency-serve")

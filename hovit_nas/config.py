@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, Optional, Sequence
 
 import yaml
 
+from . import runtimes
 from .errors import ConfigError
 
 DOWNSAMPLE = ("none", "conv", "attention")
@@ -222,9 +223,9 @@ class LatencyConfig:
         return self
 
 
-PRECISIONS = ("fp32", "int8")  # int8: post-training quantization (models/quantize.py)
-QUANTIZABLE = ("onnxruntime", "openvino")  # runtimes an int8 model is made for
-RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # latency.RUNTIMES and auto
+PRECISIONS = runtimes.PRECISIONS  # int8: post-training quantization (models/quantize.py)
+QUANTIZABLE = runtimes.quantizable()  # runtimes an int8 model is made for
+RUNTIMES = (runtimes.AUTO, *runtimes.NAMES)  # the registry's (runtimes/), and auto
 
 
 @dataclass
@@ -371,7 +372,7 @@ SAMPLERS = ("nsga2", "tpe", "random")
 EXECUTORS = ("local", "ray")
 EVALUATORS = ("train", "supernet")  # how a search trial gets its accuracy
 EXPORT_FORMATS = ("safetensors", "onnx")
-EVAL_RUNTIMES = ("torch", "onnxruntime", "openvino")  # what `eval` runs an exported model on
+EVAL_RUNTIMES = runtimes.NAMES  # what `eval` runs an exported model on
 
 
 LATENCY_WAIT_S = 120.0  # seconds a trial waits for an unreachable or busy latency service (remote.py)

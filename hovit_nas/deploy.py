@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import provenance as pv
+from . import runtimes
 from .config import CALIBRATION_IMAGES, RunConfig, run_config_from_dict
 from .data import Splits, check_num_classes
 from .device import NO_GUARD, DeviceGuard, resolve_device
@@ -31,6 +33,7 @@ from .train import CHECKPOINT, _phases, _prepare_phase, _read_checkpoint, evalua
 
 if TYPE_CHECKING:
     from .config import DataOptions
+    from .target import DeploymentTarget
 
 _log = logging.getLogger(__name__)
 
@@ -238,6 +241,27 @@ class Evaluation:
     classes: list  # the data's class names, in the order the metrics use
     mapped: Optional[list] = None  # perm[j]: the model output read as data class j (same names, another order)
     provenance: Optional[pv.Provenance] = None  # the model's
+    probs: dict = field(default_factory=dict, repr=False)  # "val" | "test" -> (N, K) class probabilities
+    runtime: str = "torch"  # what it ran on
+    file: Optional[Path] = None  # the model file scored
+
+    def latency(self, threads: Optional[int] = None, device: str = "cpu") -> dict:
+        """The scored file's latency on its runtime here (batch 1, ``threads`` or torch's count,
+        fp32 or the file's int8), with the target's name (``target``)."""
+        from .latency import measure, target_for
+        from .models import load_exported
+        from .models.onnx import read_metadata
+
+        p = self.file
+        onnx = p.suffix == ".onnx"
+        precision = read_metadata(p).get("precision", "fp32") if onnx else "fp32"
+        model = p.read_bytes() if onnx else load_exported(p, device)
+        size = self.splits.train.images.shape[-1]
+        t = target_for(size, "cpu" if onnx else device, threads, self.runtime)
+        # an int8 file is already quantized: timed as the ONNX it is, on its runtime
+        lat = measure(model, t, in_chans=self.splits.train.images.shape[1])
+        name = t.name.replace("/fp32", f"/{precision}") if precision != "fp32" else t.name
+        return {**lat.to_dict(), "target": name}
 
 
 def evaluate_exported(model_path: str | Path, data: Optional[str], options: "DataOptions",
@@ -263,9 +287,10 @@ def evaluate_exported(model_path: str | Path, data: Optional[str], options: "Dat
     p = model_file(model_path)
     prov, classes = file_provenance(p)
     if p.suffix == ".onnx":  # the session takes host arrays: batches are read on the CPU
-        from .models.onnx import load_onnx
+        from .models.onnx import load_onnx, read_metadata
         model, dev = load_onnx(p, device, runtime), torch.device("cpu")
-    elif runtime not in (None, "torch"):
+        runtime = runtime or read_metadata(p).get("quantized_for") or "onnxruntime"
+    elif runtime is not None and runtimes.get(runtime).caps.exported:
         raise HovitError(f"{p}: a .safetensors model runs on torch; export it with --format onnx to run it on "
                          f"{runtime}")
     else:
@@ -292,5 +317,6 @@ def evaluate_exported(model_path: str | Path, data: Optional[str], options: "Dat
     check_num_classes(splits, model.config.num_classes)
     if perm is not None:
         model = _Reordered(model, perm)
-    metrics = {name: evaluate(model, getattr(splits, name), splits.num_classes, dev) for name in ("val", "test")}
-    return Evaluation(metrics, splits, list(splits.classes), perm, prov)
+    probs = {name: predict(model, getattr(splits, name), dev) for name in ("val", "test")}
+    metrics = {name: metrics_of(getattr(splits, name), probs[name], splits.num_classes) for name in probs}
+    return Evaluation(metrics, splits, list(splits.classes), perm, prov, probs, runtime or "torch", p)

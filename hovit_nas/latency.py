@@ -21,13 +21,18 @@ import platform
 import time
 import weakref
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import runtimes
 from .device import DeviceGuard
+
+if TYPE_CHECKING:
+    from .config import LatencyConfig
+    from .target import DeploymentTarget
 
 
 @dataclass
@@ -126,29 +131,19 @@ class Calibration:
         return cls(d["name"], float(d["ms"]), d.get("config") or {}, d["device"], int(d["threads"]))
 
 
-RUNTIMES = ("torch", "onnxruntime", "openvino")
-EXPORTED = ("onnxruntime", "openvino")  # runtimes that run the model exported to ONNX
+RUNTIMES = runtimes.NAMES  # torch, onnxruntime, openvino: the registry's (runtimes/)
+EXPORTED = runtimes.exported()  # runtimes that run the model exported to ONNX
 
 
 def resolve_runtime(runtime: str, device: str | torch.device) -> str:
     """``auto``: onnxruntime on the CPU (what CPU deployments run, and where eager PyTorch
-    mis-ranks model families), PyTorch (CUDA events, optional graphs) on a GPU. ``openvino`` is
-    checked here, before any training: installed, and asked for on the CPU.
+    mis-ranks model families), PyTorch (CUDA events, optional graphs) on a GPU; any runtime is
+    checked here, before any training: installed, and able to run on ``device``
+    (runtimes.resolve).
 
     Raises:
-        HovitError: an unknown runtime, openvino not installed, or openvino on a GPU."""
-    if runtime == "auto":
-        return "torch" if torch.device(device).type == "cuda" else "onnxruntime"
-    from .errors import HovitError
-
-    if runtime not in RUNTIMES:
-        raise HovitError(f"unknown latency runtime {runtime!r}; one of auto, {', '.join(RUNTIMES)}")
-    if runtime == "openvino":  # checked before any training: installed, and on the CPU
-        from .models import openvino as ov
-
-        ov.require()
-        ov.check_device(device)
-    return runtime
+        HovitError: an unknown runtime, its package missing, or a device it cannot run on."""
+    return runtimes.resolve(runtime, device).name
 
 
 _SESSIONS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -156,17 +151,18 @@ _ONNX_SESSIONS: dict[str, dict] = {}  # ONNX bytes by sha256: the last few (a se
 _ONNX_KEPT = 4
 
 
-def _exported_runner(model: nn.Module | bytes, x: torch.Tensor, threads: int, dev: torch.device, runtime: str,
-                     precision: str = "fp32"):
-    """A zero-argument call of ``model`` exported to ONNX, on onnxruntime or OpenVINO (the session
-    or compiled model cached per model, so the study's anchor is exported once per process). At
-    ``int8`` the ONNX model is first quantized for the runtime with a few random images: the
-    latency depends on the graph, not on the scales (models/quantize.py)."""
-    from .models.onnx import onnx_bytes, session
+def _runner(model: nn.Module | bytes, x: torch.Tensor, threads: int, dev: torch.device, rt: "runtimes.Runtime",
+            precision: str = "fp32"):
+    """A zero-argument call of ``model`` on ``rt``: the module itself on torch; on an exported
+    runtime, ``model`` exported to ONNX and compiled (cached per model, so the study's anchor is
+    exported once per process). At ``int8`` the ONNX model is first quantized for the runtime
+    with a few random images: the latency depends on the graph, not on the scales
+    (models/quantize.py)."""
+    if not rt.caps.exported:
+        return rt.run(rt.compile(model, threads, dev), x)
+    from .models.onnx import onnx_bytes
 
-    from .models import openvino as ov
-
-    key = (runtime, precision, tuple(x.shape[1:]), threads, str(dev))
+    key = (rt.name, precision, tuple(x.shape[1:]), threads, str(dev))
     if isinstance(model, bytes):  # already ONNX (the latency service's uploads): one entry per file
         cache = _ONNX_SESSIONS.setdefault(hashlib.sha256(model).hexdigest(), {})
         while len(_ONNX_SESSIONS) > _ONNX_KEPT:
@@ -179,28 +175,50 @@ def _exported_runner(model: nn.Module | bytes, x: torch.Tensor, threads: int, de
         if precision == "int8":
             from .models import quantize
 
-            data = quantize.quantize(data, quantize.random_calibration(tuple(x.shape[1:])), runtime)
-            load = quantize.loading(runtime)  # this architecture's int8 graph: that trial fails
+            data = quantize.quantize(data, quantize.random_calibration(tuple(x.shape[1:])), rt.name)
+            load = quantize.loading(rt.name)  # this architecture's int8 graph: that trial fails
         with load:
-            cache[key] = (ov.compile_onnx if runtime == "openvino" else session)(data, threads, str(dev))
-    feed = x.cpu().numpy()
-    if runtime == "openvino":
-        return ov.runner(cache[key], feed)
-    sess = cache[key]
-    return lambda: sess.run(None, {"images": feed})
+            cache[key] = rt.compile(data, threads, dev)
+    return rt.run(cache[key], x.cpu().numpy())
 
 
 def runtime_version(runtime: str) -> Optional[str]:
-    """The version of an exported runtime's package (None for torch: see ``torch_version``)."""
-    if runtime == "onnxruntime":
-        import onnxruntime
+    """The version of a runtime's package (None for torch: see ``torch_version``)."""
+    return runtimes.get(runtime).version()
 
-        return onnxruntime.__version__
-    if runtime == "openvino":
-        from .models import openvino as ov
 
-        return ov.version()
-    return None
+@dataclass(frozen=True)
+class Protocol:
+    """How one measurement times (the target says where): untimed warm-up runs, at least
+    ``runs`` timed runs and at least ``min_time_s`` seconds of them, CUDA-graph replay on a GPU."""
+
+    runs: int = 30
+    warmup: int = 10
+    min_time_s: float = 1.0
+    cuda_graph: bool = False
+
+    @classmethod
+    def of(cls, lat: "LatencyConfig", min_time_s: Optional[float] = None) -> "Protocol":
+        """A space's or study's latency settings (config.LatencyConfig)."""
+        return cls(lat.runs, lat.warmup, lat.min_time_s if min_time_s is None else min_time_s)
+
+
+def measure(model: nn.Module | bytes, target: "DeploymentTarget", protocol: Protocol = Protocol(), *,
+            anchor: Optional[Anchor] = None, guard: Optional[DeviceGuard] = None, in_chans: int = 3,
+            device: Optional[str | torch.device] = None) -> Latency:
+    """``model`` timed on deployment ``target`` (target.DeploymentTarget: device, runtime,
+    precision, threads, batch, resolution) with ``protocol``; ``anchor``: timed alternately
+    with this reference (module docstring). ``device``: the exact device (``cuda:1``) where the
+    target names only its type.
+
+    Raises:
+        HovitError: the runtime is not installed or cannot run on the device, or the precision
+            is not available there; QuantizationError: an int8 graph failed for this architecture."""
+    return measure_latency(model, target.img_size, batch=target.batch, device=device or target.device,
+                           warmup=protocol.warmup, runs=protocol.runs, threads=target.threads,
+                           cuda_graph=protocol.cuda_graph, in_chans=in_chans, guard=guard,
+                           min_time_s=protocol.min_time_s, anchor=anchor, runtime=target.runtime,
+                           precision=target.precision)
 
 
 @torch.inference_mode()
@@ -215,7 +233,7 @@ def measure_latency(model: nn.Module | bytes, img_size: int, batch: int = 1, dev
     ``guard`` (default: this device's) is held exclusively while timing. ``runtime`` is where the
     model runs: ``torch`` (eager), ``onnxruntime`` (the model exported to ONNX, all graph
     optimisations) or ``openvino`` (the same ONNX compiled by OpenVINO for the CPU, latency hint,
-    f32: models/openvino.py), each at the same thread count; the anchor runs on the same runtime.
+    f32: runtimes/openvino.py), each at the same thread count; the anchor runs on the same runtime.
     ``precision`` ``int8``: on onnxruntime or openvino, the model post-training quantized for that
     runtime (models/quantize.py), the anchor too. On those two runtimes ``model`` (and the
     anchor's) may also be ONNX bytes (input ``images``), as the latency service receives it.
@@ -224,21 +242,20 @@ def measure_latency(model: nn.Module | bytes, img_size: int, batch: int = 1, dev
         HovitError: the runtime is not installed (openvino is optional) or cannot run on ``device``;
             the precision is not available there, or quantization failed."""
     dev = torch.device(device)
+    rt = runtimes.get(runtime)
     models = [m if isinstance(m, bytes) else m.eval().to(dev)  # ONNX bytes stay as they are
               for m in [model] + ([anchor.model] if anchor else [])]
-    if any(isinstance(m, bytes) for m in models) and runtime not in EXPORTED:
+    if any(isinstance(m, bytes) for m in models) and not rt.caps.exported:
         from .errors import HovitError
 
         raise HovitError(f"an ONNX model is timed on {' or '.join(EXPORTED)}, not {runtime}")
     x = torch.randn(batch, in_chans, img_size, img_size, device=dev)
     guard = guard or DeviceGuard.of(dev)
-    from .models.quantize import check as check_precision
-
-    check_precision(precision, runtime, dev)
-    if runtime in EXPORTED:
+    runtimes.check_precision(precision, runtime, dev)
+    if rt.caps.exported:
         n = threads or torch.get_num_threads()
         with guard.shared():  # exporting is compute; the timing below is exclusive
-            fns = [_exported_runner(m, x, n, dev, runtime, precision) for m in models]
+            fns = [_runner(m, x, n, dev, rt, precision) for m in models]
         with guard.exclusive():
             times = _time_host(fns, warmup, runs, min_time_s)
         n_threads, cuda_graph = n, False
@@ -248,7 +265,7 @@ def measure_latency(model: nn.Module | bytes, img_size: int, batch: int = 1, dev
                 times = _time_cuda(models, x, warmup, runs, cuda_graph, min_time_s)
             else:
                 cuda_graph = False
-                times = _time_host([lambda m=m: m(x) for m in models], warmup, runs, min_time_s)
+                times = _time_host([_runner(m, x, n_threads, dev, rt) for m in models], warmup, runs, min_time_s)
     like = Latency(0.0, 0.0, 0.0, 0.0, 0, warmup, batch, img_size, str(dev), device_name(dev), n_threads,
                    cuda_graph, torch.__version__, runtime=runtime, runtime_version=runtime_version(runtime),
                    precision=precision)
@@ -258,6 +275,25 @@ def measure_latency(model: nn.Module | bytes, img_size: int, batch: int = 1, dev
     scaled = [c * anchor.ms / float(np.median(ref)) for cand, ref in zip(*times) for c in cand]
     raw = [c for cand in times[0] for c in cand]
     return summarise(scaled, replace(like, anchor=anchor.name, anchor_ms=anchor.ms, raw_median_ms=float(np.median(raw))))
+
+
+def target_for(img_size: int, device: str | torch.device = "cpu", threads: Optional[int] = None,
+               runtime: str = "auto", precision: str = "fp32", batch: int = 1) -> "DeploymentTarget":
+    """The deployment target of a measurement made here: ``runtime`` resolved (``auto``:
+    runtimes.resolve), ``threads`` or torch's current thread count on the CPU."""
+    from .target import DeploymentTarget
+
+    rt = runtimes.resolve(runtime, device)
+    runtimes.check_precision(precision, rt.name, device)
+    return DeploymentTarget.of(str(device), rt.name, threads or torch.get_num_threads(), batch, img_size, precision)
+
+
+def calibrate_on(name: str, model: nn.Module, target: "DeploymentTarget", seconds: float = 3.0,
+                 protocol: Protocol = Protocol(), device: Optional[str | torch.device] = None,
+                 in_chans: int = 3) -> Anchor:
+    """``calibrate`` on a deployment target: the reference's own latency over ``seconds``."""
+    p = Protocol(protocol.runs, protocol.warmup, seconds, protocol.cuda_graph)
+    return Anchor(name, model, measure(model, target, p, device=device, in_chans=in_chans).median_ms)
 
 
 def calibrate(name: str, model: nn.Module, img_size: int, seconds: float = 3.0, **kwargs) -> Anchor:

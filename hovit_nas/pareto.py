@@ -435,6 +435,31 @@ def int8_command(study: optuna.Study, doc: dict) -> Optional[str]:
                       q["runtime"], "--calibration-images", str(q["calibration_images"]), data=study.user_attrs)
 
 
+def deploy_steps(study: optuna.Study, storage: str, path: str | Path, doc: dict) -> list[str]:
+    """What ``pin`` prints for deployment: the one command, then the same as three steps for the
+    study's deployment target (retrain; export for its runtime and precision; eval of that file)."""
+    from . import runtimes
+
+    rd = run_dir(doc)
+    t = doc.get("target") or {}
+    rt, precision = t.get("runtime", "torch"), t.get("precision", "fp32")
+    suffix = runtimes.CAPS[rt].suffix if rt in runtimes.CAPS else ".safetensors"
+    lines = [f"deploy: {st.command('hovit-nas', 'deploy', '--study', study.study_name, '--best', path, storage=st.absolute_url(storage))}",
+             f"  or step by step, for {doc.get('deployment_target', 'the study target')}:",
+             f"  1. {reproduce_command(study, path, doc)}"]
+    if precision == "int8":
+        lines.append(f"  2. {int8_command(study, doc)}")
+        model = f"{rd}/model.int8.{rt}.onnx"
+    elif suffix == ".onnx":
+        lines.append(f"  2. {st.command('hovit-nas', 'export', rd, '--format', 'onnx')}")
+        model = f"{rd}/model.onnx"
+    else:
+        model = rd  # the run directory's model.safetensors
+    extra = ["--runtime", rt] if suffix == ".onnx" else []
+    lines.append(f"  {len(lines) - 1}. {st.command('hovit-nas', 'eval', model, *extra, data=study.user_attrs)}")
+    return lines
+
+
 def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optional[float] = None,
         knee: bool = False, trial: Optional[int] = None, non_inferior_to: Optional[str] = None,
         margin: Optional[float] = None, one_se: bool = False) -> tuple[Path, dict]:
@@ -491,7 +516,7 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
         "confirmation": c.to_dict() if c else (
             "none: this pick rests on one seed's validation score; run `hovit-nas confirm` to retrain the front's "
             "candidates and HoViT-B over more seeds"),
-        "deployment_target": rep["target"],
+        "deployment_target": rep["target"], "target": study.user_attrs.get("deployment_target"),
         "params": a.get("params"), "device": (a.get("latency") or {}).get("device_name"),
         "latency": a.get("latency"), "data": a.get("data"),
         "val": {k: v for k, v in (a.get("val") or {}).items() if k != "confusion"},

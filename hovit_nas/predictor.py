@@ -286,7 +286,7 @@ def profile_target(space: "Space", n: int, *, runtime: str, precision: str = "fp
 
     Raises:
         HovitError: the runtime or precision is not available here, or the service refuses."""
-    from .latency import calibrate, device_name, measure_latency
+    from .latency import Protocol, calibrate_on, device_name, measure
     from .models import create_hovit, export
     from .models.onnx import onnx_bytes
     from .target import DeploymentTarget
@@ -301,10 +301,9 @@ def profile_target(space: "Space", n: int, *, runtime: str, precision: str = "fp
         cpu, machine = ident["cpu"], ident["id"]
     else:
         cpu, machine = device_name(torch.device("cpu")), None
-        protocol = dict(batch=batch, threads=threads, runs=lat.runs, warmup=lat.warmup, in_chans=chans,
-                        runtime=runtime, precision=precision, device="cpu")
+        here = DeploymentTarget.of("cpu", runtime, threads, batch, img, precision)
         ref = export(create_hovit(space.fixed_point_config()))
-        anchor = calibrate(space.fixed_point, ref, img, seconds=lat.anchor_time_s, **protocol)
+        anchor = calibrate_on(space.fixed_point, ref, here, lat.anchor_time_s, Protocol.of(lat), in_chans=chans)
     models = [export(create_hovit(cfg)) for cfg, _ in drawn]
     times: list[list[float]] = [[] for _ in drawn]
     done, total = 0, rounds * len(drawn)
@@ -315,8 +314,7 @@ def profile_target(space: "Space", n: int, *, runtime: str, precision: str = "fp
                                       lat.runs, lat.warmup, lat.min_time_s)
                 times[i].append(float(rec["median_ms"]))
             else:
-                times[i].append(measure_latency(model, img, anchor=anchor, min_time_s=lat.min_time_s,
-                                                **protocol).median_ms)
+                times[i].append(measure(model, here, Protocol.of(lat), anchor=anchor, in_chans=chans).median_ms)
             done += 1
             if on_point:
                 on_point(done, total)

@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 
 from . import faults
-from .config import PRECISIONS, QUANTIZABLE
+from .config import PRECISIONS
 from .errors import ConfigError, HovitError, QuantizationError, first_line
 
 _log = logging.getLogger(__name__)
@@ -75,8 +75,10 @@ class ServiceConfig:
     anchor_time_s: float = 3.0
 
     def validate(self) -> "ServiceConfig":
-        if self.runtime not in QUANTIZABLE:
-            raise ConfigError(f"`runtime`: the latency service times ONNX models on {' or '.join(QUANTIZABLE)}, "
+        from . import runtimes
+
+        if self.runtime not in runtimes.exported():
+            raise ConfigError(f"`runtime`: the latency service times ONNX models on {' or '.join(runtimes.exported())}, "
                               f"not {self.runtime!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"`precision`: unknown {self.precision!r}; one of {', '.join(PRECISIONS)}")
@@ -139,8 +141,15 @@ class Measurer:
         self.cache: dict[str, dict] = {}
         self.anchors: dict[tuple, object] = {}
 
-    def _anchor(self, img_size: int, in_chans: int, num_classes: int, protocol: dict):
-        from .latency import calibrate
+    def target(self, img_size: int):
+        """This service's deployment target at ``img_size``."""
+        from .target import DeploymentTarget
+
+        return DeploymentTarget.of("cpu", self.cfg.runtime, self.cfg.threads, self.cfg.batch, img_size,
+                                   self.cfg.precision)
+
+    def _anchor(self, img_size: int, in_chans: int, num_classes: int, protocol):
+        from .latency import calibrate_on
         from .models import create_hovit, export, hovit_b
 
         key = (img_size, in_chans, num_classes)
@@ -148,7 +157,8 @@ class Measurer:
             cfg = hovit_b(img_size=img_size, num_classes=num_classes)
             cfg.model.in_chans = in_chans
             model = export(create_hovit(cfg))
-            self.anchors[key] = calibrate("hovit_b", model, img_size, seconds=self.cfg.anchor_time_s, **protocol)
+            self.anchors[key] = calibrate_on("hovit_b", model, self.target(img_size), self.cfg.anchor_time_s, protocol,
+                                             in_chans=in_chans)
             _log.info(f"anchor hovit_b at {img_size} px: {self.anchors[key].ms:.3f} ms")
         return self.anchors[key]
 
@@ -159,19 +169,18 @@ class Measurer:
 
         Raises:
             HovitError: the model cannot be read or run (one line); _Busy: no slot in time."""
-        from .latency import measure_latency
+        from .latency import Protocol, measure
 
         sha = hashlib.sha256(model).hexdigest()
         key = json.dumps([sha, img_size, in_chans, num_classes, runs, warmup, min_time_s])
         if key in self.cache:
             return {**self.cache[key], "cached": True}
-        protocol = dict(batch=self.cfg.batch, device="cpu", warmup=warmup, threads=self.cfg.threads,
-                        in_chans=in_chans, runtime=self.cfg.runtime, precision=self.cfg.precision)
+        protocol = Protocol(runs, warmup, min_time_s)
         with self.slot:
             faults.reached("latency")
             anchor = self._anchor(img_size, in_chans, num_classes, protocol)
             try:
-                lat = measure_latency(model, img_size, runs=runs, min_time_s=min_time_s, anchor=anchor, **protocol)
+                lat = measure(model, self.target(img_size), protocol, anchor=anchor, in_chans=in_chans)
             except HovitError:  # QuantizationError included
                 raise
             except Exception as exc:  # onnxruntime / OpenVINO on a file that is not what it claims

@@ -745,6 +745,27 @@ def data_args(spec: DataSpec) -> list[str]:
     return args + ([] if spec.augment else ["--no-augment"])
 
 
+def data_of(args: list[str]) -> tuple[Optional[str], "DataOptions"]:
+    """The inverse of ``data_args``: (``--data``, DataOptions) from recorded data options."""
+    from .config import DataOptions
+
+    opts, data, it = DataOptions(), None, iter(args)
+    for flag in it:
+        if flag == "--no-augment":
+            opts.augment = False
+            continue
+        value = next(it)
+        if flag == "--data":
+            data = value
+        elif flag == "--split-index":
+            opts.split_index = value
+        elif flag == "--external-test":
+            opts.external_test = value
+        elif flag == "--max-per-split":
+            opts.max_per_split = int(value)
+    return data, opts
+
+
 def recorded_data_args(attrs: dict) -> Optional[list[str]]:
     """The data options a study recorded (``DATA_ARGS_ATTR``, written by search.prepare); [] for
     a study on the built-in data; None for a study on other data from before they were recorded."""

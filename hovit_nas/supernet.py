@@ -489,7 +489,7 @@ def extract_run(supernet_dir: str | Path, cfg: RunConfig, data: Optional[str], o
     from .config import DataSpec, dump_run_config
     from .data import load_data
     from .device import resolve_device
-    from .latency import measure_latency
+    from .latency import measure, target_for
     from .models import count_params, export
     from .train import CHECKPOINT as RUN_CHECKPOINT, RunResult, evaluate, save_run, train_plain
 
@@ -523,8 +523,9 @@ def extract_run(supernet_dir: str | Path, cfg: RunConfig, data: Optional[str], o
                        None, history, round(time.time() - t0, 2), list(splits.classes))
     prov = None if made is None else pv.Provenance("run", made, img_size=spec.img_size)
     result.provenance = None if prov is None else prov.to_dict(sketch=False)
-    result.latency = measure_latency(exported, run_cfg.model.img_size, device=dev,
-                                     in_chans=run_cfg.model.in_chans).to_dict()
+    target = target_for(run_cfg.model.img_size, dev)
+    result.latency = {**measure(exported, target, in_chans=run_cfg.model.in_chans, device=dev).to_dict(),
+                      "target": target.name}
     result.exported = exported
     torch.save({"config": dump_run_config(run_cfg), "phase_idx": 0, "epoch": finetune, "model": model.state_dict(),
                 "history": history, "supernet": sn.record["id"]}, dest / RUN_CHECKPOINT)

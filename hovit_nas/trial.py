@@ -26,10 +26,11 @@ from .data import Splits, load_data
 from .device import DeviceGuard, resolve_device
 from . import faults, logs
 from .errors import QuantizationError, TrialFailed, TrialStopped
-from .latency import Anchor, Calibration, calibrate, measure_latency
+from .latency import Anchor, Calibration, Protocol, calibrate_on, measure, target_for
 from .models import count_params, create_hovit, export
 from .models.onnx import onnx_bytes
 from .stats import objective
+from .target import DeploymentTarget
 from .deploy import quantize_int8
 from .train import RunResult, train_and_evaluate
 
@@ -61,6 +62,12 @@ class TrialSpec:
     def latency_threads(self) -> int:
         """CPU threads a latency measurement uses: the space's, else the trial's, else torch's."""
         return self.latency.threads or self.threads or torch.get_num_threads()
+
+    def target(self, device: str | torch.device) -> DeploymentTarget:
+        """The deployment target trials are timed on, run on ``device``."""
+        lat = self.latency
+        return DeploymentTarget.of(str(device), lat.runtime, self.latency_threads, lat.batch,
+                                   self.config.model.img_size, lat.precision)
 
 
 @dataclass
@@ -161,12 +168,6 @@ def anchor_for(calibration: Optional[Calibration]) -> Optional[Anchor]:
     return Anchor(calibration.name, _anchor_model(calibration.config), calibration.ms)
 
 
-def _protocol(cfg: RunConfig, spec: TrialSpec, device: torch.device) -> dict:
-    lat = spec.latency
-    return dict(batch=lat.batch, device=device, runs=lat.runs, warmup=lat.warmup, threads=spec.latency_threads,
-                in_chans=cfg.model.in_chans, runtime=lat.runtime, precision=lat.precision, min_time_s=lat.min_time_s)
-
-
 def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> Calibration:
     """Time the reference (the space's fixed point, exported) alone over a long window, once per
     study, on the trials' device and protocol; every trial then scales by this one figure."""
@@ -176,9 +177,8 @@ def calibrate_anchor(name: str, cfg: RunConfig, spec: TrialSpec) -> Calibration:
     cfg_dict = to_dict(cfg)
     with DeviceGuard.of(dev).shared():
         model = _anchor_model(cfg_dict)
-    protocol = _protocol(cfg, spec, dev)
-    protocol.pop("min_time_s")  # the calibration window is the longer anchor_time_s
-    a = calibrate(name, model, cfg.model.img_size, seconds=spec.latency.anchor_time_s, **protocol)
+    a = calibrate_on(name, model, spec.target(dev), spec.latency.anchor_time_s, Protocol.of(spec.latency), dev,
+                     cfg.model.in_chans)
     return Calibration(name, a.ms, cfg_dict, str(dev), spec.latency_threads)
 
 
@@ -193,7 +193,8 @@ def skeleton_latency(cfg: RunConfig, spec: TrialSpec, device: torch.device, guar
         rec = spec.latency_at.measure(data, m.img_size, m.in_chans, m.num_classes, lat.runs, lat.warmup,
                                       lat.min_time_s)
         return rec, count_params(deployed)
-    lat = measure_latency(deployed, cfg.model.img_size, guard=guard, anchor=anchor, **_protocol(cfg, spec, device))
+    lat = measure(deployed, spec.target(device), Protocol.of(spec.latency), anchor=anchor, guard=guard,
+                  in_chans=cfg.model.in_chans, device=device)
     return lat.to_dict(), count_params(deployed)
 
 
@@ -307,21 +308,22 @@ def remeasure(records: dict[int, dict], anchor: Optional[Calibration | dict] = N
     for _ in range(rounds):
         for n, (model, cfg) in models.items():
             rec = records[n]["latency"]
-            out[n].append(measure_latency(model, cfg.model.img_size, batch=rec["batch"], threads=rec["threads"],
-                                          runs=10, warmup=rec["warmup"], in_chans=cfg.model.in_chans,
-                                          device=rec["device"], min_time_s=min_time_s, anchor=ref,
-                                          runtime=rec.get("runtime", "torch"), precision=rec.get("precision", "fp32")))
+            target = DeploymentTarget.of(rec["device"], rec.get("runtime", "torch"), rec["threads"], rec["batch"],
+                                         cfg.model.img_size, rec.get("precision", "fp32"))
+            out[n].append(measure(model, target, Protocol(10, rec["warmup"], min_time_s), anchor=ref,
+                                  in_chans=cfg.model.in_chans, device=rec["device"]))
     return out
 
 
 def train_run(cfg: RunConfig, data: Optional[str], options: DataOptions, *, adapt_classes: bool = False,
               device: str = "auto", threads: Optional[int] = None, out_dir: str | Path | None = None,
-              resume: bool = False) -> tuple[RunResult, Splits, Path]:
+              resume: bool = False, target: Optional[DeploymentTarget] = None) -> tuple[RunResult, Splits, Path]:
     """One run as ``hovit-nas train`` makes it: load ``data`` at the config's resolution (split
     with its seed), adapt the class count when ``adapt_classes`` (a preset; a config file must
-    match its data), train both phases, export, evaluate val/test, time the exported model
-    (latency.measure_latency, ``threads`` CPU threads), and write the run directory (default
-    ``runs/<name>``: checkpoint, model, result.json).
+    match its data), train both phases, export, evaluate val/test, time the exported model on
+    deployment ``target`` (default: ``auto`` -- ONNX Runtime on the CPU, as a search times --
+    with ``threads`` CPU threads, batch 1, fp32; ``result.latency["target"]`` names it), and
+    write the run directory (default ``runs/<name>``: checkpoint, model, result.json).
 
     Returns the result (``latency`` filled), the splits and the run directory.
     Raises:
@@ -347,8 +349,9 @@ def train_run(cfg: RunConfig, data: Optional[str], options: DataOptions, *, adap
     prov = pv.Provenance("run", pv.data_record(splits, cfg.model.img_size, pv.data_rule(spec)),
                          img_size=cfg.model.img_size)
     r = train_and_evaluate(cfg, splits, dev, out_dir=out, resume=resume, provenance=prov)
-    r.latency = measure_latency(r.exported, cfg.model.img_size, device=dev, threads=threads,
-                                in_chans=cfg.model.in_chans).to_dict()
+    target = target or target_for(cfg.model.img_size, dev, threads)
+    r.latency = {**measure(r.exported, target, in_chans=cfg.model.in_chans, device=dev).to_dict(),
+                 "target": target.name}
     r.save(out / "result.json")
     return r, splits, out
 

@@ -138,7 +138,9 @@ def test_a_tool_failing_on_one_architecture_fails_that_trial_with_the_reason(mon
     def broken(*a, **k):
         raise RuntimeError("Unsupported operator HardSwish in a QDQ pair\nmore detail")
 
-    monkeypatch.setattr(q, "_onnxruntime", broken)
+    from hovit_nas import runtimes
+
+    monkeypatch.setattr(runtimes.get("onnxruntime"), "quantize", broken)  # the runtime's int8 tool (its seam)
     with pytest.raises(QuantizationError, match="failed: RuntimeError: Unsupported operator HardSwish in a QDQ pair$"):
         q.quantize(b"", q.random_calibration((3, 8, 8), 1), "onnxruntime")
     base = load_space("hovit-cpu").with_builtin_budget().base

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..config import ArchConfig, from_dict, to_dict
 from ..errors import HovitError
+from ..runtimes.onnxruntime import OnnxModel, session  # noqa: F401 (re-exported: where they lived)
 
 FORMAT = "hovit-nas/onnx/1"
 _log = logging.getLogger(__name__)
@@ -42,28 +43,6 @@ def onnx_bytes(model: nn.Module, img_size: int, in_chans: int = 3, metadata: Opt
     for k, v in (metadata or {}).items():
         proto.metadata_props.add(key=k, value=v)
     return proto.SerializeToString()
-
-
-def session(model: bytes | str | Path, threads: Optional[int] = None, device: str = "cpu"):
-    """An onnxruntime session with every graph optimisation; on CUDA the CUDA execution provider
-    when onnxruntime has it (else HovitError); ``threads`` fixes the intra-op thread count."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.inter_op_num_threads = 1
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if str(device).startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise HovitError("onnxruntime latency on cuda needs onnxruntime-gpu (the CUDA execution provider); "
-                             "install it, or time on the CPU")
-        index = torch.device(device).index or 0
-        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    src = str(model) if isinstance(model, (str, Path)) else model
-    return ort.InferenceSession(src, sess_options=opts, providers=providers)
 
 
 @dataclass
@@ -114,20 +93,6 @@ def save_onnx(model: nn.Module, path: str | Path, provenance=None, classes: Opti
     return p, result
 
 
-class OnnxModel(nn.Module):
-    """An ONNX model (a file or bytes) on onnxruntime behind a module's interface (for
-    ``evaluate``): tensors in, logits out."""
-
-    def __init__(self, path: Path | bytes, config: ArchConfig, device: str = "cpu", threads: Optional[int] = None):
-        super().__init__()
-        self.path, self.config, self.device_ = path, config, device
-        self.sess = session(path, threads, device=device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.sess.run(None, {"images": x.detach().float().cpu().numpy()})[0]
-        return torch.from_numpy(out).to(x.device)
-
-
 def read_metadata(path: Path) -> dict:
     """A hovit-nas ONNX export's metadata (``metadata``; an int8 model adds ``precision``,
     ``quantized_for`` and ``calibration_images``: models/quantize.py).
@@ -164,10 +129,12 @@ def load_onnx(path: str | Path, device: str | torch.device = "cpu", runtime: Opt
     config = from_dict(ArchConfig, json.loads(meta["config"]), "model")
     made_for = meta.get("quantized_for")
     runtime = runtime or made_for or "onnxruntime"
-    if str(device) == "auto":  # OpenVINO and int8 models run on the CPU here
+    if str(device) == "auto":  # int8 models, and runtimes without a GPU, run on the CPU here
+        from .. import runtimes
         from ..device import resolve_device
 
-        device = "cpu" if runtime == "openvino" or made_for else resolve_device("auto")
+        gpu = "cuda" in runtimes.get(runtime).caps.devices
+        device = "cpu" if not gpu or made_for else resolve_device("auto")
     if made_for and made_for != runtime:
         _log.warning(f"{p}: int8 model quantized for {made_for}, run on {runtime}: its accuracy holds, but its "
                      f"int8 graph is laid out for {made_for} (models/quantize.py)")
@@ -176,16 +143,15 @@ def load_onnx(path: str | Path, device: str | torch.device = "cpu", runtime: Opt
 
 def module_of(model: Path | bytes, config: ArchConfig, runtime: str, device: str | torch.device = "cpu",
               threads: Optional[int] = None) -> nn.Module:
-    """An ONNX model (a file or bytes) as a module on ``runtime``: ``onnxruntime``
-    (``OnnxModel``) or ``openvino`` (``openvino.OpenVinoModel``, CPU only).
+    """An ONNX model (a file or bytes) as a module on ``runtime`` (an exported runtime of the
+    registry: runtimes/; e.g. ``onnxruntime`` or ``openvino``, CPU only).
 
     Raises:
-        HovitError: the runtime is unknown, missing or cannot run on ``device``."""
-    if runtime == "openvino":
-        from .openvino import OpenVinoModel, check_device
+        HovitError: the runtime is unknown, runs no ONNX model, is missing or cannot run on ``device``."""
+    from .. import runtimes
 
-        check_device(device)
-        return OpenVinoModel(model, config, threads)
-    if runtime != "onnxruntime":
-        raise HovitError(f"an .onnx model runs on onnxruntime or openvino, not {runtime!r}")
-    return OnnxModel(model, config, str(device), threads)
+    rt = runtimes.get(runtime)
+    if not rt.caps.exported:
+        raise HovitError(f"an .onnx model runs on {' or '.join(runtimes.exported())}, not {runtime!r}")
+    rt.require()
+    return rt.module(model, config, device, threads)

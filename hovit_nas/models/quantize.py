@@ -1,5 +1,5 @@
-"""Thin glue over ONNX Runtime's and NNCF's post-training quantization: an exported ONNX model
-made int8 for the runtime that will run it.
+"""Post-training int8 quantization: an exported ONNX model made int8 for the runtime that will
+run it, by that runtime's own tool (runtimes/onnxruntime.py, runtimes/openvino.py).
 
 Static post-training quantization (PTQ): weights are quantized per output channel to int8, and
 activations to 8 bits with ranges observed on calibration images (no retraining). The two
@@ -25,9 +25,6 @@ architectures timed before training) are quantized with a few fixed random image
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,49 +32,35 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..config import CALIBRATION_IMAGES, PRECISIONS, QUANTIZABLE
+from ..config import CALIBRATION_IMAGES
 from ..errors import HovitError, QuantizationError, first_line
 
 if TYPE_CHECKING:
     from ..data import Images
 
-NNCF_INSTALL = "pip install 'hovit-nas[openvino]'"
-TOOLS = {"onnxruntime": "onnxruntime.quantization.quantize_static (QDQ, u8 activations, s8 per-channel weights)",
-         "openvino": "nncf.quantize (ONNX backend, PERFORMANCE preset)"}  # what made each runtime's int8 graph
+
+class _Tools(dict):
+    """What made each quantizable runtime's int8 graph (its Capabilities.int8_tool), by name."""
+
+    def __missing__(self, runtime: str) -> str:
+        from .. import runtimes
+
+        return runtimes.get(runtime).caps.int8_tool
+
+
+TOOLS = _Tools()
 
 
 def check(precision: str, runtime: str, device: str | torch.device) -> None:
-    """A precision the runtime and device can run.
+    """A precision the runtime and device can run (runtimes.check_precision).
 
     Raises:
         HovitError: an unknown precision; int8 on a runtime other than onnxruntime or openvino,
             or on a GPU; int8 on openvino without NNCF installed.
     """
-    if precision not in PRECISIONS:
-        raise HovitError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return
-    _check_runtime(runtime)
-    if torch.device(device).type != "cpu":
-        raise HovitError(f"int8 post-training quantization is timed on the CPU here, not on {device}")
-    if runtime == "openvino":
-        _nncf()
+    from .. import runtimes
 
-
-def _check_runtime(runtime: str) -> None:
-    if runtime not in QUANTIZABLE:
-        raise HovitError(f"int8 post-training quantization runs on {' or '.join(QUANTIZABLE)}, not {runtime}")
-
-
-def _nncf():
-    # NNCF sends usage telemetry unless told it runs in CI: nothing leaves the machine at run time
-    os.environ.setdefault("NNCF_CI", "1")
-    try:
-        import nncf
-    except ImportError:
-        raise HovitError(f"int8 on openvino needs NNCF (the nncf package), which is not installed: {NNCF_INSTALL}") \
-            from None
-    return nncf
+    runtimes.check_precision(precision, runtime, device)
 
 
 def random_calibration(shape: tuple[int, ...], n: int = 8, seed: int = 0) -> np.ndarray:
@@ -115,11 +98,16 @@ def quantize(model: bytes, calibration: np.ndarray, runtime: str) -> bytes:
     """
     import onnx
 
-    _check_runtime(runtime)
+    from .. import runtimes
+
+    rt = runtimes.get(runtime)
+    if not rt.caps.int8_tool:
+        raise HovitError(f"int8 post-training quantization runs on {' or '.join(runtimes.quantizable())}, not {runtime}")
+    rt.require_int8()
     batches = [calibration[i:i + 1] for i in range(len(calibration))]
     try:
         with tempfile.TemporaryDirectory(prefix="hovit-nas-ptq-") as tmp:
-            out = _onnxruntime(model, batches, Path(tmp)) if runtime == "onnxruntime" else _openvino(model, batches)
+            out = rt.quantize(model, batches, Path(tmp))
     except HovitError:
         raise
     except Exception as exc:  # either tool raises anything from deep inside a graph transform
@@ -145,54 +133,4 @@ def loading(runtime: str):
     except Exception as exc:  # OpenVINO/onnxruntime, raw or already wrapped in a HovitError
         raise QuantizationError(f"the int8 model for {runtime} could not be loaded: {first_line(exc)}") from None
 
-
-def _onnxruntime(model: bytes, batches: list[np.ndarray], tmp: Path) -> bytes:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(batches)
-
-        def get_next(self):
-            x = next(self.it, None)
-            return None if x is None else {"images": x}
-
-    (tmp / "fp32.onnx").write_bytes(model)
-    quant_pre_process(str(tmp / "fp32.onnx"), str(tmp / "pre.onnx"), skip_symbolic_shape=True)
-    quantize_static(str(tmp / "pre.onnx"), str(tmp / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return (tmp / "int8.onnx").read_bytes()
-
-
-def overflow_fix(fix):
-    """NNCF's overflow fix (``fix``: its ``OverflowFix`` enum) for this CPU: for every layer where
-    the CPU has no VNNI (AVX2 only, e.g. this project's AMD EPYC since 2026-12), since there
-    OpenVINO multiplies u8 x s8 pairs with 16-bit saturation and weights quantized to the full 8
-    bits overflow (NNCF's ``OverflowFix`` documentation): without it, int8 HoViT agreed with fp32
-    on 88 % of predictions here, against the 90 % tests/test_quantize.py asks. With VNNI, NNCF's
-    default (the first layer only) keeps the full 8 bits elsewhere."""
-    from ..device import cpu_has
-
-    return fix.FIRST_LAYER if cpu_has("vnni") else fix.ENABLE
-
-
-def _openvino(model: bytes, batches: list[np.ndarray]) -> bytes:
-    import onnx
-
-    logging.getLogger("nncf").setLevel(logging.WARNING)  # its per-step INFO lines
-    quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found", from NNCF's torch backend
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        nncf = _nncf()
-        with contextlib.redirect_stdout(io.StringIO()):  # its rich progress bars: our log line reports the step
-            from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-
-            q = nncf.quantize(onnx.load_from_string(model), nncf.Dataset(batches, lambda x: {"images": x}),
-                              subset_size=len(batches),
-                              advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix(OverflowFix)))
-    finally:
-        quiet.setLevel(level)
-    return q.SerializeToString()
 
