@@ -60,10 +60,10 @@ def exported_run(run_dir: str | Path) -> ExportedRun:
     state = _read_checkpoint(run / CHECKPOINT)
     import yaml
 
-    cfg = run_config_from_dict(yaml.safe_load(state["config"]), f"{run / CHECKPOINT}:config")
+    cfg = run_config_from_dict(yaml.safe_load(state.config), f"{run / CHECKPOINT}:config")
     model = create_hovit(cfg)
-    _prepare_phase(model, cfg, _phases(cfg)[state["phase_idx"]][0])
-    model.load_state_dict(state["model"])
+    _prepare_phase(model, cfg, _phases(cfg)[state.phase_idx][0])
+    model.load_state_dict(state.model)
     prov = pv.read(run)
     result = run / "result.json"
     classes = json.loads(result.read_text()).get("classes") if result.is_file() else None

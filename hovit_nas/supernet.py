@@ -41,6 +41,7 @@ from .data import Images, Splits
 from .errors import ConfigError, HovitError
 from .models.supernet import Supernet, bounds_of, deployed
 from .progress import Bar
+from .train import Checkpoint
 
 if TYPE_CHECKING:
     from .train import RunResult
@@ -179,35 +180,50 @@ def build(space, seed: int = 0) -> tuple[Supernet, Subnets]:
 
 
 # ------------------------------------------------------------------------------------ training
+def sandwich(subnets: Subnets, cfg: SupernetConfig):
+    """The sandwich rule as one step of the training loop (train.fit_epochs): the largest subnet on
+    the labels, the smallest and ``cfg.sandwich_k`` random subnets on the largest's soft
+    predictions (or the labels without ``distill``); gradients summed, clipped, one optimizer
+    step. The step reports the largest's loss and logits, and the smallest's and the random
+    subnets' mean losses, as device tensors (no host synchronisation per step)."""
+    from .train import Step
+
+    def step(loop, x: torch.Tensor, y: torch.Tensor, amp: bool) -> Step:
+        net, opt, ls = loop.model, loop.opt, loop.train.label_smoothing
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(loop.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(x).float()
+            loss = F.cross_entropy(logits, y, label_smoothing=ls)
+        loss.backward()
+        soft = logits.detach().softmax(-1)
+        losses = {"smallest": torch.zeros((), device=x.device), "random": torch.zeros((), device=x.device)}
+        for i, sub in enumerate([subnets.smallest] + [subnets.sample() for _ in range(cfg.sandwich_k)]):
+            with torch.autocast(loop.device.type, dtype=torch.bfloat16, enabled=amp):
+                s_logits = net.forward_subnet(sub.model, x).float()
+                s_loss = (F.kl_div(s_logits.log_softmax(-1), soft, reduction="batchmean") if cfg.distill
+                          else F.cross_entropy(s_logits, y, label_smoothing=ls))
+            s_loss.backward()
+            losses["smallest" if i == 0 else "random"] += s_loss.detach() / (1 if i == 0 else max(cfg.sandwich_k, 1))
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
+        opt.step()
+        return Step(loss.detach(), logits.detach(), losses)
+
+    return step
+
+
 def sandwich_step(net: Supernet, subnets: Subnets, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
                   cfg: SupernetConfig, label_smoothing: float = 0.0) -> dict:
-    """One sandwich-rule update: the largest subnet on the labels, the smallest and
-    ``cfg.sandwich_k`` random subnets on the largest's soft predictions (or the labels without
-    ``distill``); gradients summed, clipped, one optimizer step. Returns the losses (floats)."""
-    net.train()
-    opt.zero_grad(set_to_none=True)
-    logits = net(x)
-    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-    loss.backward()
-    out = {"largest": float(loss.detach()), "smallest": 0.0, "random": 0.0}
-    soft = logits.detach().softmax(-1)
-    for i, sub in enumerate([subnets.smallest] + [subnets.sample() for _ in range(cfg.sandwich_k)]):
-        s_logits = net.forward_subnet(sub.model, x)
-        if cfg.distill:
-            s_loss = F.kl_div(s_logits.log_softmax(-1), soft, reduction="batchmean")
-        else:
-            s_loss = F.cross_entropy(s_logits, y, label_smoothing=label_smoothing)
-        s_loss.backward()
-        out["smallest" if i == 0 else "random"] += float(s_loss.detach()) / (1 if i == 0 else max(cfg.sandwich_k, 1))
-    if cfg.clip_grad:
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
-    opt.step()
-    for k, v in out.items():
-        if not np.isfinite(v):
-            from .errors import TrialFailed
+    """One sandwich-rule update outside the loop (``sandwich``'s step), its losses as floats:
+    ``largest``, ``smallest``, ``random`` (the mean over the random subnets)."""
+    from types import SimpleNamespace
 
-            raise TrialFailed(f"supernet loss ({k} subnet) became {v} (NaN/inf)")
-    return out
+    from .train import TrainConfig
+
+    net.train()
+    loop = SimpleNamespace(model=net, opt=opt, device=x.device, train=TrainConfig(label_smoothing=label_smoothing))
+    out = sandwich(subnets, cfg)(loop, x, y, False)
+    return {"largest": float(out.loss), **{k: float(v) for k, v in out.extra.items()}}
 
 
 @torch.no_grad()
@@ -274,7 +290,7 @@ def train_supernet(space, splits: Splits, device: torch.device, cfg: SupernetCon
     schedule, batch size and steps per epoch are the space's base training config's.
     Returns the supernet, its subnets and the per-epoch history (losses, the largest and
     smallest subnets' val top-1 after BN recalibration)."""
-    from .train import make_optimizer, make_schedule, train_loader
+    from .train import Loop, fit_epochs, make_optimizer, make_schedule, train_loader
 
     cfg.validate()
     t = space.base.train
@@ -283,72 +299,57 @@ def train_supernet(space, splits: Splits, device: torch.device, cfg: SupernetCon
     net.to(device)
     epochs = cfg.epochs or (t.epochs_dense + t.epochs_prune)
     gen = torch.Generator().manual_seed(t.seed)
-    loader = train_loader(splits.train, t, device, gen)
-    steps = min(len(loader), t.max_steps_per_epoch) if t.max_steps_per_epoch else len(loader)
-    opt = make_optimizer(net, t)
-    sched = make_schedule(opt, t, steps * epochs, int(t.warmup_epochs * steps))
+    loop = Loop(net, train_loader(splits.train, t, device, gen), splits.val, splits.num_classes, None, None, t,
+                device, step=sandwich(subnets, cfg))
+    loop.opt = make_optimizer(net, t)
+    loop.sched = make_schedule(loop.opt, t, loop.steps * epochs, int(t.warmup_epochs * loop.steps))
     history: list[dict] = []
     first = 0
     if resume:
         state = _load(out, space)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        sched.load_state_dict(state["sched"])
-        torch.set_rng_state(state["rng"])
-        gen.set_state(state["loader_rng"])
-        subnets.rng.bit_generator.state = state["subnet_rng"]
-        first, history = state["epoch"], state["history"]
+        net.load_state_dict(state.model)
+        loop.opt.load_state_dict(state.optim)
+        loop.sched.load_state_dict(state.sched)
+        torch.set_rng_state(state.rng)
+        gen.set_state(state.loader_rng)
+        subnets.rng.bit_generator.state = json.loads(state.extra["subnet_rng"]) if isinstance(
+            state.extra["subnet_rng"], str) else state.extra["subnet_rng"]
+        first, history = state.epoch, state.history
         _log.info(f"resuming the supernet at epoch {first}/{epochs}")
     calib = bn_images(splits.train, BN_IMAGES, t.seed, device)
-    for epoch in range(first, epochs):
-        t0, sums, n = time.time(), {"largest": 0.0, "smallest": 0.0, "random": 0.0}, 0
-        batches = iter(loader)
-        with Bar(f"supernet {epoch + 1}/{epochs}", steps, stats=True) as bar:
-            for step in range(steps):
-                batch = next(batches, None)
-                if batch is None:
-                    break
-                losses = sandwich_step(net, subnets, *batch, opt, cfg, t.label_smoothing)
-                sched.step()
-                for k in sums:
-                    sums[k] += losses[k]
-                n += 1
-                bar.update(step + 1, stats=f"loss {sums['largest'] / n:.4f}")
-        rec = {"epoch": epoch + 1, "epochs": epochs, **{f"loss_{k}": v / max(n, 1) for k, v in sums.items()},
-               "lr": opt.param_groups[0]["lr"]}
-        for which, sub in (("largest", net.largest_config), ("smallest", subnets.smallest.model)):
-            rec[f"val_top1_{which}"] = score_subnet(net, sub, calib, splits.val, splits.num_classes, device)[1]["top1"]
-        rec["s"] = round(time.time() - t0, 2)
+    loop.score = lambda: {f"val_top1_{which}": score_subnet(net, sub, calib, splits.val, splits.num_classes,
+                                                            device)[1]["top1"]
+                          for which, sub in (("largest", net.largest_config), ("smallest", subnets.smallest.model))}
+
+    def end_epoch(rec: dict) -> None:
+        rec = {"epoch": rec["epoch"], "epochs": epochs, "loss_largest": rec["loss"],
+               **{k: rec[k] for k in ("loss_smallest", "loss_random", "lr", "val_top1_largest", "val_top1_smallest",
+                                      "precision")}, "s": rec["s"]}
         history.append(rec)
-        _log.info(f"{logs.tag('[supernet]')} epoch {epoch + 1}/{epochs}  loss {rec['loss_largest']:.4f} (largest) "
+        _log.info(f"{logs.tag('[supernet]')} epoch {rec['epoch']}/{epochs}  loss {rec['loss_largest']:.4f} (largest) "
                   f"{rec['loss_smallest']:.4f} (smallest)  val {rec['val_top1_largest']:.3f} largest, "
                   f"{rec['val_top1_smallest']:.3f} smallest  ({rec['s']:.1f}s)")
         if out is not None:
-            _save(out, space, net, opt, sched, gen, subnets, epoch + 1, history)
+            _save(out, space, net, loop.opt, loop.sched, gen, subnets, rec["epoch"], history)
+
+    fit_epochs(loop, "supernet", epochs, first, end_epoch=end_epoch)
     return net, subnets, history
 
 
 def _save(out: Path, space, net, opt, sched, gen, subnets, epoch, history) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (CHECKPOINT + ".tmp")
-    torch.save({"space": json.dumps(space.to_dict(), sort_keys=True, default=str), "epoch": epoch,
-                "model": net.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(),
-                "rng": torch.get_rng_state(), "loader_rng": gen.get_state(),
-                "subnet_rng": subnets.rng.bit_generator.state, "history": history}, tmp)
-    tmp.replace(out / CHECKPOINT)
+    Checkpoint(json.dumps(space.to_dict(), sort_keys=True, default=str), net.state_dict(), epoch, 0, history,
+               opt.state_dict(), sched.state_dict(), torch.get_rng_state(), gen.get_state(),
+               {"subnet_rng": json.dumps(subnets.rng.bit_generator.state)}).save(out / CHECKPOINT)
 
 
-def _load(out: Optional[Path], space) -> dict:
+def _load(out: Optional[Path], space) -> "Checkpoint":
     if out is None:
         raise HovitError("`resume` needs `out` DIR (the supernet directory)")
     path = out / CHECKPOINT
     if not path.is_file():
         raise HovitError(f"{path}: no supernet checkpoint to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise HovitError(f"{path}: unreadable supernet checkpoint ({exc.__class__.__name__})") from None
-    if state.get("space") != json.dumps(space.to_dict(), sort_keys=True, default=str):
+    state = Checkpoint.load(path)
+    if state.config != json.dumps(space.to_dict(), sort_keys=True, default=str):
         raise HovitError(f"{path}: written for another space; use the same `space`")
     return state
 
@@ -435,12 +436,12 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     try:
         rec = json.loads(rec_path.read_text())
         space = space_from_dict(rec["space_def"], str(rec_path))
-        state = torch.load(p / CHECKPOINT, map_location="cpu", weights_only=False)
+        state = Checkpoint.load(p / CHECKPOINT)
         b = rec["bounds"]
         bounds = Bounds(tuple(tuple(s) for s in b["stages"]), b["mlp_ratio"], b["head_width"],
                         tuple(tuple(a) for a in b["attn_down"]))
         net = Supernet(deployed(space.base.model), bounds)
-        net.load_state_dict(state["model"])
+        net.load_state_dict(state.model)
     except HovitError:
         raise
     except Exception as exc:  # a damaged or foreign file
@@ -527,8 +528,8 @@ def extract_run(supernet_dir: str | Path, cfg: RunConfig, data: Optional[str], o
     result.latency = {**measure(exported, target, in_chans=run_cfg.model.in_chans, device=dev).to_dict(),
                       "target": target.name}
     result.exported = exported
-    torch.save({"config": dump_run_config(run_cfg), "phase_idx": 0, "epoch": finetune, "model": model.state_dict(),
-                "history": history, "supernet": sn.record["id"]}, dest / RUN_CHECKPOINT)
+    Checkpoint(dump_run_config(run_cfg), model.state_dict(), finetune, 0, history,
+               extra={"supernet": sn.record["id"]}).save(dest / RUN_CHECKPOINT)
     save_run(dest, result, run_cfg, prov)
     return dest, result
 

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -195,8 +195,33 @@ def train_loader(dataset: Images, t: TrainConfig, dev: torch.device, generator: 
 
 
 @dataclass
+class Step:
+    """What one optimizer step gives the loop: the loss it reports, a 0-d tensor on the device;
+    the logits whose arg-max counts towards training accuracy (None: none counted); and further
+    named losses to average (the sandwich rule's subnets). All detached, none read on the host."""
+
+    loss: torch.Tensor
+    logits: Optional[torch.Tensor] = None
+    extra: dict = field(default_factory=dict)
+
+
+def supervised_step(loop: "Loop", x: torch.Tensor, y: torch.Tensor, amp: bool) -> Step:
+    """The usual step: cross-entropy (label smoothing) on the model's logits, under bf16 autocast
+    where ``amp``, one AdamW update."""
+    with torch.autocast(loop.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = loop.forward(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=loop.train.label_smoothing)
+    loop.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    loop.opt.step()
+    return Step(loss.detach(), logits.detach())
+
+
+@dataclass
 class Loop:
-    """What one phase's epochs run over: fixed for the phase."""
+    """What one phase's epochs run over: fixed for the phase. ``step`` makes one optimizer update
+    (``supervised_step``; the supernet's sandwich rule is another); ``score`` gives the epoch's
+    validation figures (default: the model's val top-1)."""
 
     model: nn.Module
     loader: Batches
@@ -207,6 +232,13 @@ class Loop:
     train: TrainConfig
     device: torch.device
     guard: DeviceGuard = NO_GUARD
+    step: Callable[["Loop", torch.Tensor, torch.Tensor, bool], Step] = supervised_step
+    score: Optional[Callable[[], dict]] = None
+    forward: Optional[Callable] = None  # the model, compiled where TrainConfig.compile asks
+
+    def __post_init__(self):
+        if self.forward is None:
+            self.forward = torch.compile(self.model) if self.train.compile else self.model
 
     @property
     def steps(self) -> int:
@@ -214,22 +246,27 @@ class Loop:
         cap = self.train.max_steps_per_epoch
         return min(len(self.loader), cap) if cap else len(self.loader)
 
+    def validation(self) -> dict:
+        if self.score is not None:
+            return self.score()
+        return {"val_top1": evaluate(self.model, self.val_set, self.num_classes, self.device, self.guard)["top1"]}
+
 
 def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
                step_hook: Callable[[int, int], None] | None = None,
                end_epoch: Callable[[dict], None] | None = None) -> None:
-    """The training loop: AdamW steps under the device's shared slot, val per epoch.
+    """The one training loop, for every phase (dense, pruning) and the supernet: ``loop.step``
+    under the device's shared slot, then the schedule; validation per epoch.
 
-    Loss and accuracy accumulate on the device, and the first non-finite step is recorded there
+    Losses and accuracy accumulate on the device, and the first non-finite step is recorded there
     too: the host synchronises only every NAN_CHECK_EVERY steps (and at the epoch's end), so a
     GPU is never left waiting for Python between steps."""
-    model, dev, t, steps = loop.model, loop.device, loop.train, loop.steps
-    amp = autocast_bf16(dev, t.amp)
-    forward = torch.compile(model) if t.compile else model
+    model, dev, steps = loop.model, loop.device, loop.steps
+    amp = autocast_bf16(dev, loop.train.amp)
     for epoch in range(first_epoch, epochs):
         model.train()
         t0 = time.time()
-        loss_sum = torch.zeros((), device=dev)
+        sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=dev, dtype=torch.long)
         first_bad = torch.full((), -1, device=dev, dtype=torch.long)  # the first non-finite step, and its loss
         bad_loss = torch.zeros((), device=dev)
@@ -244,29 +281,25 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
                 if batch is None:
                     break
                 x, y = batch
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = forward(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
-                loop.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                loop.opt.step()
+                out = loop.step(loop, x, y, amp)
             loop.sched.step()
-            loss = loss.detach()
-            newly = (first_bad < 0) & ~torch.isfinite(loss)
-            first_bad, bad_loss = torch.where(newly, step, first_bad), torch.where(newly, loss, bad_loss)
-            loss_sum += loss * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            for name, value in {"": out.loss, **out.extra}.items():
+                newly = (first_bad < 0) & ~torch.isfinite(value)
+                first_bad, bad_loss = torch.where(newly, step, first_bad), torch.where(newly, value, bad_loss)
+                sums[name] = sums.get(name, torch.zeros((), device=dev)) + value * len(y)
+            if out.logits is not None:
+                correct += (out.logits.argmax(1) == y).sum()
             seen += len(y)
             if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps:
                 _check_finite(first_bad, bad_loss, phase, epoch)
                 if bar.active:  # reading the sums synchronises with the device: only for a bar someone sees
-                    bar.update(step + 1, stats=f"loss {float(loss_sum) / seen:.4f} acc {int(correct) / seen:.3f}")
+                    bar.update(step + 1, stats=f"loss {float(sums['']) / seen:.4f} acc {int(correct) / seen:.3f}")
         _check_finite(first_bad, bad_loss, phase, epoch)
         bar.close()
-        val = evaluate(model, loop.val_set, loop.num_classes, dev, loop.guard)
         rec = {"phase": phase, "epoch": epoch + 1, "epochs": epochs, "precision": "bf16-autocast" if amp else "fp32",
-               "loss": float(loss_sum) / max(seen, 1),
-               "train_top1": int(correct) / max(seen, 1), "val_top1": val["top1"],
+               "loss": float(sums.get("", 0.0)) / max(seen, 1),
+               **{f"loss_{k}": float(v) / max(seen, 1) for k, v in sums.items() if k},
+               "train_top1": int(correct) / max(seen, 1), **loop.validation(),
                "lr": loop.opt.param_groups[0]["lr"], "s": round(time.time() - t0, 2)}
         if end_epoch is not None:
             end_epoch(rec)
@@ -310,7 +343,7 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
     start_phase, start_epoch, state = 0, 0, None
     if resume:
         state = _load_checkpoint(out, cfg)
-        start_phase, start_epoch, history = state["phase_idx"], state["epoch"], state["history"]
+        start_phase, start_epoch, history = state.phase_idx, state.epoch, state.history
         _log.info(f"resuming {cfg.name} at phase {phases[start_phase][0]} epoch {start_epoch}")
 
     t = cfg.train
@@ -325,15 +358,15 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
         loop.opt, loop.sched = _optimizer(model, cfg, phase, loop.steps * epochs)
         first_epoch = 0
         if state is not None and phase_idx == start_phase:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(state.model)
             try:
-                loop.opt.load_state_dict(state["optim"])
+                loop.opt.load_state_dict(state.optim)
             except ValueError:  # its parameter groups differ: written before weight decay skipped 1-D params
                 raise HovitError(f"{out / CHECKPOINT}: written by an older hovit-nas whose optimizer had other "
                                  "parameter groups; train again without `resume`") from None
-            loop.sched.load_state_dict(state["sched"])
-            torch.set_rng_state(state["rng"])
-            loader_gen.set_state(state["loader_rng"])
+            loop.sched.load_state_dict(state.sched)
+            torch.set_rng_state(state.rng)
+            loader_gen.set_state(state.loader_rng)
             first_epoch = start_epoch
             state = None
         tau_hook = None
@@ -410,31 +443,83 @@ def save_run(out: Path, result: RunResult, cfg: RunConfig, provenance: Optional[
         pv.write(out, provenance)
 
 
+@dataclass
+class Checkpoint:
+    """The one checkpoint format -- a training run's, the supernet's and an extracted subnet's:
+    tensors and built-in types only, so it is read with ``torch.load(weights_only=True)`` and
+    never unpickles code. Written atomically (a temporary file, then a rename), so an interrupted
+    save never corrupts the last one.
+
+    Attributes:
+        config: what it was made for, as text: a run config (YAML) or a space (canonical JSON).
+        model: the state dict.
+        epoch, phase_idx: where training stands (the epoch within the phase).
+        history: the per-epoch records so far.
+        optim, sched, rng, loader_rng: the optimizer, the schedule (its step count), torch's RNG and
+            the loader's generator state, to resume exactly; None where not resumable.
+        extra: what one kind adds (the supernet's subnet sampler state; an extract's supernet id).
+    """
+
+    config: str
+    model: dict
+    epoch: int = 0
+    phase_idx: int = 0
+    history: list = field(default_factory=list)
+    optim: Optional[dict] = None
+    sched: Optional[dict] = None
+    rng: Optional[torch.Tensor] = None
+    loader_rng: Optional[torch.Tensor] = None
+    extra: dict = field(default_factory=dict)
+
+    KEYS: ClassVar[tuple] = ("config", "model", "epoch", "phase_idx", "history", "optim", "sched", "rng",
+                               "loader_rng", "extra")
+    LEGACY: ClassVar[dict] = {"space": "config"}  # the supernet's checkpoints before this type: its space
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({k: getattr(self, k) for k in self.KEYS}, tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "Checkpoint":
+        """Read ``path`` with ``weights_only=True`` (checkpoints from before this type load too).
+
+        Raises:
+            HovitError: no such file, or a damaged or foreign file (one line naming it)."""
+        if not path.is_file():
+            raise HovitError(f"{path}: no checkpoint")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load raises many types for a damaged file
+            raise HovitError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None
+        if not isinstance(d, dict) or "model" not in d:
+            raise HovitError(f"{path}: not a hovit-nas checkpoint")
+        d = {cls.LEGACY.get(k, k): v for k, v in d.items()}
+        extra = dict(d.pop("extra", None) or {}, **{k: d.pop(k) for k in list(d) if k not in cls.KEYS})
+        return cls(**{k: v for k, v in d.items() if k in cls.KEYS}, extra=extra)
+
+
+
 def _save_checkpoint(out: Path, cfg, model, opt, sched, loader_gen, phase_idx, epoch, history) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (CHECKPOINT + ".tmp")
-    torch.save({"config": dump_run_config(cfg), "phase_idx": phase_idx, "epoch": epoch,
-                "model": model.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(),
-                "rng": torch.get_rng_state(), "loader_rng": loader_gen.get_state(), "history": history}, tmp)
-    tmp.replace(out / CHECKPOINT)  # atomic: an interrupted save never corrupts the last checkpoint
+    Checkpoint(dump_run_config(cfg), model.state_dict(), epoch, phase_idx, history, opt.state_dict(),
+               sched.state_dict(), torch.get_rng_state(), loader_gen.get_state()).save(out / CHECKPOINT)
 
 
-def _load_checkpoint(out: Optional[Path], cfg: RunConfig) -> dict:
+def _load_checkpoint(out: Optional[Path], cfg: RunConfig) -> Checkpoint:
     if out is None:
         raise HovitError("`resume` needs `out` DIR (the run directory holding checkpoint.pt)")
     path = out / CHECKPOINT
     if not path.is_file():
         raise HovitError(f"{path}: no checkpoint to resume from")
     state = _read_checkpoint(path)
-    if state["config"] != dump_run_config(cfg):
+    if state.config != dump_run_config(cfg):
         raise HovitError(f"{path}: checkpoint was written for a different config; use the same `config`")
     return state
 
 
-def _read_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for a damaged file
-        raise HovitError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None
+def _read_checkpoint(path: Path) -> Checkpoint:
+    return Checkpoint.load(path)
 
 
