@@ -44,9 +44,6 @@ def prepare(cfg: SearchConfig) -> Prepared:
     with st.storage_errors(storage):  # before any work: a foreign study, a full or read-only storage
         st.recorded_attrs(name, storage)
         st.check_writable(storage)
-    data = DataSpec.of(cfg.data, space.base.model.img_size, space.base.train.seed, cfg.data_options)
-    splits = get_data(data)
-    space = replace(space, base=with_num_classes(space.base, splits.num_classes))
     latency = replace(space.latency, **{k: v for k, v in (("batch", cfg.latency_batch), ("anchor", cfg.latency_anchor),
                                                           ("runtime", cfg.runtime), ("precision", cfg.precision))
                                    if v is not None})
@@ -69,6 +66,10 @@ def prepare(cfg: SearchConfig) -> Prepared:
         if cfg.precision is None:  # likewise its precision
             latency.precision = st.recorded_latency(name, storage, "latency_precision") or latency.precision
         check_precision(latency.precision, latency.runtime, trial_device)
+    # the data after the target: a wrong service address is one line before any decoding
+    data = DataSpec.of(cfg.data, space.base.model.img_size, space.base.train.seed, cfg.data_options)
+    splits = get_data(data)
+    space = replace(space, base=with_num_classes(space.base, splits.num_classes))
     scored_by = check_evaluator(cfg, name, space, splits.description, recorded)
     early_stop = resolve_early_stop(cfg, space.early_stop, recorded.get("early_stop"))
     trials = cfg.trials or space.trials
