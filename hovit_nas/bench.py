@@ -316,8 +316,15 @@ def baselines_on_target(study: "optuna.Study") -> dict:
            "rows": rows, "note": "; ".join(["accuracy unknown: not trained on the study's data"]
                                            + (["anchored to the study's HoViT-B calibration"] if anchor else [])
                                            + untimed)}
+    import optuna
+    import sqlalchemy.exc
+
+    from .study import storage_cause
+
     try:
         study.set_user_attr(BASELINES_ATTR, out)
-    except Exception as exc:  # a read-only storage: the figures stand, only the cache is lost
-        _log.warning(f"baselines: not kept with the study ({type(exc).__name__}); they are timed again next time")
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        # a read-only storage (a share the user may only read): the figures stand, only the cache is lost
+        _log.warning(f"baselines: not kept with the study, whose storage is {storage_cause(exc)}; they are timed "
+                     "again next time")
     return out

@@ -42,7 +42,8 @@ def _as_flags(command: click.Command | None, line: str) -> str:
     line that is a flag: `trials` -> --trials, `latency_anchor` -> --latency-anchor/--no-latency-anchor.
     Names the command has no option for stay as they are."""
     flags: dict[str, str] = {}
-    for p in getattr(command, "params", []):
+    subcommands = list(command.commands.values()) if isinstance(command, click.Group) else []  # `supernet train`
+    for p in [*getattr(command, "params", []), *(p for c in subcommands for p in c.params)]:
         if isinstance(p, click.Option):
             shown = "/".join(p.opts[:1] + p.secondary_opts[:1])
             for key in [p.name, *(o.lstrip("-").replace("-", "_") for o in p.opts)]:
@@ -184,8 +185,10 @@ def eval_cmd(model_path, data, data_options, device, runtime):
 def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration_images, out):
     """Export a training checkpoint: keep selected blocks, merge LoRA, fuse BN; optionally int8."""
     from .models import count_params, save_exported
+    from .outputs import check_output
     from .train import export_checkpoint
 
+    check_output(out or Path(run_dir), "the exported model")  # before the export (and an int8 calibration)
     if precision == "int8":
         from .train import export_int8
 
@@ -248,7 +251,9 @@ def _bench_config(**v):
 def bench(cfg, data, data_options, epochs, max_steps, out):
     """The paper's Table 1 structure: params, latency, ratio to efficientnet_b0 (+ accuracy with --data)."""
     from .bench import format_table, run_bench, trainer_for, write_report
+    from .outputs import check_output
 
+    check_output(out, "the bench report", metavar="DIR")  # before the timing, not after it
     trainer = None
     if data is not None:
         trainer, cfg.num_classes = trainer_for(cfg, data, data_options, epochs or 2, max_steps)
@@ -409,8 +414,12 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
     from . import pareto as pa
     from . import study as st
 
+    from .outputs import check_output, unwritable
+
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
+    html = check_output(out, "the HTML plot") if out else st.study_dir(name, url) / "pareto.html"
+    not_written = unwritable(html)  # next to a study on a read-only share: the report is still printed
     with st.storage_errors(url):
         study = st.load(name, url)
         rep = pa.summarise(study)
@@ -419,13 +428,16 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
             from .bench import baselines_on_target
 
             bench = baselines_on_target(study)
-    path = pa.plot(rep, out or st.study_dir(name, url) / "pareto.html", bench)
+    path = None if not_written else pa.plot(rep, html, bench)
     if as_json:
         click.echo(json.dumps({**{k: v for k, v in rep.items() if k != "all"}, "baselines": bench}, indent=2))
     else:
         click.echo(pa.format_report(rep))
         click.echo(pa.format_baselines(bench))
-    click.echo(f"wrote {path}")
+    if path is None:
+        _log.warning(f"the HTML plot was not written: {not_written}; pass --out FILE to write it elsewhere")
+    else:
+        click.echo(f"wrote {path}")
 
 
 @main.command()
@@ -442,11 +454,14 @@ def pin(study_name, storage, max_latency, knee, trial, out):
 
     if sum(x is not None and x is not False for x in (max_latency, trial, knee or None)) > 1:
         raise HovitError("choose one of --knee, --max-latency and --trial")
+    from .outputs import check_output
+
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
-    default = st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml")
+    dest = check_output(out or st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml"),
+                        "the pinned config")
     with st.storage_errors(url):
-        path, doc = pa.pin(st.load(name, url), url, out or default, max_latency, knee, trial)
+        path, doc = pa.pin(st.load(name, url), url, dest, max_latency, knee, trial)
     o = doc["objectives"]
     click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
                + f", {doc['params'] / 1e6:.2f} M params -> {path}")
