@@ -413,7 +413,6 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json):
 
     from . import pareto as pa
     from . import study as st
-
     from .outputs import check_output, unwritable
 
     _quiet_optuna()

@@ -26,17 +26,19 @@ _log = logging.getLogger(__name__)
 @dataclass
 class Failures:
     """The trials of one executor run that failed, and when the run stops starting more: after
-    ``allowed`` of them (twice a quarter of the trials it set out to finish, at least 2), so a
+    ``allowed`` of them (twice a quarter of the trials it set out to finish, at least 2, plus one
+    for each further trial that runs at once, since those fail together from one cause), so a
     cause that fails every trial (a wrong address, an unreachable service, a broken config) never
-    fills the study with FAIL trials. A run that stops so has failed (``run_search``: exit 1)."""
+    fills the study with FAIL trials. A run that stops so, short of its budget, has failed
+    (``executors.dispatch``: SearchFailed, exit 1)."""
 
     allowed: int
     failed: int = 0
     last: str = ""  # the last failed trial's reason
 
     @classmethod
-    def of(cls, remaining: int) -> "Failures":
-        return cls(2 * max(1, remaining // 4))
+    def of(cls, remaining: int, concurrent: int = 1) -> "Failures":
+        return cls(2 * max(1, remaining // 4) + max(0, concurrent - 1))
 
     def add(self, reason: str) -> None:
         self.failed += 1

@@ -386,7 +386,7 @@ def run_ray(prep: Prepared) -> None:
         ensure_anchor(prep, device, threads,
                       run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
         interrupt = _Interrupt()
-        prep.failures = Failures.of(remaining)
+        prep.failures = Failures.of(remaining, max_conc)
         searcher = _searcher_class()(prep.study, prep.space, budget=prep.trials, interrupt=interrupt,
                                      failures=prep.failures)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune
