@@ -332,8 +332,15 @@ def baselines_on_target(study: "optuna.Study") -> dict:
     if committed is not None:  # a committed study's file is never rewritten: the cache is lost instead
         _log.info(f"baselines: not kept with the study ({committed} is committed: git tracks it)")
         return out
+    import optuna
+    import sqlalchemy.exc
+
+    from .study import storage_cause
+
     try:
         study.set_user_attr(BASELINES_ATTR, out)
-    except Exception as exc:  # a read-only storage: the figures stand, only the cache is lost
-        _log.warning(f"baselines: not kept with the study ({type(exc).__name__}); they are timed again next time")
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        # a read-only storage (a share the user may only read): the figures stand, only the cache is lost
+        _log.warning(f"baselines: not kept with the study, whose storage is {storage_cause(exc)}; they are timed "
+                     "again next time")
     return out

@@ -42,7 +42,8 @@ def _as_flags(command: click.Command | None, line: str) -> str:
     line that is a flag: `trials` -> --trials, `latency_anchor` -> --latency-anchor/--no-latency-anchor.
     Names the command has no option for stay as they are."""
     flags: dict[str, str] = {}
-    for p in getattr(command, "params", []):
+    subcommands = list(command.commands.values()) if isinstance(command, click.Group) else []  # `supernet train`
+    for p in [*getattr(command, "params", []), *(p for c in subcommands for p in c.params)]:
         if isinstance(p, click.Option):
             shown = "/".join(p.opts[:1] + p.secondary_opts[:1])
             for key in [p.name, *(o.lstrip("-").replace("-", "_") for o in p.opts)]:
@@ -225,8 +226,9 @@ def export_cmd(run_dir, fmt, precision, runtime, data, data_options, calibration
     """Export a training checkpoint: keep selected blocks, merge LoRA, fuse BN; optionally int8."""
     from .deploy import exported_run, save_model
     from .models import count_params
-    from .outputs import default_output
+    from .outputs import check_output, default_output
 
+    check_output(out or Path(run_dir), "the exported model")  # before the export (and an int8 calibration)
     if precision == "int8":
         from .deploy import export_int8
 
@@ -296,8 +298,10 @@ def _bench_config(**v):
 def bench(cfg, data, data_options, epochs, max_steps, out):
     """The paper's Table 1 structure: params, latency, ratio to efficientnet_b0 (+ accuracy with --data)."""
     from .bench import format_table, run_bench, trainer_for, write_report
-    from .outputs import run_folder
+    from .outputs import check_output, run_folder
 
+    if out:
+        check_output(out, "the bench report", metavar="DIR")  # before the timing, not after it
     trainer = None
     if data is not None:
         trainer, cfg.num_classes = trainer_for(cfg, data, data_options, epochs or 2, max_steps)
@@ -462,10 +466,13 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json, noise):
 
     from . import pareto as pa
     from . import study as st
-    from .outputs import default_output
+    from .outputs import check_output, default_output, unwritable
 
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
+    html = (check_output(out, "the HTML plot") if out
+            else default_output(st.study_dir(name, url) / "pareto.html", f"pareto-{name}"))
+    not_written = unwritable(html)  # next to a study on a read-only share: the report is still printed
     with st.storage_errors(url):
         study = st.load(name, url)
         rep = pa.summarise(study)
@@ -474,7 +481,7 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json, noise):
             from .bench import baselines_on_target
 
             bench = baselines_on_target(study)
-    path = pa.plot(rep, out or default_output(st.study_dir(name, url) / "pareto.html", f"pareto-{name}"), bench, noise)
+    path = None if not_written else pa.plot(rep, html, bench, noise)
     if as_json:
         shown = {k: v for k, v in rep.items() if k != "all"}
         shown["confirmed"] = {n: c.to_dict() for n, c in rep["confirmed"].items()}
@@ -482,7 +489,10 @@ def pareto(study_name, storage, out, baselines, bench_json, as_json, noise):
     else:
         click.echo(pa.format_report(rep, noise))
         click.echo(pa.format_baselines(bench))
-    click.echo(f"wrote {path}")
+    if path is None:
+        _log.warning(f"the HTML plot was not written: {not_written}; pass --out FILE to write it elsewhere")
+    else:
+        click.echo(f"wrote {path}")
     if not as_json:
         click.echo("\n".join(pa.next_steps(study, url)))
 
@@ -514,6 +524,8 @@ def pin(study_name, storage, max_latency, knee, non_inferior_to, margin, trial, 
         raise HovitError("--margin goes with --non-inferior-to REF")
     if margin is not None and not margin > 0:
         raise HovitError(f"--margin must be > 0, got {margin}")
+    from .outputs import check_output
+
     _quiet_optuna()
     name, url = st.resolve_study(study_name, storage)
     one_se = max_latency is None and trial is None and not knee and non_inferior_to is None
@@ -521,7 +533,8 @@ def pin(study_name, storage, max_latency, knee, non_inferior_to, margin, trial, 
         study = st.load(name, url)
         out = out or default_output(st.study_dir(name, url) / ("best.yaml" if trial is None else f"trial-{trial}.yaml"),
                                     f"pin-{name}")
-        path, doc = pa.pin(study, url, out, max_latency, knee, trial, non_inferior_to, margin, one_se)
+        dest = check_output(out, "the pinned config")
+        path, doc = pa.pin(study, url, dest, max_latency, knee, trial, non_inferior_to, margin, one_se)
     o = doc["objectives"]
     click.echo(f"pinned trial {doc['trial']} ({doc['chosen_by']}): " + ", ".join(f"{k} {v:.4f}" for k, v in o.items())
                + f", {doc['params'] / 1e6:.2f} M params -> {path}")

@@ -108,11 +108,19 @@ class ConfirmSpace:
 
 
 def prepare(cfg: ConfirmConfig) -> "Prepared":
+    """The linked confirmation study, created or resumed, ready for an executor.
+
+    Raises:
+        StorageError: the storage is read-only or its disk full (``study.check_writable``), before
+            the data is loaded: the runs are recorded in the search's own storage.
+        HovitError: no such study, not a hovit-nas study, or other data than the search's.
+    """
     from .executors.common import Prepared  # the heavy part (torch); pareto/pin only read figures
     from .trial import TrialSpec, get_data
 
     cfg.validate()
     parent = st.load(cfg.study, cfg.storage)
+    st.check_writable(cfg.storage)  # before any work: the runs are recorded with the search, in its storage
     a = parent.user_attrs
     space_def = a.get("space_def") or {}
     cands = candidates(parent, cfg.top_k)

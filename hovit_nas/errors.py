@@ -26,6 +26,11 @@ class TrialFailed(RuntimeError):
     """A trial could not produce metrics (NaN loss, out of memory, ...): recorded as FAIL."""
 
 
+class SearchFailed(RuntimeError):
+    """A search or confirmation stopped because too many of its trials failed (executors'
+    ``Failures``), short of its budget: the CLI prints one line and exits with code 1."""
+
+
 class TrialStopped(Exception):
     """Raised by a trial's per-epoch callback to end its training early (a rung of successive
     halving, rungs.py). Not a failure: the trial is recorded as stopped, then PRUNED."""
@@ -61,7 +66,7 @@ def exit_status(exc: BaseException) -> tuple[int, str]:
     """The CLI's one mapping from an exception to (exit code, the line it prints)."""
     if isinstance(exc, HovitError):
         return 2, f"error: {one_line(exc)}"
-    if isinstance(exc, TrialFailed):
+    if isinstance(exc, (TrialFailed, SearchFailed)):
         return 1, f"failed: {one_line(exc)}"
     if isinstance(exc, KeyboardInterrupt):
         return 130, "interrupted"

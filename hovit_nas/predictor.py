@@ -31,6 +31,8 @@ import torch
 
 from .config import RunConfig, run_config_from_dict, to_dict
 from .errors import DataError, HovitError
+from .names import check_name, under
+from .outputs import check_output
 
 if TYPE_CHECKING:
     from .remote import LatencyService
@@ -347,8 +349,9 @@ def sweep(space_name: str, n: int, *, runtime: str = "onnxruntime", precision: s
     with progress) and save the profile (default ``profiles/SPACE-RUNTIME-PRECISION.json``).
 
     Raises:
-        ConfigError: ``n`` < 10 or ``rounds`` < 1; HovitError: the runtime or precision is not
-            available here, or the latency service refuses."""
+        ConfigError: ``n`` < 10 or ``rounds`` < 1; HovitError: ``out`` (or ``profiles/``) is not
+            writable (checked before the profiling), the runtime or precision is not available
+            here, or the latency service refuses."""
     import os
 
     from .errors import ConfigError
@@ -362,6 +365,8 @@ def sweep(space_name: str, n: int, *, runtime: str = "onnxruntime", precision: s
     if rounds < 1:
         raise ConfigError(f"`rounds` must be >= 1, got {rounds}")
     space = load_space(space_name)
+    check_output(out or Path("profiles"), "the profile")  # before the profiling, not after it
+    check_name(space.name, "space name", "profiles")
     service = None
     if latency_at:
         from .remote import LatencyService
@@ -389,7 +394,8 @@ def sweep(space_name: str, n: int, *, runtime: str = "onnxruntime", precision: s
 
         prof = profile_target(space, n, runtime=runtime, precision=precision, threads=threads, batch=batch,
                               rounds=rounds, seed=seed, service=service, on_point=on_point)
-    path = prof.save(out or Path("profiles") / f"{space.name}-{prof.target['runtime']}-{prof.target['precision']}.json")
+    path = prof.save(out or under("profiles", space.name, "space name",
+                                  f"-{prof.target['runtime']}-{prof.target['precision']}.json"))
     return path, prof
 
 

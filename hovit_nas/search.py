@@ -48,11 +48,6 @@ def prepare(cfg: SearchConfig) -> Prepared:
     with st.storage_errors(storage):  # before any work: a foreign study, a full or read-only storage
         st.recorded_attrs(name, storage)
         st.check_writable(storage)
-    data = DataSpec.of(cfg.data, space.base.model.img_size, space.base.train.seed, cfg.data_options)
-    splits = get_data(data)
-    space = replace(space, base=with_num_classes(space.base, splits.num_classes))
-    made = pv.Provenance("study", pv.data_record(splits, data.img_size, pv.data_rule(data), keep_train_ids=False),
-                         space_rec, data.img_size)
     latency = replace(space.latency, **{k: v for k, v in (("batch", cfg.latency_batch), ("anchor", cfg.latency_anchor),
                                                           ("runtime", cfg.runtime), ("precision", cfg.precision))
                                    if v is not None})
@@ -75,6 +70,12 @@ def prepare(cfg: SearchConfig) -> Prepared:
         if cfg.precision is None:  # likewise its precision
             latency.precision = st.recorded_latency(name, storage, "latency_precision") or latency.precision
         check_precision(latency.precision, latency.runtime, trial_device)
+    # the data after the target: a wrong service address is one line before any decoding
+    data = DataSpec.of(cfg.data, space.base.model.img_size, space.base.train.seed, cfg.data_options)
+    splits = get_data(data)
+    space = replace(space, base=with_num_classes(space.base, splits.num_classes))
+    made = pv.Provenance("study", pv.data_record(splits, data.img_size, pv.data_rule(data), keep_train_ids=False),
+                         space_rec, data.img_size)
     if recorded:  # a resume: the same data, by membership; the same space, by name (its definition may move)
         was = pv.Provenance.from_dict(recorded.get(pv.STUDY_ATTR))
         pv.check_same_data(was.data if was else None, made.data, f"study {name!r}", "a resume")

@@ -247,6 +247,14 @@ def create_app(cfg: ServiceConfig, token: str):
     return app
 
 
+def client_address(cfg: ServiceConfig) -> str:
+    """The address a search passes as ``--latency-at``: ``http://HOST:PORT``, the API prefix left
+    to the client (remote.py adds it); this machine's name when the service listens on every
+    address (``0.0.0.0``, ``::``), IPv6 literals in brackets."""
+    host = socket.gethostname() if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{cfg.port}"
+
+
 def serve(cfg: ServiceConfig, token: Optional[str] = None) -> None:
     """Run the service until interrupted (uvicorn, one worker: measurements never overlap).
 
@@ -257,6 +265,7 @@ def serve(cfg: ServiceConfig, token: Optional[str] = None) -> None:
     import uvicorn
 
     ident = machine_identity(cfg)
-    _log.info(f"latency service on http://{cfg.host}:{cfg.port}{API}: {cfg.runtime} {cfg.precision}, "
+    addr = client_address(cfg)
+    _log.info(f"latency service on {addr} (search with --latency-at {addr}): {cfg.runtime} {cfg.precision}, "
               f"{cfg.threads} thread(s), batch {cfg.batch}, on {ident['cpu']} ({ident['hostname']}, id {ident['id']})")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", workers=1)

@@ -36,6 +36,8 @@ from optuna.trial import FrozenTrial, TrialState
 from . import _compat
 from .config import SAMPLERS, DataSpec
 from .errors import HovitError, StorageError, first_line
+from .names import NAME_MAX, check_name, sqlite_url
+from .outputs import unwritable
 
 DIRECTIONS = ["maximize", "minimize"]
 OBJECTIVES = ["accuracy", "latency_ms"]
@@ -119,39 +121,65 @@ def shown(url: str) -> str:
         return re.sub(r"(//[^/@:]*:)[^/]*@", r"\1***@", url)
 
 
-STUDY_NAME_MAX = 200
+STUDY_NAME_MAX = NAME_MAX
 
 
 def check_study_name(name: str) -> str:
     """A study name is also a folder name (``./studies/<study>/``): one path component, so no
-    name can put a study or its artefacts outside ``./studies``.
+    name can put a study or its artefacts outside ``./studies`` (names.check_name, the rule of
+    every name that becomes a path).
 
     Raises:
         HovitError: the name is empty, longer than 200 characters, ``.`` or ``..``, starts with
             ``.``, or holds ``/``, ``\\`` or a control character.
     """
-    bad = (not name or len(name) > STUDY_NAME_MAX or name.startswith(".") or "/" in name or "\\" in name
-           or any(ord(ch) < 32 or ord(ch) == 127 for ch in name))
-    if bad:
-        raise HovitError(f"study name {name!r} is not a single folder name under ./studies (no '/', '\\', "
-                         f"leading '.', or control characters; at most {STUDY_NAME_MAX} characters)")
-    return name
+    return check_name(name, "study name", "studies")
 
 
 def default_storage(study_name: str, root: str | Path = "studies") -> str:
-    """``sqlite:///<root>/<study>/study.db``; HovitError for a name that is not one folder name."""
-    return f"sqlite:///{Path(root) / check_study_name(study_name) / 'study.db'}"
+    """``sqlite:///<root>/<study>/study.db``, written by SQLAlchemy (names.sqlite_url), so a ``?``,
+    ``#`` or ``%`` in the name stays in the folder's name; HovitError for a name that is not one
+    folder name."""
+    return sqlite_url(Path(root) / check_study_name(study_name) / "study.db")
 
 
-def absolute_url(url: str) -> str:
-    """SQLite paths made absolute: Ray runs each trial in its own working directory."""
+def parse_url(url: str):
+    """``url`` parsed by SQLAlchemy (``make_url``), with one more check for SQLite: a ``?`` starts
+    the URL's query, so ``sqlite:///studies/crc?v1/study.db`` names the file ``studies/crc``;
+    a query that is not ``key=value`` pairs was meant as part of the path.
+
+    Raises:
+        StorageError: the URL cannot be parsed, or a SQLite URL's ``?`` is followed by a path
+            rather than ``key=value`` options (one line: write it as ``%3F``).
+    """
+    from urllib.parse import parse_qsl
+
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         u = make_url(url)
-    except (ArgumentError, ValueError):
-        return url  # open_storage reports it
+    except (ArgumentError, ValueError) as exc:
+        raise StorageError(f"invalid storage URL {shown(url)!r}: {shown(str(exc))}") from None
+    query = url.partition("?")[2]
+    if u.get_backend_name() == "sqlite" and query:
+        try:
+            parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            typed = url if u.password is None else shown(url)
+            raise StorageError(f"invalid storage URL {typed!r}: '?' starts the URL's query, so the database "
+                               f"file would be {u.database!r}; write a '?' in a file or folder name as %3F "
+                               f"(and '%' as %25)") from None
+    return u
+
+
+def absolute_url(url: str) -> str:
+    """SQLite paths made absolute: Ray runs each trial in its own working directory.
+
+    Raises:
+        StorageError: the URL cannot be parsed, or a SQLite URL's ``?`` is followed by a path
+            (``parse_url``)."""
+    u = parse_url(url)
     if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
         return u.set(database=str(Path(u.database).expanduser().resolve())).render_as_string(hide_password=False)
     return url
@@ -162,9 +190,7 @@ def study_dir(study_name: str, storage: str, out: Optional[str | Path] = None) -
     given, else the folder of its SQLite file, else ``./studies/<study>`` for a server storage."""
     if out is not None:
         return Path(out).expanduser().resolve()
-    from sqlalchemy.engine import make_url
-
-    u = make_url(storage)
+    u = parse_url(storage)
     if u.get_backend_name() == "sqlite" and u.database:
         return Path(u.database).expanduser().resolve().parent
     return (Path("studies") / check_study_name(study_name)).resolve()
@@ -173,13 +199,7 @@ def study_dir(study_name: str, storage: str, out: Optional[str | Path] = None) -
 def open_storage(url: str, create: bool = True) -> Storage:
     """A heartbeat-enabled RDB storage for ``url``; any problem with the URL is one line naming it
     (password masked). ``create=False`` (reading commands) refuses to make a new SQLite file."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        raise StorageError(f"invalid storage URL {shown(url)!r}: {shown(str(exc))}") from None
+    parsed = parse_url(url)
     masked = shown(url)
     kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
@@ -304,16 +324,14 @@ def check_writable(url: str) -> None:
     Raises:
         StorageError: read-only or disk full, naming the storage and the free space.
     """
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
+    u = parse_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return
     db = Path(u.database).expanduser()
+    why = unwritable(db)
+    if why:
+        raise StorageError(f"storage {shown(url)}: read-only ({why}); {_ADVICE['read-only']}")
     folder = next(p for p in (db.parent, *db.parent.parents) if p.exists())  # a new study's folder: made later
-    if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-        raise StorageError(f"storage {shown(url)}: read-only ({db} or its folder is not writable); "
-                           f"{_ADVICE['read-only']}")
     free = shutil.disk_usage(folder).free
     if free < MIN_FREE_BYTES:
         raise StorageError(f"storage {shown(url)}: disk full ({free / 2**20:.1f} MiB free on the disk of {db}, a "
@@ -457,9 +475,7 @@ def recorded_attrs(name: str, storage: str) -> dict:
     Raises:
         HovitError: the study exists but hovit-nas did not make it (``require_hovit_study``).
     """
-    from sqlalchemy.engine import make_url
-
-    u = make_url(storage)
+    u = parse_url(storage)
     if u.get_backend_name() == "sqlite" and not Path(u.database or "").expanduser().is_file():
         return {}
     try:
@@ -682,7 +698,7 @@ def find_studies(root: str | Path = "studies") -> list[tuple[str, str]]:
     """(study name, storage URL) for every default SQLite study under ``root``."""
     out = []
     for db in sorted(Path(root).glob("*/study.db")):
-        url = f"sqlite:///{db}"
+        url = sqlite_url(db)
         try:
             names = [s.study_name for s in optuna.get_all_study_summaries(storage=url)]
         except Exception:  # a broken file is reported when opened explicitly
@@ -703,14 +719,26 @@ def resolve_study(study: Optional[str], storage: Optional[str]) -> tuple[str, st
         return names[0], storage
     if study:
         url = default_storage(study)  # checks the name: it must stay under ./studies
-        if not Path(url.removeprefix("sqlite:///")).is_file():
-            raise HovitError(f"no study {study!r} at {url}; pass `storage` URL")
+        if not Path(parse_url(url).database).is_file():
+            raise HovitError(f"no study {study!r} at {url}; pass `storage` URL{_legacy_hint(study)}")
         return study, url
     found = find_studies()
     if len(found) != 1:
         raise HovitError(f"found {len(found)} studies under ./studies "
                          f"({', '.join(n for n, _ in found) or 'none'}); pass `study` NAME and/or `storage` URL")
     return found[0]
+
+
+def _legacy_hint(study: str) -> str:
+    """Where an older hovit-nas put a study whose name SQLAlchemy read as URL syntax (``?``
+    ended the path, ``%41`` became ``A``), when a file is there."""
+    from sqlalchemy.engine import make_url
+
+    db = make_url(f"sqlite:///{Path('studies') / study / 'study.db'}").database
+    if db and db != str(Path("studies") / study / "study.db") and Path(db).is_file():
+        return (f" (an older hovit-nas read URL syntax in the name and stored it in {db}: pass `storage` "
+                f"{sqlite_url(db)})")
+    return ""
 
 
 def load(study: str, storage: str) -> optuna.Study:

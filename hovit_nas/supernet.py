@@ -40,6 +40,8 @@ from .config import ArchConfig, RunConfig, to_dict
 from .data import Images, Splits
 from .errors import ConfigError, HovitError
 from .models.supernet import Supernet, bounds_of, deployed
+from .names import under
+from .outputs import check_output
 from .progress import Bar
 from .train import Checkpoint
 
@@ -370,7 +372,8 @@ def run_supernet_train(space_name: str, data: Optional[str], options, cfg: Super
     default ``supernets/SPACE``). Returns the directory and the record.
 
     Raises:
-        ConfigError, DataError: a bad space, options or data (one line); HovitError: ``resume``
+        ConfigError, DataError: a bad space, options or data (one line); HovitError: ``out`` (or
+            ``supernets/SPACE``) is not writable, before the data is loaded, or ``resume``
             without a checkpoint of this space; TrialFailed: a NaN loss."""
     from dataclasses import replace
 
@@ -382,6 +385,7 @@ def run_supernet_train(space_name: str, data: Optional[str], options, cfg: Super
     cfg.validate()
     space = load_space(space_name)
     space_rec = pv.space_record(space)
+    dest = check_output(out or under("supernets", space.name, "space name"), "the supernet", metavar="DIR")
     if data is None:
         space = space.with_builtin_budget()
     if max_steps is not None:
@@ -392,7 +396,6 @@ def run_supernet_train(space_name: str, data: Optional[str], options, cfg: Super
     _log.info(f"data: {splits.description} {splits.sizes}")
     if threads:
         torch.set_num_threads(threads)
-    dest = Path(out or Path("supernets") / space.name)
     dev = resolve_device(device)
     net, subnets, history = train_supernet(space, splits, dev, cfg, dest, resume)
     prov = pv.Provenance("supernet", pv.data_record(splits, spec.img_size, pv.data_rule(spec)), space_rec,
@@ -482,7 +485,8 @@ def extract_run(supernet_dir: str | Path, cfg: RunConfig, data: Optional[str], o
     blocks, no pruning phase). Default directory ``runs/<supernet id>-<config name>``.
 
     Raises:
-        HovitError: no supernet at ``supernet_dir``; ``data`` is not the data it was trained on;
+        HovitError: no supernet at ``supernet_dir``; the run directory is not writable (checked
+            first); ``data`` is not the data it was trained on;
             ``finetune`` < 0; DataError: bad data."""
     import copy
     from dataclasses import replace
@@ -499,6 +503,8 @@ def extract_run(supernet_dir: str | Path, cfg: RunConfig, data: Optional[str], o
     t0 = time.time()
     dev = resolve_device(device)
     sn = load(supernet_dir, dev)
+    dest = check_output(out or under("runs", f"{sn.record['id']}-{cfg.name}", "run name"), "the run directory",
+                        metavar="DIR")
     base = sn.space.base
     spec = DataSpec.of(data, base.model.img_size, base.train.seed, options)
     splits = load_data(spec)
@@ -517,7 +523,6 @@ def extract_run(supernet_dir: str | Path, cfg: RunConfig, data: Optional[str], o
     exported = export(model.eval())
     val = evaluate(exported, splits.val, splits.num_classes, dev)
     test = evaluate(exported, splits.test, splits.num_classes, dev)
-    dest = Path(out or Path("runs") / run_cfg.name)
     dest.mkdir(parents=True, exist_ok=True)
     result = RunResult(run_cfg.name, to_dict(run_cfg), splits.description, str(dev), count_params(model),
                        count_params(exported), [list(range(s.blocks)) for s in run_cfg.model.stages], val, test,

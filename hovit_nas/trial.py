@@ -328,10 +328,15 @@ def train_run(cfg: RunConfig, data: Optional[str], options: DataOptions, *, adap
     Returns the result (``latency`` filled), the splits and the run directory.
     Raises:
         DataError, ConfigError: bad data or a class count that does not match (exit 2).
+        HovitError: the run directory cannot be written, or the config's ``name`` is not one
+            folder name (names.check_name), before the data is loaded.
         TrialFailed: a NaN loss or out of memory.
     """
     from .config import with_num_classes
+    from .names import under
+    from .outputs import check_output
 
+    out = check_output(out_dir or under("runs", cfg.name, "the config's name"), "the run directory", metavar="DIR")
     spec = DataSpec.of(data, cfg.model.img_size, cfg.train.seed, options)
     splits = load_data(spec)
     if adapt_classes:
@@ -342,7 +347,6 @@ def train_run(cfg: RunConfig, data: Optional[str], options: DataOptions, *, adap
     _log.info(f"data: {splits.description} {splits.sizes}")
     if threads:
         torch.set_num_threads(threads)
-    out = Path(out_dir or Path("runs") / cfg.name)
     dev = resolve_device(device)
     from . import provenance as pv
 

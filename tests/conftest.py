@@ -71,6 +71,11 @@ COSTS = {
     "test_train.py::test_cli_bad_config_is_one_line": 15,
     "test_cache.py::test_concurrent_processes_build_once": 10,
     "test_trust.py::test_bench_takes_runtime_and_names_config_rows_by_study_and_trial": 10,
+    "test_cases_round2.py::test_a_read_only_study_is_read_and_reported_and_never_written": 60,
+    "test_cases_round2.py::test_https_to_the_service_stops_the_search_in_one_line_before_any_trial": 45,
+    "test_cases_round2.py::test_a_search_whose_trials_all_fail_exits_1_and_stops_adding_failed_trials": 40,
+    "test_cases_round2.py::test_a_search_under_a_name_with_url_characters_lands_where_pin_looks": 30,
+    "test_cases_round2.py::test_pin_and_pareto_find_each_of_two_names_that_differ_after_a_question_mark": 20,
 }
 
 
@@ -123,6 +128,17 @@ def shared_data(name: str) -> Path:
     p = SHARED / name
     if not p.is_dir():
         pytest.skip(f"shared data absent: {p}")
+    return p
+
+
+CASES = SHARED.parent / "cases"  # small failing inputs users reported (its README.md)
+
+
+def case(name: str) -> Path:
+    """A folder of ../shared/cases, or a clean skip where it is absent."""
+    p = CASES / name
+    if not p.exists():
+        pytest.skip(f"shared case absent: {p}")
     return p
 
 

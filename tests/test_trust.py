@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, run_cli, write_image
+from conftest import ROOT, case, run_cli, write_image
 from spaces import tiny_space
 from hovit_nas import study as st
 from hovit_nas.config import DataSpec
@@ -26,14 +26,6 @@ from hovit_nas.data.pixels import array_to_uint8
 from hovit_nas.errors import DataError, HovitError, StorageError
 from hovit_nas.metrics import classification_metrics
 
-CASES = Path(os.environ.get("HOVIT_NAS_SHARED", ROOT.parent / "shared")) / "cases"
-
-
-def case(name: str) -> Path:
-    p = CASES / name
-    if not p.exists():
-        pytest.skip(f"shared case absent: {p}")
-    return p
 
 
 def one_line_exit_2(r, *needles: str) -> str:

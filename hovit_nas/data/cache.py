@@ -9,7 +9,9 @@ would otherwise repeat it in every epoch of every trial. An entry is a folder::
         labels.npy      int64 (N,)
         manifest.json   what it was built from: file list with sizes and mtimes, size, split
 
-``key`` hashes what selects the split (path, split rules, seed, caps); the manifest decides
+``key`` hashes what selects the split (path, split rules, seed, caps) and ``VERSION``, the
+decoding rules' version (raised whenever a file would decode to other pixels, e.g. when the EXIF
+orientation began to be applied), so an entry from older rules is never reused; the manifest decides
 whether the entry is still valid: any added, removed or modified file rebuilds it. Building is
 locked (``fcntl``) and atomic (a temporary folder, then ``rename``), so concurrent trials and
 Ray workers on a node build once and the others open the finished entry; a crashed builder
@@ -38,7 +40,8 @@ from ..errors import DataError
 from .pixels import pil_to_rgb8
 
 _log = logging.getLogger(__name__)
-VERSION = 2  # 2: 16-bit, 32-bit and float sources converted by data/pixels.py (1 clipped them)
+VERSION = 3  # 3: turned upright by the EXIF/TIFF orientation tag (2 stored files as saved, e.g. sideways);
+# 2: 16-bit, 32-bit and float sources converted by data/pixels.py (1 clipped them)
 CACHE_ENV = "HOVIT_NAS_CACHE_DIR"
 PARALLEL_FROM = 256  # below this many files, decode in-process (a pool costs more than it saves)
 CHUNK = 64

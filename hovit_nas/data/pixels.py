@@ -5,6 +5,10 @@ refused with one line naming the file or key, its mode or dtype, and its value r
 clipped silently: Pillow's own ``convert("RGB")`` clips 16-bit and 32-bit images to 255, which
 turns a 16-bit TIFF tile into a blank white image.
 
+Files are first turned upright by their orientation tag (EXIF ``Orientation`` in a JPEG, the TIFF
+``Orientation`` tag), as Pillow's ``ImageOps.exif_transpose`` does and as image viewers show
+them: phone and scanner apps store a photo sideways and record the rotation in this tag only.
+
 Files (Pillow modes):
 
 ==========================  ===============================================================
@@ -61,8 +65,22 @@ def _unit_float(a: np.ndarray, what: str) -> np.ndarray:
     return np.rint(a.astype(np.float32) * 255.0).astype(np.uint8)
 
 
+ORIENTATION = 0x0112  # the EXIF/TIFF Orientation tag (PIL.ExifTags.Base.Orientation)
+
+
+def upright(im):
+    """``im`` turned by its orientation tag (Pillow's ``ImageOps.exif_transpose``); ``im`` itself
+    when it has none, or the tag says it is upright (1) or holds no orientation Pillow knows."""
+    from PIL import ImageOps
+
+    if im.getexif().get(ORIENTATION, 1) == 1:
+        return im
+    return ImageOps.exif_transpose(im)
+
+
 def pil_to_rgb8(im, what: str) -> np.ndarray:
-    """A Pillow image as uint8 (H, W, 3) by the rules in this module's docstring.
+    """A Pillow image as uint8 (H, W, 3) by the rules in this module's docstring, upright by its
+    orientation tag (``upright``).
 
     Raises:
         DataError: the mode cannot be converted without losing what the pixels mean; the message
@@ -70,6 +88,7 @@ def pil_to_rgb8(im, what: str) -> np.ndarray:
     """
     if getattr(im, "n_frames", 1) > 1:
         raise DataError(f"{what}: has {im.n_frames} frames (mode {im.mode}); one image per file is read")
+    im = upright(im)
     mode = im.mode
     if mode in SIXTEEN_BIT or mode == "I":
         a = np.asarray(im)

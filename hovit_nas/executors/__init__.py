@@ -51,5 +51,18 @@ def executor_for(name: str) -> Executor:
 
 
 def dispatch(prep: "Prepared") -> None:
-    """Run ``prep`` on the executor its config names (``prep.config.executor``)."""
+    """Run ``prep`` on the executor its config names (``prep.config.executor``).
+
+    Raises:
+        SearchFailed: the executor stopped because too many trials failed (``common.Failures``),
+            short of the budget: one line with the last failure's reason (exit 1, not 0)."""
+    from .. import study as st
+    from ..errors import SearchFailed
+
     executor_for(prep.config.executor).run(prep)
+    failures, done = prep.failures, st.finished_count(prep.study)
+    if failures is not None and failures.exhausted and done < prep.trials:
+        last = (failures.last.strip().splitlines() or ["unknown"])[0][:300]
+        raise SearchFailed(f"study {prep.study_name!r} stopped after {failures.failed} failed trials, with {done} of "
+                           f"{prep.trials} finished; the last failure: {last}; fix its cause, then re-run the same "
+                           "command to resume")

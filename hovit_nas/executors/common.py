@@ -24,6 +24,38 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass
+class Failures:
+    """The trials of one executor run that failed, and when the run stops starting more: after
+    ``allowed`` of them (twice a quarter of the trials it set out to finish, at least 2, plus one
+    for each further trial that runs at once, since those fail together from one cause), so a
+    cause that fails every trial (a wrong address, an unreachable service, a broken config) never
+    fills the study with FAIL trials. A run that stops so, short of its budget, has failed
+    (``executors.dispatch``: SearchFailed, exit 1)."""
+
+    allowed: int
+    failed: int = 0
+    last: str = ""  # the last failed trial's reason
+
+    @classmethod
+    def of(cls, remaining: int, concurrent: int = 1) -> "Failures":
+        return cls(2 * max(1, remaining // 4) + max(0, concurrent - 1))
+
+    def add(self, reason: str) -> None:
+        self.failed += 1
+        self.last = reason
+
+    @property
+    def exhausted(self) -> bool:
+        return self.failed >= self.allowed
+
+    def stop(self) -> bool:
+        """True (and one log line) when the run should start no more trials."""
+        if self.exhausted:
+            _log.info(f"stopping: {self.failed} trials failed (see their fail_reason in the study)")
+        return self.exhausted
+
+
+@dataclass
 class Prepared:
     """A search ready to run: its space, study, budget and the template every trial starts from."""
 
@@ -40,6 +72,8 @@ class Prepared:
     # (name, config) of the model the study's latency anchor is calibrated on: the space's fixed
     # point; None where the anchor is inherited (a confirmation reuses its search's)
     anchor_model: Optional[tuple[str, RunConfig]] = None
+    # the executor's count of this run's failed trials (set when it starts trials; None before)
+    failures: Optional[Failures] = None
 
     def trial_spec(self, config: RunConfig) -> TrialSpec:
         t = copy.copy(self.trial_template)

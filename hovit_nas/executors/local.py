@@ -19,7 +19,7 @@ from ..device import resolve_device
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
 from ..rungs import rung_callback
 from ..trial import run_trial
-from .common import Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target, tag
+from .common import Failures, Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target, tag
 
 _log = logging.getLogger(__name__)
 MAX_DUPLICATE_STREAK = 50  # proposals in a row already trained: the space is (nearly) exhausted
@@ -51,8 +51,7 @@ class _Driver:
     def __init__(self, prep: Prepared):
         self.prep, self.study = prep, prep.study
         self.report = ProgressReporter(prep.trials)
-        remaining = prep.trials - st.finished_count(prep.study)
-        self.failures_left = 2 * max(1, remaining // 4)  # configs that crash; beyond this, stop
+        prep.failures = self.failures = Failures.of(prep.trials - st.finished_count(prep.study))
         self.duplicates = 0
         self.poll = min(5.0, st.storage_of(prep.study).heartbeat_interval)
 
@@ -92,8 +91,7 @@ class _Driver:
             if deadline is not None and time.time() > deadline:
                 _log.info("timeout reached; no new trials started")
                 return False
-            if self.failures_left <= 0:
-                _log.info("stopping: too many trials failed (see their fail_reason in the study)")
+            if self.failures.stop():
                 return False
             if self.duplicates >= MAX_DUPLICATE_STREAK:
                 _log.info(f"stopping: the last {self.duplicates} proposals were all configs trained already "
@@ -141,5 +139,5 @@ class _Driver:
     def _failed(self, trial: optuna.Trial, reason: str) -> None:
         trial.set_user_attr("fail_reason", reason)
         frozen = self.study.tell(trial, state=TrialState.FAIL)
-        self.failures_left -= 1
+        self.failures.add(reason)
         self.report(self.study, frozen)

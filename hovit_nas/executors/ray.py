@@ -42,7 +42,7 @@ from ..device import DeviceGuard
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
 from ..rungs import rung_callback
 from ..space import TrialSpace
-from .common import Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target
+from .common import Failures, Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target
 
 # Kept light at import time (no torch): Ray unpickles the trainable in fresh workers, and the
 # heavy imports happen inside the device's shared slot, so they never overlap a latency
@@ -61,9 +61,11 @@ def _searcher_class():
         custom search algorithm) over the Optuna study itself: ask and tell on the same
         storage, with the study's sampler, budget, duplicate rule and heartbeats."""
 
-        def __init__(self, study: optuna.Study, space: TrialSpace, budget: int, interrupt: "_Interrupt"):
+        def __init__(self, study: optuna.Study, space: TrialSpace, budget: int, interrupt: "_Interrupt",
+                     failures: Optional[Failures] = None):
             super().__init__()  # no metric/mode: the trial tells the study both objectives itself
             self._study, self._space = study, space
+            self.failures = failures or Failures.of(budget - st.finished_count(study))
             self._budget, self._interrupt = budget, interrupt
             self._reporter = ProgressReporter(budget)
             self._open: dict[str, tuple[optuna.Trial, int]] = {}  # Tune's trial id -> (Optuna trial, storage id)
@@ -90,6 +92,8 @@ def _searcher_class():
                 done, running, _ = st.counts(study)
                 if done >= budget:
                     return Searcher.FINISHED
+                if self.failures.stop():  # a cause that fails every trial: no more FAIL trials for it
+                    return Searcher.FINISHED
                 if done + running >= budget:
                     return None  # the rest of the budget is running: Tune asks again later
                 trial = st.ask(study)
@@ -100,8 +104,10 @@ def _searcher_class():
                 try:
                     cfg = self._space.suggest(trial)
                 except ConfigError as exc:  # a combination the space allows but no model has: not fatal
-                    trial.set_user_attr("fail_reason", f"config cannot be built: {one_line(exc)}")
+                    reason = f"config cannot be built: {one_line(exc)}"
+                    trial.set_user_attr("fail_reason", reason)
                     self._close(trial_id, TrialState.FAIL)
+                    self.failures.add(reason)
                     continue
                 verdict = st.admit(study, trial, budget)
                 if verdict.admitted:  # the trainable reads these two; Tune shows the parameters
@@ -154,6 +160,8 @@ def _searcher_class():
                 _log.info(f"trial #{trial.number}: could not record its end ({type(exc).__name__}: {exc})")
                 frozen = next(t for t in self._study.get_trials(deepcopy=False) if t.number == trial.number)
             self._finished.add(trial_id)
+            if state == TrialState.FAIL:
+                self.failures.add(frozen.user_attrs.get("fail_reason", "unknown"))
             self._reporter(self._study, frozen)
 
         def save(self, checkpoint_path: str) -> None:
@@ -379,7 +387,9 @@ def run_ray(prep: Prepared) -> None:
                       run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
         ensure_screen(prep, target)
         interrupt = _Interrupt()
-        searcher = _searcher_class()(prep.study, prep.space, budget=prep.trials, interrupt=interrupt)
+        prep.failures = Failures.of(remaining, max_conc)
+        searcher = _searcher_class()(prep.study, prep.space, budget=prep.trials, interrupt=interrupt,
+                                     failures=prep.failures)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune
         scheduler = (ASHAScheduler(time_attr="epoch", metric="val_top1_epoch", mode="max", max_t=epochs + 1,
                                    grace_period=1, reduction_factor=2) if r.asha else FIFOScheduler())
