@@ -72,11 +72,16 @@ JOBS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--stage", required=True, choices=["bf16", "run", "report"])
+    ap.add_argument("--stage", required=True, choices=["bf16", "run", "supernet", "latency", "report"])
+    ap.add_argument("--variant", default="base", choices=list(VARIANTS), help="supernet: which variant")
+    ap.add_argument("--finetune", type=int, default=0, help="supernet: also fine-tune each extracted subnet (epochs)")
+    ap.add_argument("--rounds", type=int, default=3, help="latency: interleaved rounds")
     ap.add_argument("--jobs", default="pilot", help="run: comma-separated job lists (" + ", ".join(JOBS) + ")")
     ap.add_argument("--data", default=None, help="pcam-26k (default: built under ~/.cache/hovit-nas/pcam-26k "
                                                  "from the shared data with pcam-26k.sh)")
     ap.add_argument("--out", default=str(ROOT / "results" / "ground-truth"))
+    ap.add_argument("--metric", default="top1", choices=["top1", "auc", "nll", "balanced"],
+                    help="report: the ground truth's score the proxies are ranked against")
     a = ap.parse_args()
     import torch
 
@@ -85,7 +90,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     logging.getLogger("hovit_nas").addHandler(logging.FileHandler(out / f"{a.stage}.log"))
     logging.getLogger("hovit_nas").setLevel(logging.INFO)
-    {"bf16": bf16, "run": run, "report": report}[a.stage](a, out)
+    {"bf16": bf16, "run": run, "supernet": supernet_stage, "latency": latency_stage, "report": report}[a.stage](a, out)
 
 
 # ------------------------------------------------------------------------------------ shared
@@ -290,10 +295,301 @@ def run(a, out: Path) -> None:
         (out / "claims" / name).unlink(missing_ok=True)
 
 
+# --------------------------------------------------------------------------------- supernet
+VARIANTS = {  # name -> (epochs of the space's 30 steps, distill, BN images, few-shot split by)
+    "base": (30, True, 512, None),
+    "long": (60, True, 512, None),
+    "no-distill": (30, False, 512, None),
+    "bn-2048": ("base", True, 2048, None),  # the base supernet, BatchNorm recalibrated on 4x the images
+    "few-shot": (30, True, 512, "downsample_1"),  # one supernet per downsampling type (Zhao et al. 2021)
+}
+
+
+def _space_fixed(key: str, value):
+    """The space with one architecture choice fixed at ``value`` (a few-shot sub-supernet's space)."""
+    import yaml
+
+    from hovit_nas.space import resolve_space_path
+
+    d = yaml.safe_load(resolve_space_path(SPACE).read_text())
+    name, stage = key.rsplit("_", 1)
+    d["params"][name] = dict(d["params"][name], choices=[value])
+    d["base"]["model"]["stages"][int(stage)]["downsample"] = value
+    d["name"] = f"{SPACE}-{key}-{value}"
+    if value == "attention":  # HoViT-B downsamples by convolution: this sub-space's fixed point is its variant
+        d["fixed_point"] = "hovit_b_attn_down"
+    return d
+
+
+def supernet_stage(a, out: Path) -> None:
+    """Train the ``--variant`` supernet(s) on pcam-26k and write each ground-truth architecture's
+    estimate (inherited weights, BatchNorm recalibrated, val top1) to ``supernet.jsonl``; with
+    ``--finetune E``, also each one extracted and fine-tuned for E epochs of the space's steps."""
+    import copy
+    import tempfile
+
+    import torch
+    import yaml
+
+    from hovit_nas import supernet as S
+    from hovit_nas.config import DataOptions, run_config_from_dict
+
+    epochs, distill, bn, split = VARIANTS[a.variant]
+    data = str(data_path(a))
+    splits = _splits(a)
+    path = out / "supernet.jsonl"
+    done = {(r["variant"], r["arch"]) for r in _rows(path)}
+    trained = {}
+
+    def train(space_name: str, tag: str, n_epochs: int) -> Path:
+        dest = out / "supernets" / tag
+        if not (dest / "supernet.json").exists():
+            t0 = time.time()
+            S.run_supernet_train(space_name, data, DataOptions(), S.SupernetConfig(epochs=n_epochs, distill=distill),
+                                 device="cpu", threads=1, out=dest, resume=(dest / "supernet.pt").exists())
+            (dest / "train_s.txt").write_text(f"{time.time() - t0:.1f}\n")
+        return dest
+
+    if split is None:
+        base_tag = "base" if epochs == "base" else a.variant
+        dirs = {None: train(SPACE, base_tag, VARIANTS["base"][0] if epochs == "base" else epochs)}
+    else:
+        dirs = {}
+        for value in ("conv", "attention"):
+            d = _space_fixed(split, value)
+            f = out / "supernets" / f"{d['name']}.yaml"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(yaml.safe_dump(d, sort_keys=False))
+            dirs[value] = train(str(f), f"{a.variant}-{value}", epochs)
+    for arch in architectures():
+        if (a.variant, arch["name"]) in done:
+            continue
+        cfg = run_config_from_dict(arch["config"], arch["name"])
+        cfg.model.num_classes = splits.num_classes
+        key = cfg.model.stages[1].downsample if split else None
+        sn = S.load(dirs[key])
+        calib = S.bn_images(splits.train, bn, sn.space.base.train.seed, torch.device("cpu"))
+        t0 = time.time()
+        _, val = S.score_subnet(sn.net, cfg, calib, splits.val, splits.num_classes, torch.device("cpu"))
+        row = {"variant": a.variant, "arch": arch["name"], "supernet": sn.record["id"],
+               "estimate_val_top1": val["top1"], "estimate_val_auc": val.get("auc"), "s": round(time.time() - t0, 1)}
+        if a.finetune:
+            with tempfile.TemporaryDirectory() as tmp:
+                _, r = S.extract_run(dirs[key], copy.deepcopy(cfg), data, DataOptions(), finetune=a.finetune,
+                                     device="cpu", out=Path(tmp) / "x")
+            row["finetuned_val_top1"], row["finetune_epochs"] = r.val["top1"], a.finetune
+        _append(path, row)
+        print(f"{a.variant} {arch['name']}: estimate {row['estimate_val_top1']:.4f}"
+              + (f", fine-tuned {row['finetuned_val_top1']:.4f}" if a.finetune else ""), flush=True)
+
+
+def latency_stage(a, out: Path) -> None:
+    """Every ground-truth architecture's latency on one scale: ONNX Runtime, 1 thread, batch 1,
+    64 px, anchored to HoViT-B, in interleaved rounds (``latency.jsonl``)."""
+    from hovit_nas.config import run_config_from_dict
+    from hovit_nas.latency import Protocol, calibrate_on, measure, target_for
+    from hovit_nas.models import create_hovit, export
+
+    target = target_for(64, "cpu", 1, "onnxruntime")
+    archs = architectures()
+    models = {x["name"]: export(create_hovit(run_config_from_dict(x["config"], x["name"]))) for x in archs}
+    anchor = calibrate_on("hovit_b", models["hovit_b"], target, 3.0)
+    times: dict = {k: [] for k in models}
+    for _ in range(a.rounds):
+        for k, m in models.items():
+            times[k].append(measure(m, target, Protocol(20, 5, 1.0), anchor=anchor).median_ms)
+    path = out / "latency.jsonl"
+    path.unlink(missing_ok=True)
+    for k, v in times.items():
+        _append(path, {"arch": k, "latency_ms": float(np.median(v)), "rounds_ms": v, "target": target.name,
+                       "anchor_ms": anchor.ms, "cpu": _cpu()})
+    print(f"latency of {len(models)} architectures on {target.name}, {a.rounds} interleaved rounds", flush=True)
+
+
 # ----------------------------------------------------------------------------------- report
+METRICS = ("top1", "auc", "nll", "balanced")  # nll: lower is better (ranked as -nll)
+
+
+def _sign(metric: str) -> float:
+    return -1.0 if metric == "nll" else 1.0
+
+
+def table(rows: list[dict], epochs: int, steps: int, split: str = "test") -> dict:
+    """{arch: {seed: {metric: value}}} of one budget (nll signed, so higher is better everywhere)."""
+    out: dict = {}
+    for r in rows:
+        if r["epochs"] == epochs and r["steps_per_epoch"] == steps:
+            out.setdefault(r["arch"], {})[r["seed"]] = {m: _sign(m) * r[split][m] for m in METRICS}
+    return out
+
+
+def kendall(a, b) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
+def boot_ci(fn, n: int, b: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of ``fn(idx)`` over architectures resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(b):
+        idx = rng.integers(0, n, n)
+        if len(set(idx.tolist())) < 3:
+            continue
+        v = fn(idx)
+        if np.isfinite(v):
+            vals.append(v)
+    lo, hi = np.percentile(vals, [2.5, 97.5]) if vals else (float("nan"), float("nan"))
+    return float(lo), float(hi)
+
+
+def seed_agreement(t: dict, metric: str) -> dict:
+    """Seed-to-seed Kendall tau of the ground truth (each pair of seeds, over the architectures
+    both have), its bootstrap interval, and the reliability behind it: the share of the variance
+    across runs that is the architecture's (one-way ANOVA intraclass correlation), and the seeds a
+    k-seed mean needs for tau 0.8 (Spearman-Brown, tau = (2/pi) arcsin r for normal scores)."""
+    seeds = sorted({s for v in t.values() for s in v})
+    pairs = []
+    for i, a in enumerate(seeds):
+        for b in seeds[i + 1:]:
+            archs = [k for k, v in t.items() if a in v and b in v]
+            if len(archs) >= 4:
+                x = np.array([t[k][a][metric] for k in archs])
+                y = np.array([t[k][b][metric] for k in archs])
+                pairs.append({"seeds": [a, b], "n": len(archs), "tau": kendall(x, y),
+                              "ci95": boot_ci(lambda idx: kendall(x[idx], y[idx]), len(archs))})
+    full = [k for k, v in t.items() if len(v) >= 2]
+    icc = None
+    if len(full) >= 3:
+        groups = [np.array([t[k][s][metric] for s in t[k]]) for k in full]
+        k_bar = np.mean([len(g) for g in groups])
+        grand = np.mean(np.concatenate(groups))
+        msb = sum(len(g) * (g.mean() - grand) ** 2 for g in groups) / (len(groups) - 1)
+        msw = sum(((g - g.mean()) ** 2).sum() for g in groups) / sum(len(g) - 1 for g in groups)
+        icc = float((msb - msw) / (msb + (k_bar - 1) * msw)) if msb + (k_bar - 1) * msw > 0 else None
+        seed_sd, arch_sd = float(np.sqrt(msw)), float(np.sqrt(max(msb - msw, 0.0) / k_bar))
+    need = None
+    if icc is not None and 0 < icc < 1:
+        target_r = np.sin(0.8 * np.pi / 2)  # tau 0.8 between two k-seed means
+        need = float(target_r * (1 - icc) / (icc * (1 - target_r)))
+    return {"pairs": pairs, "tau_mean": float(np.mean([p["tau"] for p in pairs])) if pairs else None,
+            "icc_one_seed": icc, "seeds_for_tau_0_8": need,
+            **({"seed_sd": seed_sd, "arch_sd": arch_sd} if icc is not None else {}),
+            "tau_expected_one_seed": float(2 / np.pi * np.arcsin(icc)) if icc is not None and icc > -1 else None}
+
+
+def proxy_vs_truth(proxy: dict, truth: dict, name: str, gt_tau: float | None) -> dict:
+    """Kendall tau and Spearman of a proxy's scores against the ground truth's (arch -> value,
+    higher is better), over the architectures both have, with bootstrap intervals, and the share
+    of the attainable ranking it reaches (its tau over the ground truth's own seed-to-seed tau)."""
+    from scipy.stats import spearmanr
+
+    archs = sorted(set(proxy) & set(truth))
+    x, y = np.array([proxy[a] for a in archs]), np.array([truth[a] for a in archs])
+    tau = kendall(x, y)
+    rho = float(spearmanr(x, y).statistic)
+    return {"proxy": name, "n": len(archs), "tau": tau, "tau_ci95": boot_ci(lambda i: kendall(x[i], y[i]), len(archs)),
+            "spearman": rho, "spearman_ci95": boot_ci(lambda i: float(spearmanr(x[i], y[i]).statistic), len(archs)),
+            "share_of_attainable": (tau / gt_tau) if gt_tau else None, "archs": archs,
+            "x": x.tolist(), "y": y.tolist()}
+
+
+def _mean(t: dict, metric: str) -> dict:
+    return {a: float(np.mean([v[metric] for v in s.values()])) for a, s in t.items()}
+
+
 def report(a, out: Path) -> None:
+    """The ground truth's own agreement, every proxy against it, and one plotly page."""
     rows = _rows(out / "runs.jsonl")
-    print(f"{len(rows)} runs")
+    archs = {x["name"]: x for x in architectures()}
+    res: dict = {"cpu": sorted({r["cpu"] for r in rows}), "runs": len(rows), "budgets": {}}
+    truth = table(rows, *TRUTH)
+    lines = [f"ground truth: {SPACE} at 64 px on pcam-26k (train 20,000 / valid 3,000 / test 3,000), "
+             f"{len(rows)} runs, CPU {', '.join(res['cpu'])}, one thread per run",
+             f"deployment budget: {TRUTH[0]} epochs of {TRUTH[1]} steps ({TRUTH[0] * TRUTH[1]} steps of 64 images, "
+             f"{TRUTH[0] * TRUTH[1] / 90:.1f}x the 90-step trial); {len(truth)} architectures, seeds per architecture "
+             f"{sorted({len(v) for v in truth.values()})}"]
+    res["truth"] = {}
+    for m in METRICS:
+        ag = seed_agreement(truth, m)
+        res["truth"][m] = ag
+        pairs = "; ".join(f"seeds {p['seeds']}: tau {p['tau']:+.3f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] "
+                          f"(n {p['n']})" for p in ag["pairs"])
+        lines.append(f"  test {m}{' (as -nll)' if m == 'nll' else ''}: {pairs or 'fewer than 2 seeds yet'}"
+                     + (f"; one-seed reliability (ICC) {ag['icc_one_seed']:.2f}, architecture SD "
+                        f"{ag['arch_sd']:.4f} vs seed SD {ag['seed_sd']:.4f}" if ag["icc_one_seed"] is not None else "")
+                     + (f"; a mean over {ag['seeds_for_tau_0_8']:.1f} seeds would reach tau 0.8"
+                        if ag.get("seeds_for_tau_0_8") else ""))
+    # the pilot: seed agreement at each budget, on the architectures the pilot trains at every budget
+    budgets = sorted({(r["epochs"], r["steps_per_epoch"]) for r in rows})
+    for e, st in budgets:
+        t = table(rows, e, st)
+        res["budgets"][f"{e}x{st}"] = {m: seed_agreement(t, m) for m in ("top1", "auc")}
+    lines.append("agreement between seeds by budget (test; all architectures run at that budget):")
+    for k, v in res["budgets"].items():
+        lines.append(f"  {k:>7}: " + "; ".join(f"{m} tau {v[m]['tau_mean']:+.3f}" if v[m]["tau_mean"] is not None
+                                                else f"{m} -" for m in v)
+                     + "".join(f"; {m} ICC {v[m]['icc_one_seed']:.2f}" for m in v if v[m]["icc_one_seed"] is not None))
+    # the proxies, against the ground truth's mean over seeds on test
+    gt_metric = a.metric
+    gt = _mean(truth, gt_metric)
+    gt_tau = res["truth"][gt_metric]["tau_mean"]
+    proxies = {}
+    trial, trial3 = table(rows, *TRIAL, split="val"), table(rows, *TRIAL3X, split="val")
+    for m in ("top1", "auc", "nll"):
+        if trial:
+            proxies[f"(i) 90-step trial, val {m}, seed 0"] = {k: v[0][m] for k, v in trial.items() if 0 in v}
+            proxies[f"(i) 90-step trial, val {m}, 2-seed mean"] = _mean({k: v for k, v in trial.items() if len(v) > 1}, m)
+        if trial3:
+            proxies[f"(ii) 270-step trial, val {m}, seed 0"] = {k: v[0][m] for k, v in trial3.items() if 0 in v}
+    rung = {r["arch"]: r["history"][0]["val_top1"] for r in rows if (r["epochs"], r["steps_per_epoch"]) == TRIAL
+            and r["seed"] == 0 and r["history"]}
+    if rung:
+        proxies["(iii) successive-halving rung (epoch 1 of the trial), val top1"] = rung
+    sn = _rows(out / "supernet.jsonl")
+    for label in sorted({x["variant"] for x in sn}):
+        proxies[f"(iv) supernet estimate, {label}"] = {x["arch"]: x["estimate_val_top1"] for x in sn
+                                                       if x["variant"] == label and "estimate_val_top1" in x}
+        ft = {x["arch"]: x["finetuned_val_top1"] for x in sn if x["variant"] == label and "finetuned_val_top1" in x}
+        if ft:
+            proxies[f"(v) supernet + fine-tune, {label}"] = ft
+    lat = _rows(out / "latency.jsonl")
+    if lat:
+        proxies["(vi) latency alone (slower = more accurate)"] = {x["arch"]: x["latency_ms"] for x in lat}
+    params = {r["arch"]: float(r["params"]) for r in rows if (r["epochs"], r["steps_per_epoch"]) == TRUTH}
+    if params:
+        proxies["(vii) zero-cost: exported parameters"] = params
+    res["proxies"] = [proxy_vs_truth(v, gt, k, gt_tau) for k, v in proxies.items() if len(set(v) & set(gt)) >= 4]
+    lines.append(f"proxies against the ground truth (mean test {gt_metric} over its seeds; Kendall tau [95 % bootstrap "
+                 f"over architectures]; share = tau / the ground truth's own seed tau {gt_tau if gt_tau is None else round(gt_tau, 3)}):")
+    for p in res["proxies"]:
+        share = "" if p["share_of_attainable"] is None else f", share {p['share_of_attainable']:+.2f}"
+        lines.append(f"  {p['proxy']}: tau {p['tau']:+.3f} [{p['tau_ci95'][0]:+.2f}, {p['tau_ci95'][1]:+.2f}], "
+                     f"Spearman {p['spearman']:+.3f} (n {p['n']}{share})")
+    (out / "ground_truth.json").write_text(json.dumps(res, indent=1, default=float))
+    (out / "ground_truth.txt").write_text("\n".join(lines) + "\n")
+    _plot(res, out / "ground_truth.html", gt_metric)
+    print("\n".join(lines))
+
+
+def _plot(res: dict, path: Path, metric: str) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ps = res.get("proxies") or []
+    if not ps:
+        return
+    cols = 3
+    rows = -(-len(ps) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{p['proxy']}<br>tau {p['tau']:+.2f}" for p in ps])
+    for i, p in enumerate(ps):
+        fig.add_trace(go.Scatter(x=p["x"], y=p["y"], mode="markers", text=p["archs"], hoverinfo="text+x+y",
+                                 showlegend=False, marker=dict(size=8)), i // cols + 1, i % cols + 1)
+        fig.update_yaxes(title_text=f"ground truth test {metric}", row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(title="each cheap score against the ground truth (one point per architecture)",
+                      height=330 * rows, template="plotly_white", font=dict(size=10))
+    fig.write_html(path, include_plotlyjs=True)
 
 
 if __name__ == "__main__":

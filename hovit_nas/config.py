@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, Optional, Sequence
 
 import yaml
 
-from . import runtimes
+from . import evaluators, runtimes
 from .errors import ConfigError
 
 DOWNSAMPLE = ("none", "conv", "attention")
@@ -370,7 +370,7 @@ class NoiseConfig:
 METRICS = ("top1", "f1_macro", "balanced", "auc", "nll")  # nll enters the study as -NLL (stats.objective)
 SAMPLERS = ("nsga2", "tpe", "random")
 EXECUTORS = ("local", "ray")
-EVALUATORS = ("train", "supernet")  # how a search trial gets its accuracy
+EVALUATORS = evaluators.NAMES  # how a search trial gets its accuracy (evaluators/)
 EXPORT_FORMATS = ("safetensors", "onnx")
 EVAL_RUNTIMES = runtimes.NAMES  # what `eval` runs an exported model on
 
@@ -435,11 +435,11 @@ class SearchConfig:
                               "choose one")
         if self.evaluator not in EVALUATORS:
             raise ConfigError(f"unknown evaluator {self.evaluator!r}; one of {', '.join(EVALUATORS)}")
-        if (self.evaluator == "supernet") != (self.supernet is not None):
+        caps = evaluators.CAPS[self.evaluator]
+        if (caps.needs == "supernet") != (self.supernet is not None):
             raise ConfigError("`evaluator` supernet and `supernet` DIR go together (the supernet to score with)")
-        if self.evaluator == "supernet" and (self.precision == "int8" or self.early_stop not in (None, "none")
-                                             or self.ray.asha):
-            raise ConfigError("`evaluator` supernet scores fp32 subnets without training: `precision` int8, "
+        if not caps.trains and (self.precision == "int8" or self.early_stop not in (None, "none") or self.ray.asha):
+            raise ConfigError(f"`evaluator` {self.evaluator} scores fp32 subnets without training: `precision` int8, "
                               "`early_stop` and `asha` do not apply")
         if self.predictor is not None and self.limits.max_latency_ms is None:
             raise ConfigError("`predictor` screens trials against `max_latency` (it never sets a recorded latency); "

@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from typing import TYPE_CHECKING
 
+from . import evaluators
 from . import provenance as pv
 from .noise import LABELS_ATTR, labels_attr
 from .record import TrialRecord
@@ -327,7 +328,7 @@ def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
         c.latency_ms[seed] = t.values[1]
         c.runs[seed] = TrialRecord.of(t)
     ref = next((c for c in out.values() if c.fixed_point), None)
-    if study.user_attrs.get("evaluator") == "supernet":  # the search's figure was an estimate: shown beside
+    if evaluators.CAPS[study.user_attrs.get("evaluator", "train")].estimates:  # the search's figure: shown beside
         parent = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         for c in out.values():
             c.estimate = parent[c.trial].values[0] if c.trial in parent else None

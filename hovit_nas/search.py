@@ -6,6 +6,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from . import evaluators
 from . import provenance as pv
 from . import study as st
 from .config import DataSpec, EarlyStop, LatencyConfig, SearchConfig, from_dict, to_dict, with_num_classes
@@ -30,10 +31,8 @@ def prepare(cfg: SearchConfig) -> Prepared:
     cfg.validate()
     space = load_space(cfg.space)
     space_rec = pv.space_record(space)
-    if cfg.evaluator == "supernet":  # a supernet scores architectures: training-only choices stay at base
-        from .supernet import ARCH_PARAMS
-
-        space = replace(space, params=[p for p in space.params if p.name in ARCH_PARAMS])
+    evaluator = evaluators.get(cfg.evaluator, cfg.supernet)
+    space = evaluator.restrict(space)  # a supernet scores architectures: training-only choices stay at base
     if cfg.predictor is not None:  # a missing or malformed profile stops the search before any work
         from .predictor import load_profile
 
@@ -81,7 +80,7 @@ def prepare(cfg: SearchConfig) -> Prepared:
         pv.check_same_data(was.data if was else None, made.data, f"study {name!r}", "a resume")
         if was is not None and was.space is not None:
             pv.check_space(was.space, space_rec, f"study {name!r}", "a resume")
-    scored_by = check_evaluator(cfg, name, space, splits, data, recorded)
+    scored_by = evaluator.study_attrs(name, space, splits, data, recorded)
     early_stop = resolve_early_stop(cfg, space.early_stop, recorded.get("early_stop"))
     trials = cfg.trials or space.trials
     attrs = {"space": space.name, "space_def": space.to_dict(), "data": splits.description,
@@ -115,7 +114,7 @@ def prepare(cfg: SearchConfig) -> Prepared:
                   f"1/{early_stop.eta} at each continue, ranked by {rule_for(early_stop.rule).method}")
     template = TrialSpec(config=space.base, data=data, device=cfg.device, threads=cfg.threads, metric=cfg.metric,
                          latency=latency, limits=cfg.limits, latency_at=remote,
-                         supernet=str(Path(cfg.supernet).resolve()) if cfg.supernet else None)
+                         evaluator=evaluator)
     return Prepared(cfg, space, study, name, storage, trials, template, created, out_dir, early_stop,
                     anchor_model=(space.fixed_point, space.fixed_point_config()))
 
@@ -143,44 +142,6 @@ def use_latency_service(cfg: SearchConfig, latency: LatencyConfig) -> tuple[Late
     latency = replace(latency, runtime=ident["runtime"], precision=ident["precision"], threads=ident["threads"],
                       batch=ident["batch"], anchor=False)
     return replace(svc, machine=ident["id"]), latency, ident
-
-
-def check_evaluator(cfg: SearchConfig, name: str, space, splits, data: DataSpec, recorded: dict) -> dict:
-    """The study attrs saying how trials are scored: ``{}`` for training, else ``evaluator``
-    supernet and the supernet's ``{"id", "dir"}``. The supernet must be of this space, at its
-    resolution, trained on this data; a study scored one way is not resumed another way.
-
-    Raises:
-        HovitError: no supernet at ``supernet``; it does not match the space or data; the study
-            was scored by another supernet, or trained stand-alone (one line each)."""
-    had = recorded.get("supernet")
-    if cfg.evaluator != "supernet":
-        if had:
-            raise ConfigError(f"study {name!r} was scored by supernet {had['id']} ({had['dir']}); pass `evaluator` "
-                              f"supernet `supernet` {had['dir']}, or use `study` NEW_NAME")
-        return {}
-    from .supernet import check_data, load, provenance_of
-
-    sn = load(cfg.supernet)
-    rec = sn.record
-    if rec["space"] != space.name or sn.space.base.model.img_size != space.base.model.img_size:
-        raise ConfigError(f"supernet {cfg.supernet} was trained over space {rec['space']} at "
-                          f"{sn.space.base.model.img_size} px, not {space.name} at {space.base.model.img_size} px")
-    made = provenance_of(sn)
-    if made is not None and made.space is not None:
-        pv.check_space(made.space, pv.space_record(load_space(cfg.space)), f"supernet {cfg.supernet}",
-                       "scoring a search")
-    check_data(sn, cfg.supernet, splits, data, "scoring a search's trials (estimates on val, BatchNorm "
-               "recalibrated on train)")
-    if recorded and not had:
-        raise ConfigError(f"study {name!r} trained its trials stand-alone; leave `evaluator` out, or use `study` "
-                          "NEW_NAME")
-    if had and had["id"] != rec["id"]:
-        raise ConfigError(f"study {name!r} was scored by supernet {had['id']} ({had['dir']}), not {rec['id']} "
-                          f"({cfg.supernet}); use that supernet, or `study` NEW_NAME")
-    _log.info(f"accuracy: supernet {rec['id']} ({cfg.supernet}) estimates each trial with inherited weights, "
-              f"BatchNorm recalibrated; nothing is trained")
-    return {"evaluator": "supernet", "supernet": {"id": rec["id"], "dir": str(Path(cfg.supernet).resolve())}}
 
 
 def resolve_early_stop(cfg: SearchConfig, space_rule: EarlyStop, recorded: dict | None) -> EarlyStop:

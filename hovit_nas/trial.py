@@ -24,7 +24,7 @@ import torch
 from .config import DataOptions, DataSpec, LatencyConfig, Limits, RunConfig, run_config_from_dict, to_dict
 from .data import Splits, load_data
 from .device import DeviceGuard, resolve_device
-from . import faults, logs
+from . import evaluators, faults, logs
 from .errors import QuantizationError, TrialFailed, TrialStopped
 from .latency import Anchor, Calibration, Protocol, calibrate_on, measure, target_for
 from .models import count_params, create_hovit, export
@@ -32,11 +32,12 @@ from .models.onnx import onnx_bytes
 from .stats import objective
 from .target import DeploymentTarget
 from .deploy import quantize_int8
-from .train import RunResult, train_and_evaluate
+from .train import RunResult
 
 _log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from .evaluators import Evaluator
     from .predictor import Screen
     from .remote import LatencyService
 
@@ -56,7 +57,7 @@ class TrialSpec:
     anchor: Optional[Calibration] = None  # the study's calibrated reference
     latency_at: Optional["LatencyService"] = None  # time on a latency service instead (remote.py)
     screen: Optional["Screen"] = None  # --predictor: skip trials predicted over max latency (predictor.py)
-    supernet: Optional[str] = None  # --evaluator supernet: score with this supernet's inherited weights
+    evaluator: Optional["Evaluator"] = None  # how the accuracy is had (evaluators/); None: trained stand-alone
 
     @property
     def latency_threads(self) -> int:
@@ -242,17 +243,9 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
         with guard.shared():
             splits = get_data(spec.data)
         result.data_cache = str(splits.train.cache.parent) if splits.train.cache else None
-        if spec.supernet is not None:  # no training: the supernet's inherited weights, BN recalibrated
-            from .supernet import estimate, load
-
-            with guard.shared():
-                _, val, probs = estimate(spec.supernet, cfg, splits, dev)
-            result.accuracy, result.val = objective(val, spec.metric), val  # no test figure: supernet.estimate
-            result.scores = per_image_scores(splits, {"val": probs})
-            result.estimate = {"by": "supernet", "supernet": load(spec.supernet, dev).record["id"]}
-            result.wall_s = round(time.time() - t0, 2)
-            return result
-        faults.reached("training")
+        evaluator = spec.evaluator or evaluators.get("train")
+        if evaluator.caps.trains:
+            faults.reached("training")
         history: list[dict] = []
 
         def epoch_done(rec: dict) -> None:
@@ -260,14 +253,14 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
             if on_epoch is not None:
                 on_epoch(dict(rec, latency_ms=result.latency_ms))
 
-        r = train_and_evaluate(cfg, splits, dev, guard=guard, on_epoch=epoch_done)
-        if spec.latency.precision == "int8":  # the deployed model is the int8 one: its accuracy is the objective
+        r = evaluator.score(cfg, splits, dev, guard, epoch_done)
+        if spec.latency.precision == "int8" and evaluator.caps.trains:  # the deployed model is the int8 one
             q8 = quantize_int8(r.exported, splits, spec.latency.runtime, spec.latency.calibration_images,
                                threads=spec.latency_threads, guard=guard)
             result.val_fp32, result.test_fp32, result.quantization = r.val, r.test, q8.record()
             _log.info(f"{logs.tag(f'[{cfg.name}]')} int8 for {q8.runtime}: val top1 {q8.val['top1']:.4f} (fp32 "
                       f"{r.val['top1']:.4f}), test top1 {q8.test['top1']:.4f} ({q8.seconds:.1f}s)")
-            r.val, r.test, r.scores = q8.val, q8.test, q8.scores
+            r.val, r.test, r.probs = q8.val, q8.test, q8.scores
     except QuantizationError as exc:  # this architecture, not the study: the trial fails with the reason
         raise TrialFailed(str(exc)) from None
     except TrialStopped as stop:
@@ -287,9 +280,10 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     result.accuracy, result.val, result.test = objective(r.val, spec.metric), r.val, r.test
-    result.scores = per_image_scores(splits, r.scores)
+    result.scores = per_image_scores(splits, r.probs)
     result.params_dense, result.selected_blocks, result.history, result.data = (
-        r.params_dense, r.selected_blocks, r.history, r.data)
+        r.params_dense, r.selected_blocks, r.history or None, r.data)
+    result.estimate = r.estimate
     result.wall_s = round(time.time() - t0, 2)
     return result
 

@@ -106,3 +106,58 @@ def test_asking_a_heartbeat_study_warns_nothing(tmp_path):
     with pytest.warns(UserWarning, match=st.ASK_WARNING):
         study.ask()
     assert not [f for f in warnings.filters if f[1] is not None and "Heartbeat" in f[1].pattern]
+
+
+def _compared_strings(tree) -> list[tuple[int, str]]:
+    """(line, string) for every string constant a comparison (==, !=, in, not in) tests against."""
+    import ast
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                items = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+                out += [(node.lineno, c.value) for c in items if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+    return out
+
+
+def test_runtimes_implement_one_protocol_and_no_code_outside_branches_on_their_names():
+    """Issue 31: what a runtime can do is data in its registry; nothing outside runtimes/ compares
+    a value with a runtime's name."""
+    import ast
+    from pathlib import Path
+
+    import hovit_nas
+    from hovit_nas import runtimes
+
+    for name in runtimes.NAMES:
+        rt = runtimes.get(name)
+        assert isinstance(rt, runtimes.Runtime) and rt.name == name and rt.caps is runtimes.CAPS[name]
+        for method in ("compile", "run", "module", "quantize", "supports"):
+            assert _signature_matches(type(rt), runtimes.Runtime, method), (name, method)
+    assert runtimes.resolve("auto", "cpu").name == "onnxruntime" and runtimes.exported() == ("onnxruntime", "openvino")
+    pkg = Path(hovit_nas.__file__).parent
+    found = [f"{p.relative_to(pkg)}:{line} == {v!r}" for p in sorted(pkg.rglob("*.py")) if "runtimes" not in p.parts
+             for line, v in _compared_strings(ast.parse(p.read_text())) if v in runtimes.NAMES]
+    assert not found, found
+
+
+def test_pareto_on_a_committed_study_imports_no_torch():
+    """Issue 31: the report reads the study's records (record.py) and decides with stats.py; it
+    imports neither torch nor the executors (--no-baselines: timing baselines needs torch)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys; from click.testing import CliRunner; from hovit_nas.cli import main; "
+            "r = CliRunner().invoke(main, ['pareto', '--study', 'pcam-cpu', '--no-baselines', '--out', sys.argv[1]]); "
+            "assert r.exit_code == 0, r.output; assert 'Pareto front' in r.output; "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('hovit_nas.executors')]; "
+            "assert not bad, bad; print('ok')")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = subprocess.run([sys.executable, "-c", code, f"{tmp}/p.html"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stdout[-2000:] + p.stderr[-2000:]
