@@ -185,7 +185,9 @@ def format_check(c: BudgetCheck) -> str:
         lines.append(f"  {p.a} - {p.b}: {pts(p.difference)} (SE images {pts(p.se_images).lstrip('+')}, seeds "
                      f"{pts(p.se_seeds).lstrip('+')}; z {p.z:+.2f}): "
                      + ("beyond noise" if p.resolved else f"within noise; {how}"))
-    lines.append(f"verdict: {'RESOLVES' if c.resolves else 'DOES NOT RESOLVE'}: {c.recommendation}")
+    verdict = ("RESOLVES" if all(p.resolved for p in c.pairs) else "RESOLVES SOME PAIRS" if c.resolves
+               else "DOES NOT RESOLVE")
+    lines.append(f"verdict: {verdict}: {c.recommendation}")
     lines.append(f"cost: {len(c.seeds) * 3} trainings in {c.seconds:.0f} s ({c.seconds_per_training:.1f} s each), "
                  f"against the search's {c.search_trials} trials (~{c.search_trials * c.seconds_per_training:.0f} s "
                  f"at that rate): {3 * len(c.seeds) / max(c.search_trials, 1):.2f}x a search")

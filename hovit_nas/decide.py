@@ -101,8 +101,8 @@ def one_se(rows: list[Row], confirmed: Optional[dict] = None) -> Choice:
     confirm.Confirmed), over the confirmed candidates' means, whose SE is the spread over seeds."""
     if confirmed:
         pts = [{"trial": n, "accuracy": c.mean("val"), "latency_ms": c.mean("latency_ms"),
-                "se_total": c.sd("val") / math.sqrt(c.n)} for n, c in confirmed.items()]
-        how = "confirmed mean validation score (SE over the confirmation seeds)"
+                "se_total": math.sqrt(c.sd("val") ** 2 / c.n + _images_se(c))} for n, c in confirmed.items()]
+        how = "confirmed mean validation score (SE from the spread over seeds and the validation images)"
     else:
         pts = [{"trial": r.trial, "accuracy": r.accuracy, "latency_ms": r.latency_ms,
                 "se_total": (r.acc_interval.high - r.acc_interval.low) / (2 * stats.Z95)} for r in rows]
@@ -114,3 +114,12 @@ def one_se(rows: list[Row], confirmed: Optional[dict] = None) -> Choice:
     return Choice(pick["trial"], f"one-standard-error rule: the fastest trial within one SE of the best, on the {how}",
                   {"best": dict(best), "picked": dict(pick), "within": sorted(p["trial"] for p in pts
                                                                   if p["accuracy"] >= best["accuracy"] - best["se_total"])})
+
+
+def _images_se(c) -> float:
+    """The images' variance of a confirmed candidate's mean score: binomial over its val images
+    (the same images in every seed, so not averaged away)."""
+    run = next(iter(c.runs.values()), None)
+    n = int((run.val.get("n") if run is not None else 0) or 0)
+    p = min(max(c.mean("val"), 0.0), 1.0)
+    return p * (1 - p) / n if n > 1 else 0.0

@@ -1,8 +1,10 @@
 """The accuracy/latency Pareto front: hypervolume, HoViT-B's standing, plots, and pinning.
 
-Uses ``study.best_trials`` (Optuna's Pareto set, constraint-aware) for the front. Only
-COMPLETE trials have objective values, so a pruned or early-stopped trial can never sit on
-the front with a low-fidelity accuracy.
+The front is the non-dominated set of the study's completed trials (dominance.py, the
+definition Optuna's ``study.best_trials`` uses), with the fixed point's replicates merged into one
+row (noise.py). Only COMPLETE trials have objective values, so a pruned or early-stopped trial can
+never sit on the front with a low-fidelity accuracy. Under noise (stats.py, noise.py) every
+figure carries its interval, and the noise-aware front keeps what is not dominated beyond noise.
 """
 from __future__ import annotations
 
@@ -445,18 +447,18 @@ def deploy_steps(study: optuna.Study, storage: str, path: str | Path, doc: dict)
     rt, precision = t.get("runtime", "torch"), t.get("precision", "fp32")
     suffix = runtimes.CAPS[rt].suffix if rt in runtimes.CAPS else ".safetensors"
     lines = [f"deploy: {st.command('hovit-nas', 'deploy', '--study', study.study_name, '--best', path, storage=st.absolute_url(storage))}",
-             f"  or step by step, for {doc.get('deployment_target', 'the study target')}:",
-             f"  1. {reproduce_command(study, path, doc)}"]
+             f"or step by step, for {doc.get('deployment_target', 'the study target')}:",
+             f"step 1: {reproduce_command(study, path, doc)}"]
     if precision == "int8":
-        lines.append(f"  2. {int8_command(study, doc)}")
+        lines.append(f"step 2: {int8_command(study, doc)}")
         model = f"{rd}/model.int8.{rt}.onnx"
     elif suffix == ".onnx":
-        lines.append(f"  2. {st.command('hovit-nas', 'export', rd, '--format', 'onnx')}")
+        lines.append(f"step 2: {st.command('hovit-nas', 'export', rd, '--format', 'onnx')}")
         model = f"{rd}/model.onnx"
     else:
         model = rd  # the run directory's model.safetensors
     extra = ["--runtime", rt] if suffix == ".onnx" else []
-    lines.append(f"  {len(lines) - 1}. {st.command('hovit-nas', 'eval', model, *extra, data=study.user_attrs)}")
+    lines.append(f"step {len(lines) - 1}: {st.command('hovit-nas', 'eval', model, *extra, data=study.user_attrs)}")
     return lines
 
 

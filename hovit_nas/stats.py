@@ -206,7 +206,13 @@ def hypervolume_interval(rows: list[dict], ref: tuple[float, float], hv: Callabl
     """The hypervolume with a parametric bootstrap 95 % interval: each resample draws every
     trial's accuracy from N(accuracy, se_images² + sd_seed²) and its latency from
     latency·exp(N(0, cv²)), independently, then takes the hypervolume of the resampled points.
-    ``rows``: accuracy, latency_ms, se (images), cv; ``hv(points, ref)``: pareto.hypervolume_2d."""
+
+    The front is a maximum over noisy points, so resampled fronts reach further out than the
+    observed one (the winner's curse) and the plain percentile interval lies above the observed
+    value. The interval is therefore the basic (reverse-percentile) bootstrap interval,
+    [2·HV − q97.5, 2·HV − q2.5] (Davison & Hinkley 1997, ch. 5), which corrects that bias to
+    first order. ``rows``: accuracy, latency_ms, se (images), cv; ``hv(points, ref)``:
+    pareto.hypervolume_2d."""
     pts = [(r["accuracy"], r["latency_ms"]) for r in rows]
     value = hv(pts, ref)
     if not rows:
@@ -218,8 +224,8 @@ def hypervolume_interval(rows: list[dict], ref: tuple[float, float], hv: Callabl
     cv = np.array([r.get("cv") or 0.0 for r in rows])
     draws = [hv(list(zip(acc + sd * rng.standard_normal(len(acc)), lat * np.exp(cv * rng.standard_normal(len(lat))))),
                 ref) for _ in range(b)]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return Interval(value, float(low), float(high))
+    q_lo, q_hi = np.percentile(draws, [2.5, 97.5])
+    return Interval(value, float(max(0.0, 2 * value - q_hi)), float(2 * value - q_lo))
 
 
 # ------------------------------------------------------------------------ picking under noise
@@ -246,8 +252,9 @@ def compare_to_reference(per_seed: Sequence[tuple[float, float]], seed_var: floa
     (the difference on the same images, its SE over images) for each seed both were trained with.
 
     With two or more seeds the spread of the per-seed differences carries the seed noise: the SE
-    of their mean is sqrt(var(d)/n + mean(SE_images²)/n), and the bound uses Student's t with
-    n − 1 degrees of freedom. With one seed (an unconfirmed search trial), the seed noise must
+    of their mean is sqrt(var(d)/n + mean(SE_images²)) -- the images are the same in every seed,
+    so their part is not averaged away -- and the bound uses Student's t with n − 1 degrees of
+    freedom. With one seed (an unconfirmed search trial), the seed noise must
     come from elsewhere: ``seed_var`` (the study's measured seed variance of the difference, e.g.
     sd² · (1 + 1/k) against a fixed point over k seeds), with the normal quantile. Returns the
     one-sided ``level`` lower bound."""
@@ -257,7 +264,7 @@ def compare_to_reference(per_seed: Sequence[tuple[float, float]], seed_var: floa
     se_img = np.array([s for _, s in per_seed], dtype=float)
     n = len(d)
     if n >= 2:
-        se = math.sqrt(float(d.var(ddof=1)) / n + float(np.mean(se_img ** 2)) / n)
+        se = math.sqrt(float(d.var(ddof=1)) / n + float(np.mean(se_img ** 2)))
         q = float(student_t.ppf(level, n - 1))
     else:
         se = math.sqrt(float(se_img[0]) ** 2 + seed_var)

@@ -32,7 +32,7 @@ from .models.onnx import onnx_bytes
 from .stats import objective
 from .target import DeploymentTarget
 from .deploy import quantize_int8
-from .train import RunResult
+from .train import RunResult, train_and_evaluate
 
 _log = logging.getLogger(__name__)
 

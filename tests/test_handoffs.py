@@ -97,11 +97,18 @@ def test_every_printed_command_runs_as_printed(tmp_path, pcam_subset):
 
     out = paste(pin)  # before confirming, as the user did
     assert "UNCONFIRMED" in out
-    [again, reproduce] = printed_commands(out)
+    [again, reproduce, deploy, step1, export, evaluate] = printed_commands(out)
     assert again == confirm and reproduce.startswith("hovit-nas train --config ") and data in reproduce
     best = reproduce.split("--config ")[1].split()[0]
     assert f"Reproduce: {reproduce}\n" in open(best).readline() + "\n"  # best.yaml's header is the same line
+    assert step1 == reproduce and export.endswith("--format onnx") and "model.onnx --runtime onnxruntime" in evaluate
     paste(reproduce)
+    for line in (export, evaluate):  # the manual path to the study's target, pasted as printed
+        out = paste(line)
+    assert "latency" in out and "on cpu/onnxruntime/fp32, 1 thread" in out  # eval names its target
+    out = paste(deploy)  # the one command: retrain, export, eval, time, check against the study
+    assert re.search(r"^check val top1: .*: within noise$", out, re.M), out
+    assert re.search(r"^wrote .*model\.onnx \(deployable\)", out, re.M), out
 
     out = paste(confirm)
     runs = [line for line in out.splitlines() if line.startswith("confirm run ")]
@@ -112,7 +119,7 @@ def test_every_printed_command_runs_as_printed(tmp_path, pcam_subset):
     assert printed_commands(out) == [pin]
 
     out = paste(pin)  # confirmed now
-    assert "confirmed over 3 seeds" in out and printed_commands(out) == [reproduce]
+    assert "confirmed over 3 seeds" in out and printed_commands(out) == [reproduce, deploy, step1, export, evaluate]
     assert set(printed) <= set(ran), set(printed) - set(ran)
 
 

@@ -42,7 +42,7 @@ def test_pooled_sd_and_non_inferiority_bound_by_hand():
 
     c = stats.compare_to_reference([(0.01, 0.004), (-0.005, 0.004), (0.003, 0.004)])
     d = np.array([0.01, -0.005, 0.003])
-    se = math.sqrt(d.var(ddof=1) / 3 + 0.004 ** 2 / 3)
+    se = math.sqrt(d.var(ddof=1) / 3 + 0.004 ** 2)  # the images are the same in every seed: not averaged away
     assert c.diff == pytest.approx(d.mean()) and c.se == pytest.approx(se)
     assert c.lower == pytest.approx(d.mean() - student_t.ppf(0.95, 2) * se)
     assert c.non_inferior(0.05) and not c.non_inferior(0.01)
@@ -61,7 +61,7 @@ def test_hypervolume_interval_holds_the_point_value():
     rows = [{"accuracy": 0.8, "latency_ms": 2.0, "se": 0.01, "cv": 0.05},
             {"accuracy": 0.9, "latency_ms": 4.0, "se": 0.01, "cv": 0.05}]
     iv = stats.hypervolume_interval(rows, (0.5, 10.0), pa.hypervolume_2d, 0.01)
-    assert iv.low < iv.value < iv.high and iv.value == pytest.approx(pa.hypervolume_2d([(0.8, 2), (0.9, 4)], (0.5, 10)))
+    assert iv.low <= iv.value <= iv.high and iv.value == pytest.approx(pa.hypervolume_2d([(0.8, 2), (0.9, 4)], (0.5, 10)))
 
 
 # ------------------------------------------------------------ a study with per-image scores
@@ -193,4 +193,4 @@ def test_check_budget_reports_noise_and_a_verdict(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
     assert re.search(r"seed SD [\d.]+ points \(3 df", out) and "smallest - hovit_b" in out
-    assert re.search(r"^verdict: (RESOLVES|DOES NOT RESOLVE): ", out, re.M) and "trainings in" in out
+    assert re.search(r"^verdict: (RESOLVES|RESOLVES SOME PAIRS|DOES NOT RESOLVE): ", out, re.M) and "trainings in" in out

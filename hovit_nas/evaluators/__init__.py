@@ -14,13 +14,9 @@ then int8 where the target asks and the evaluator trains.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkable
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from ..config import RunConfig
-    from ..data import Splits
 
 
 @dataclass(frozen=True)
