@@ -524,13 +524,17 @@ def report(a, out: Path) -> None:
     # the pilot: seed agreement at each budget, on the architectures the pilot trains at every budget
     budgets = sorted({(r["epochs"], r["steps_per_epoch"]) for r in rows})
     for e, st in budgets:
-        t = table(rows, e, st)
-        res["budgets"][f"{e}x{st}"] = {m: seed_agreement(t, m) for m in ("top1", "auc")}
-    lines.append("agreement between seeds by budget (test; all architectures run at that budget):")
+        res["budgets"][f"{e}x{st}"] = {split: {m: seed_agreement(table(rows, e, st, split), m) for m in METRICS}
+                                       for split in ("val", "test")}
+    lines.append("which score ranks architectures most stably across seeds (issue 32): Kendall tau between seeds "
+                 "[95 % bootstrap over architectures] and the one-seed reliability (ICC), by budget and split:")
     for k, v in res["budgets"].items():
-        lines.append(f"  {k:>7}: " + "; ".join(f"{m} tau {v[m]['tau_mean']:+.3f}" if v[m]["tau_mean"] is not None
-                                                else f"{m} -" for m in v)
-                     + "".join(f"; {m} ICC {v[m]['icc_one_seed']:.2f}" for m in v if v[m]["icc_one_seed"] is not None))
+        for split, by in v.items():
+            lines.append(f"  {k:>7} {split:>4}: " + "; ".join(
+                f"{m} tau {by[m]['tau_mean']:+.3f}" + (f" [{by[m]['pairs'][0]['ci95'][0]:+.2f}, "
+                                                        f"{by[m]['pairs'][0]['ci95'][1]:+.2f}]" if by[m]["pairs"] else "")
+                + (f" ICC {by[m]['icc_one_seed']:.2f}" if by[m]["icc_one_seed"] is not None else "")
+                if by[m]["tau_mean"] is not None else f"{m} -" for m in METRICS))
     # the proxies, against the ground truth's mean over seeds on test
     gt_metric = a.metric
     gt = _mean(truth, gt_metric)

@@ -183,7 +183,9 @@ def test_int8_search_records_both_accuracies_and_the_target_then_export_and_eval
     assert "val top1 of the int8 model (max)" in p.stdout and "    fp32  " in p.stdout
     pin = run_cli("pin", cwd=tmp_path)
     assert pin.returncode == 0, pin.stderr[-2000:]
-    reproduce, int8 = printed_commands(pin.stdout)[-2:]  # both run as printed (issue 30)
+    lines = printed_commands(pin.stdout)  # they run as printed (issue 30)
+    reproduce = next(x for x in lines if x.startswith("hovit-nas train "))
+    int8 = next(x for x in lines if x.startswith("hovit-nas export ") and "--precision int8" in x)
     run_dir = reproduce.split("--out ")[1].split()[0]
     assert f"then int8, as the study did: {int8}\n" in pin.stdout and int8 == (
         f"hovit-nas export {run_dir} --format onnx --precision int8 --runtime onnxruntime --calibration-images 128")
