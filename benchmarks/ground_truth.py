@@ -558,13 +558,18 @@ def report(a, out: Path) -> None:
         ft = {x["arch"]: x["finetuned_val_top1"] for x in sn if x["variant"] == label and "finetuned_val_top1" in x}
         if ft:
             proxies[f"(v) supernet + fine-tune, {label}"] = ft
-    lat = _rows(out / "latency.jsonl")
+    lat = {x["arch"]: x["latency_ms"] for x in _rows(out / "latency.jsonl")}
+    if not lat:  # before the latency stage: the committed ONNX Runtime profile's figure of each architecture
+        lat = {r["arch"]: r["profile_latency_ms"] for r in rows if r.get("profile_latency_ms")}
     if lat:
-        proxies["(vi) latency alone (slower = more accurate)"] = {x["arch"]: x["latency_ms"] for x in lat}
+        proxies["(vi) latency alone (slower = more accurate)"] = lat
     params = {r["arch"]: float(r["params"]) for r in rows if (r["epochs"], r["steps_per_epoch"]) == TRUTH}
     if params:
         proxies["(vii) zero-cost: exported parameters"] = params
     res["proxies"] = [proxy_vs_truth(v, gt, k, gt_tau) for k, v in proxies.items() if len(set(v) & set(gt)) >= 4]
+    for p in res["proxies"]:  # the ground truth's seed range of each point, for the plot's error bars
+        p["y_range"] = [[min(v[gt_metric] for v in truth[x].values()), max(v[gt_metric] for v in truth[x].values())]
+                        for x in p["archs"]]
     lines.append(f"proxies against the ground truth (mean test {gt_metric} over its seeds; Kendall tau [95 % bootstrap "
                  f"over architectures]; share = tau / the ground truth's own seed tau {gt_tau if gt_tau is None else round(gt_tau, 3)}):")
     for p in res["proxies"]:
@@ -588,10 +593,14 @@ def _plot(res: dict, path: Path, metric: str) -> None:
     rows = -(-len(ps) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{p['proxy']}<br>tau {p['tau']:+.2f}" for p in ps])
     for i, p in enumerate(ps):
+        lo = [y - r[0] for y, r in zip(p["y"], p["y_range"])]
+        hi = [r[1] - y for y, r in zip(p["y"], p["y_range"])]
         fig.add_trace(go.Scatter(x=p["x"], y=p["y"], mode="markers", text=p["archs"], hoverinfo="text+x+y",
+                                 error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo, thickness=1),
                                  showlegend=False, marker=dict(size=8)), i // cols + 1, i % cols + 1)
         fig.update_yaxes(title_text=f"ground truth test {metric}", row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(title="each cheap score against the ground truth (one point per architecture)",
+    fig.update_layout(title="each cheap score (x) against the ground truth (y: mean over seeds, bars: the seeds' range; "
+                            "one point per architecture)",
                       height=330 * rows, template="plotly_white", font=dict(size=10))
     fig.write_html(path, include_plotlyjs=True)
 

@@ -97,6 +97,10 @@ def reread(db: str, name: str | None, outside: tuple[float, int]) -> dict:
     return out
 
 
+def _pct(v) -> str:
+    return "not measured" if v is None else f"{100 * v:.1f} %"
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     outside = outside_seed_sd()
@@ -120,8 +124,7 @@ def main() -> None:
                   f"{'?' if beyond is None else len(beyond)} beyond noise{'' if not beyond else ' ' + str(beyond)}",
                   f"  hypervolume {r['hypervolume']:.4f} [{r['hypervolume_interval'][0]:.4f}, "
                   f"{r['hypervolume_interval'][1]:.4f}]; seed SD {100 * r['seed_sd']:.2f} points ({r['seed_source']}); "
-                  f"latency spread {'not measured' if r['latency_cv'] is None else f'{100 * r['latency_cv']:.1f} %'}"
-                  f" ({r['latency_source']})", ""]
+                  f"latency spread {_pct(r['latency_cv'])} ({r['latency_source']})", ""]
     for k, v in NOT_RECOMPUTABLE.items():
         lines.append(f"{k}: not recomputed: {v}")
     (OUT / "reread.json").write_text(json.dumps({"outside_seed_sd": outside, "studies": res,

@@ -22,60 +22,59 @@ os.environ.setdefault("HOVIT_NAS_HEARTBEAT", "2,10")
 # xdist worker (a worker builds the built-in data once for its tests)
 os.environ.setdefault("HOVIT_NAS_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"hovit-nas-test-cache-{os.getpid()}"))
 
-# Rough cost in seconds of the slowest tests (serial, on the project's 2-core CPU machine), so that
+# Cost in seconds of the slowest tests (measured under `-n 2` on the project's 2-core CPU machine,
+# 2026-12-02, regenerated from a --junitxml run: docs/development/testing.md), so that
 # under `-n 2` the longest start first and the workers finish together. Only the order matters:
 # an unlisted test counts as 0 and keeps its place in file order. A test with an xdist_group mark
 # (pyproject: --dist loadgroup) goes with its group, which costs the sum of its tests.
 COSTS = {
-    "test_gpu_check.py::test_gpu_check_dry_run_on_cpu": 150,
-    "test_handoffs.py::test_every_printed_command_runs_as_printed": 150,
-    "test_handoffs.py::test_default_outputs_never_touch_committed_files": 60,
-    "test_ray.py::test_kill_driver_and_rerun_resumes": 100,  # each of 2
-    "test_train.py::test_resume_after_interruption_matches_uninterrupted_run": 100,
-    "test_chaos.py::test_short_kill_battery": 100,
-    "test_ray.py::test_failing_trials_are_recorded_and_the_search_goes_on": 95,
-    "test_confirm.py::test_an_interrupted_confirmation_resumes_to_each_run_exactly_once": 95,
-    "test_ray.py::test_asha_stopped_trials_are_pruned_never_on_the_front": 80,
-    "test_ray.py::test_ray_runs_four_trials_two_at_a_time_into_sqlite": 80,
-    "test_ray.py::test_two_node_cluster_each_node_builds_its_own_cache_once": 85,
-    "test_supernet.py::test_search_with_the_supernet_evaluator_records_estimates_and_refuses_another_supernet": 50,
-    "test_predictor.py::test_profile_target_then_a_search_screens_with_it": 35,
-    "test_trust.py::test_full_disk_is_one_line_before_training_and_the_resume_completes": 75,
-    "test_train.py::test_end_to_end_on_real_crc_tiles": 70,
-    "test_ray.py::test_pareto_early_stop_on_ray_uses_the_storage_rung_table": 70,
-    "test_search_e2e.py::test_search_records_a_multi_objective_study": 45,  # with the module's search
-    "test_trust.py::test_a_read_only_storage_is_named_before_training": 60,
-    "test_trust_ray.py::test_a_killed_ray_worker_fails_its_trial_with_a_reason": 55,  # each of 2
-    "test_trust.py::test_the_printed_hint_works_when_pasted_against_postgresql": 50,
-    "test_reliability.py::test_no_password_in_any_output_or_file": 50,
-    "test_wheel.py::test_search_on_builtin_space_from_empty_dir": 45,
-    "test_onnx.py::test_search_on_onnxruntime_records_it_and_refuses_another_runtime": 45,
-    "test_onnx.py::test_export_onnx_then_eval_it_like_the_safetensors": 45,
-    "test_reliability.py::test_two_drivers_share_one_budget_and_never_train_a_config_twice": 45,
-    "test_latency_bench.py::test_bench_cli_writes_table_csv_json": 45,
-    "test_rungs.py::test_driver_killed_mid_rung_then_resumed": 40,
-    "test_rungs.py::test_two_drivers_share_one_rung_table": 40,
-    "test_reliability.py::test_dead_driver_is_seen_from_another_host": 35,  # each of 2
-    "test_onnx.py::test_bench_has_a_runtime_column": 30,
-    "test_study.py::test_fixed_point_enqueued_exactly_once_across_concurrent_starts_and_resume": 30,
-    "test_reliability.py::test_kill_right_after_the_fixed_point_is_created": 30,
-    "test_search_e2e.py::test_pareto_and_pin_then_train_the_pinned_config": 25,
-    "test_data.py::test_cli_bad_data_is_one_line_exit_2": 25,
-    "test_trust.py::test_cli_prints_that_macro_scores_skip_an_absent_class": 20,
-    "test_openvino.py::test_search_on_openvino_records_the_runtime_and_its_version": 20,
-    "test_cli.py::test_quiet_keeps_warnings_and_results_drops_progress": 20,
-    "test_reliability.py::test_printed_commands_are_shell_quoted_and_artefacts_sit_next_to_the_study": 20,
-    "test_model.py::test_random_valid_configs_build_forward_and_export": 15,
-    "test_reliability.py::test_plain_postgresql_url_works": 15,
-    "test_wheel.py::test_wheel_ships_spaces_and_py_typed": 15,  # with the module's wheel build
-    "test_train.py::test_cli_bad_config_is_one_line": 15,
-    "test_cache.py::test_concurrent_processes_build_once": 10,
-    "test_trust.py::test_bench_takes_runtime_and_names_config_rows_by_study_and_trial": 10,
-    "test_cases_round2.py::test_a_read_only_study_is_read_and_reported_and_never_written": 60,
-    "test_cases_round2.py::test_https_to_the_service_stops_the_search_in_one_line_before_any_trial": 45,
-    "test_cases_round2.py::test_a_search_whose_trials_all_fail_exits_1_and_stops_adding_failed_trials": 40,
-    "test_cases_round2.py::test_a_search_under_a_name_with_url_characters_lands_where_pin_looks": 30,
-    "test_cases_round2.py::test_pin_and_pareto_find_each_of_two_names_that_differ_after_a_question_mark": 20,
+    "test_gpu_check.py::test_gpu_check_dry_run_on_cpu": 160,
+    "test_chaos.py::test_short_kill_battery": 151,
+    "test_ray.py::test_kill_driver_and_rerun_resumes": 140,
+    "test_ray.py::test_ray_runs_four_trials_two_at_a_time_into_sqlite_and_failing_trials_do_not_stop_it": 126,
+    "test_ray.py::test_asha_stopped_trials_are_pruned_never_on_the_front": 112,
+    "test_handoffs.py::test_every_printed_command_runs_as_printed": 99,
+    "test_ray.py::test_pareto_early_stop_on_ray_uses_the_storage_rung_table": 83,
+    "test_ray.py::test_two_node_cluster_each_node_builds_its_own_cache_once": 82,
+    "test_trust_ray.py::test_a_killed_ray_worker_fails_its_trial_with_a_reason": 81,
+    "test_reliability.py::test_no_password_in_any_output_or_file": 69,
+    "test_confirm.py::test_an_interrupted_confirmation_resumes_to_each_run_exactly_once": 52,
+    "test_quantize.py::test_int8_search_records_both_accuracies_and_the_target_then_export_and_eval": 49,
+    "test_predictor.py::test_profile_target_then_a_search_screens_with_it": 41,
+    "test_supernet.py::test_search_with_the_supernet_evaluator_records_estimates_and_refuses_another_supernet": 39,
+    "test_reliability.py::test_dead_driver_is_seen_from_another_host": 37,
+    "test_service.py::test_a_search_through_the_service_survives_its_death_and_records_the_machine": 37,
+    "test_search_e2e.py::test_pareto_and_pin_then_train_the_pinned_config": 36,
+    "test_trust.py::test_the_printed_hint_works_when_pasted_against_postgresql": 30,
+    "test_wheel.py::test_search_on_builtin_space_from_empty_dir": 29,
+    "test_rungs.py::test_driver_killed_mid_rung_then_resumed": 29,
+    "test_rungs.py::test_two_drivers_share_one_rung_table": 26,
+    "test_onnx.py::test_search_on_onnxruntime_records_it_and_refuses_another_runtime": 25,
+    "test_reliability.py::test_two_drivers_share_one_budget_and_never_train_a_config_twice": 22,
+    "test_noise.py::test_a_real_study_measures_its_noise_and_pins_by_non_inferiority": 21,
+    "test_onnx.py::test_export_onnx_then_eval_it_like_the_safetensors": 20,
+    "test_study.py::test_fixed_point_enqueued_exactly_once_across_concurrent_starts_and_resume": 19,
+    "test_onnx.py::test_bench_has_a_runtime_column": 18,
+    "test_reliability.py::test_kill_right_after_the_fixed_point_is_created": 17,
+    "test_cases_round2.py::test_a_read_only_study_is_read_and_reported_and_never_written": 17,
+    "test_noise.py::test_check_budget_reports_noise_and_a_verdict": 17,
+    "test_reliability.py::test_printed_commands_are_shell_quoted_and_artefacts_sit_next_to_the_study": 17,
+    "test_search_e2e.py::test_search_records_a_multi_objective_study": 16,
+    "test_trust.py::test_full_disk_is_one_line_before_training_and_the_resume_completes": 15,
+    "test_service.py::test_the_service_times_an_upload_anchored_and_caches_it_by_hash": 13,
+    "test_latency_bench.py::test_bench_cli_writes_table_csv_json": 12,
+    "test_handoffs.py::test_default_outputs_never_touch_committed_files": 9,
+    "test_provenance.py::test_numeric_class_folders_in_another_sort_order_are_refused_by_name": 9,
+    "test_quantize.py::test_int8_latency_times_quantized_candidate_and_anchor": 9,
+    "test_search_e2e.py::test_plot_renders_in_headless_chromium": 9,
+    "test_trust.py::test_a_read_only_storage_is_named_before_training": 8,
+    "test_cli.py::test_quiet_keeps_warnings_and_results_drops_progress": 8,
+    "test_openvino.py::test_search_on_openvino_records_the_runtime_and_its_version": 8,
+    "test_reliability.py::test_plain_postgresql_url_works": 8,
+    "test_train.py::test_end_to_end_on_real_crc_tiles": 7,
+    "test_cases_round2.py::test_a_search_whose_trials_all_fail_exits_1_and_stops_adding_failed_trials": 7,
+    "test_cache.py::test_concurrent_processes_build_once": 7,
+    "test_provenance.py::test_a_model_is_scored_on_its_own_split_and_never_on_its_training_images": 7,
 }
 
 
@@ -152,11 +151,43 @@ def pcam_subset() -> Path:
     return shared_data("pcam-subset")
 
 
+_FORKSERVER: dict = {}
+
+
+def cli_command(as_: str = "module") -> list[str]:
+    """The argv prefix that runs ``python -m hovit_nas`` (``as_`` "module") or the installed
+    ``hovit-nas`` script ("script") in its own process. By default, through this
+    worker's warm interpreter (tests/forkserver.py: the same entry point, its own process, working
+    directory, environment and exit status, without re-importing torch, timm and scikit-learn).
+    ``HOVIT_NAS_TEST_FRESH=1`` runs a fresh interpreter every time instead."""
+    if os.environ.get("HOVIT_NAS_TEST_FRESH") == "1":
+        if as_ == "module":
+            return [sys.executable, "-m", "hovit_nas"]
+        start = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from hovit_nas.cli import main; main(prog_name='hovit-nas')"
+        return [sys.executable, "-c", start]
+    if not _FORKSERVER:
+        import atexit
+        import tempfile
+        import time
+
+        sock = Path(tempfile.mkdtemp(prefix="hovit-nas-fork-")) / "s"
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("forkserver.py")), "serve", str(sock)],
+                                env=dict(os.environ, OPENBLAS_NUM_THREADS="1"), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=open(f"{sock}.log", "w"))
+        atexit.register(proc.kill)
+        deadline = time.monotonic() + 300
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the test fork server did not start: {Path(f'{sock}.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        _FORKSERVER.update(sock=str(sock), proc=proc)
+    return [sys.executable, str(Path(__file__).with_name("forkserver.py")), as_, _FORKSERVER["sock"]]
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
-    """Run the real console entry point in a subprocess (exit codes and stderr as a user sees them)."""
+    """Run the real console entry point in its own process (exit codes and stderr as a user sees them)."""
     e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "hovit_nas", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=e)
+    return subprocess.run([*cli_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
 
 
 def run_printed(line: str, cwd: Path, timeout: int = 600, env: dict | None = None):
@@ -166,8 +197,7 @@ def run_printed(line: str, cwd: Path, timeout: int = 600, env: dict | None = Non
     import tempfile
 
     shim = Path(tempfile.mkdtemp(prefix="hovit-nas-bin-")) / "hovit-nas"
-    start = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from hovit_nas.cli import main; main(prog_name='hovit-nas')"
-    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(start)} "$@"\n')
+    shim.write_text(f'#!/bin/sh\nexec {" ".join(map(shlex.quote, cli_command("script")))} "$@"\n')
     shim.chmod(0o755)
     e = dict(os.environ, PYTHONUNBUFFERED="1", PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}", **(env or {}))
     cwd.mkdir(parents=True, exist_ok=True)

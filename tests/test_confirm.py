@@ -9,7 +9,7 @@ import yaml
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from conftest import run_cli
+from conftest import cli_command, run_cli
 from hovit_nas import pareto as pa
 from hovit_nas import study as st
 from hovit_nas.config import to_dict
@@ -78,7 +78,7 @@ def test_an_interrupted_confirmation_resumes_to_each_run_exactly_once(tmp_path):
     space = tiny_space(tmp_path, trials=3)
     r = run_cli("search", "--space", str(space), "--threads", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    cmd = [sys.executable, "-m", "hovit_nas", "confirm", "--top-k", "2", "--seeds", "2", "--threads", "1"]
+    cmd = [*cli_command(), "confirm", "--top-k", "2", "--seeds", "2", "--threads", "1"]
     env = dict(os.environ, HOVIT_NAS_FAULT="training:2:0.3")  # killed inside the second run's training
     k = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert k.returncode == -9, k.stderr[-2000:]

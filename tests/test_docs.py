@@ -73,3 +73,12 @@ def test_code_blocks_wrap_and_results_pages_embed_their_plots():
         assert all((ROOT / f).is_file() for f in frames), page.name
         embedded += len(frames)
     assert embedded >= 7
+
+
+def test_evidence_script_regenerates_every_results_folder_without_machine_paths():
+    """Issue 31: results/evidence.sh has one entry per results folder, and no path of one machine."""
+    text = (ROOT / "results" / "evidence.sh").read_text()
+    folders = {p.name for p in (ROOT / "results").iterdir() if p.is_dir()}
+    entries = re.findall(r"^run ([\w.-]+) ", text, re.M)
+    assert sorted(entries) == sorted(folders) and len(entries) == len(set(entries))
+    assert "/work/" not in text and "/tmp/" not in text

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, shared_data
+from conftest import ROOT, cli_command, shared_data
 
 
 @pytest.mark.slow
@@ -16,7 +16,8 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     out = tmp_path / "gpu-check"
     # the interpreter running the tests, not whatever python3 or .venv the script would find
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--device", "cpu", "--tiny"],
-                       capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable))
+                       capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PYTHON=sys.executable, HOVIT_NAS_CLI=" ".join(cli_command())))
     summary = (out / "summary.txt").read_text().splitlines()
     assert r.returncode == 0, r.stderr[-3000:]
     steps = [line.split()[0] for line in summary]

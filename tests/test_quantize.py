@@ -219,7 +219,7 @@ def test_int8_search_records_both_accuracies_and_the_target_then_export_and_eval
              **{f"{k}_labels": np.arange(20) % 10 for k in ("train", "val", "test")})
     other = run_cli("export", str(run), "--format", "onnx", "--precision", "int8", "--data",
                     str(tmp_path / "other.npz"), cwd=tmp_path)
-    assert other.returncode == 2 and "was trained on builtin:digits" in other.stderr.strip().splitlines()[-1]
+    assert other.returncode == 2 and "was made from builtin:digits" in other.stderr.strip().splitlines()[-1]
     zero = run_cli("export", str(run), "--format", "onnx", "--precision", "int8", "--calibration-images", "0",
                    cwd=tmp_path)
     assert zero.returncode == 2 and zero.stderr.strip().splitlines()[-1] == (

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import run_cli
+from conftest import cli_command, run_cli
 from spaces import tiny_space
 
 pytestmark = pytest.mark.slow
@@ -21,11 +21,12 @@ needs_pg = pytest.mark.skipif(not PG, reason="no PostgreSQL server (set HOVIT_NA
 
 
 def _search(work, space, *extra, env=None, other_host=False, timeout=600):
-    cmd = [sys.executable, "-m", "hovit_nas", "search", "--space", str(space), "--threads", "1", *extra]
-    if other_host:  # the same command from a machine with another name (a new UTS namespace)
-        if os.geteuid() != 0 or not shutil.which("unshare"):
+    cmd = [*cli_command(), "search", "--space", str(space), "--threads", "1", *extra]
+    if other_host:  # the same command from a machine with another name (a new UTS namespace): a fresh
+        if os.geteuid() != 0 or not shutil.which("unshare"):  # interpreter, started inside it
             pytest.skip("needs root and unshare to run a driver under another host name")
-        cmd = ["unshare", "--uts", "sh", "-c", 'hostname other-host && exec "$@"', "sh", *cmd]
+        cmd = ["unshare", "--uts", "sh", "-c", 'hostname other-host && exec "$@"', "sh", sys.executable, "-m",
+               "hovit_nas", *cmd[len(cli_command()):]]
     e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout, env=e)
 
@@ -96,7 +97,7 @@ def test_two_drivers_share_one_budget_and_never_train_a_config_twice(tmp_path):
                                                                            "step": 256}}
     space.write_text(yaml.safe_dump(d))
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    cmd = [sys.executable, "-m", "hovit_nas", "search", "--space", str(space), "--threads", "1", "--storage", url,
+    cmd = [*cli_command(), "search", "--space", str(space), "--threads", "1", "--storage", url,
            "--sampler", "random"]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -176,7 +177,7 @@ def test_printed_commands_are_shell_quoted_and_artefacts_sit_next_to_the_study(t
     assert r.returncode == 0, r.stderr[-2000:]
     hint = r.stderr.split("see `", 1)[1].split("`", 1)[0]
     assert hint.startswith("hovit-nas pareto --study 'my study' --storage 'sqlite:///")
-    p = subprocess.run([sys.executable, "-m", "hovit_nas", *__import__("shlex").split(hint)[1:]], cwd=work,
+    p = subprocess.run([*cli_command(), *__import__("shlex").split(hint)[1:]], cwd=work,
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert (elsewhere / "my studies" / "pareto.html").is_file()

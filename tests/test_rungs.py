@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import run_cli
+from conftest import cli_command, run_cli
 from spaces import tiny_space
 
 from hovit_nas import study as st
@@ -150,7 +150,7 @@ def test_rung_table_lives_in_the_study_storage(tmp_path):
 # --------------------------------------------------------------- real drivers, real kills
 
 def _search(work, space, *extra, env=None):
-    cmd = [sys.executable, "-m", "hovit_nas", "search", "--space", str(space), "--threads", "1", *extra]
+    cmd = [*cli_command(), "search", "--space", str(space), "--threads", "1", *extra]
     return subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env)
 
