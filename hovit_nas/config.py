@@ -529,7 +529,7 @@ def with_num_classes(cfg: RunConfig, num_classes: int) -> RunConfig:
     """``cfg`` for data with ``num_classes`` classes: the one place a class count is adapted.
 
     What is built for the data takes its class count: a preset given to ``train``, a search
-    space's base (search.py), the candidates a confirmation retrains (confirm.py) and the
+    space's base (search.py), the candidates a confirmation retrains (confirm/run.py) and the
     models ``bench --data`` trains (bench.py). An explicit run config file given to ``train`` is
     not adapted: it must match its data, and training refuses it otherwise
     (``data.check_num_classes``, exit 2). Returns ``cfg`` itself, validated, when it already

@@ -22,7 +22,7 @@ from . import provenance as pv
 from . import record, stats
 from . import study as st
 from .config import EarlyStop, from_dict, run_config_from_dict
-from .confirm import confirmed, format_table
+from .confirm.figures import confirmed, format_table
 from .record import StudyRecord
 from .dominance import dominates, non_dominated
 from .errors import HovitError
@@ -109,7 +109,7 @@ def summarise(study: optuna.Study) -> dict:
         "counts": counts, "reference_point": {"accuracy": ref_acc, "latency_ms": ref_lat, "why": ref_why},
         "hypervolume": hv, "hypervolume_history": history, "fixed_point": fixed,
         "front": [_row(r, rec.metric) for r in front], "all": [_row(r, rec.metric) for r in rows],
-        "confirmed": conf,  # trial -> Confirmed (confirm.py); {} before `hovit-nas confirm`
+        "confirmed": conf,  # trial -> Confirmed (confirm/figures.py); {} before `hovit-nas confirm`
         "early_stop": {"rule": es.rule, "min_epochs": es.min_epochs, "eta": es.eta},
         "rung_fidelity": [f.to_dict() for f in fidelity(frozen, es)],
         "noise": _noise_report(rows, front, fixed_row, nz, (ref_acc, ref_lat)),
@@ -477,7 +477,7 @@ def pin(study: optuna.Study, storage: str, out: str | Path, max_latency: Optiona
 
     ``best.yaml`` records the rule and its evidence. Raises HovitError when nothing qualifies
     (nothing is written)."""
-    from .confirm import check_same_splits, confirm_name
+    from .confirm.figures import check_same_splits, confirm_name
 
     try:  # a confirmation of other splits is refused here (the report only ignores it)
         check_same_splits(optuna.load_study(study_name=confirm_name(study.study_name), storage=st.storage_of(study)),

@@ -1,4 +1,5 @@
-"""The package's import graph has no cycles, and executors never import the dispatcher."""
+"""The package's import graph has no cycles, executors never import the dispatcher, and the
+packages split by concern (study/, confirm/) are layered."""
 import ast
 from pathlib import Path
 
@@ -66,4 +67,54 @@ def test_executors_import_what_they_share_not_the_dispatcher():
         assert "hovit_nas.search" not in graph[name] and "hovit_nas.executors.common" in graph[name]
     assert not any("hovit_nas.device" == d for d in graph["hovit_nas.models.hovit"])
     assert "hovit_nas.device" in graph["hovit_nas.train"]  # training receives a guard (device.py) ...
-    assert not {"hovit_nas.latency", "hovit_nas.study"} & graph["hovit_nas.train"]  # ... not the timing
+    assert not {d for d in graph["hovit_nas.train"]  # ... not the timing, nor the study (any of its modules)
+                if d == "hovit_nas.latency" or d == "hovit_nas.study" or d.startswith("hovit_nas.study.")}
+
+
+# A package split by concern: each module imports (from its own package) only modules of the layers
+# before its own; the package's __init__ re-exports them all. Every module of the package has a layer.
+LAYERS = {
+    "hovit_nas.study": [
+        {"keys", "storage", "samplers"},  # the record's keys; URLs and the heartbeat storage; samplers
+        {"failures", "lifecycle", "budget", "commands"},  # storage failures; create/load; budget; command lines
+        {"liveness", "find"},  # heartbeats and stale trials; finding and loading a study
+    ],
+    "hovit_nas.confirm": [
+        {"figures"},  # reading a confirmation: what pareto and pin import
+        {"run"},  # running one
+    ],
+}
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for d in graph[todo.pop()] - seen:
+            seen.add(d)
+            todo.append(d)
+    return seen
+
+
+def test_the_packages_split_by_concern_are_layered():
+    graph = _imports()
+    for pkg, layers in LAYERS.items():
+        assert {m for m in graph if m.startswith(pkg + ".")} == {f"{pkg}.{n}" for layer in layers for n in layer}
+        assert graph[pkg] == {f"{pkg}.{n}" for layer in layers for n in layer}  # __init__ re-exports each
+        for i, layer in enumerate(layers):
+            below = {f"{pkg}.{n}" for lower in layers[:i] for n in lower}
+            for n in sorted(layer):
+                inside = {d for d in graph[f"{pkg}.{n}"] if d == pkg or d.startswith(pkg + ".")}
+                assert inside <= below, f"{pkg}.{n} imports {sorted(inside - below)} (not of a layer below)"
+
+
+def test_the_report_reads_a_confirmation_and_never_runs_one():
+    """pareto (and pin, in it) import confirm/figures.py alone; figures import no executor, trial
+    or training, not even inside a function (tests/test_seams.py checks torch at run time)."""
+    graph = _imports()
+    assert "hovit_nas.confirm.figures" in graph["hovit_nas.pareto"]
+    assert not {"hovit_nas.confirm", "hovit_nas.confirm.run"} & graph["hovit_nas.pareto"]
+    for name in ("hovit_nas.confirm.figures", "hovit_nas.pareto"):
+        heavy = {d for d in _reach(graph, name) if d.startswith("hovit_nas.executors")
+                 or d in ("hovit_nas.confirm", "hovit_nas.confirm.run", "hovit_nas.search", "hovit_nas.trial",
+                          "hovit_nas.train")}
+        assert not heavy, (name, sorted(heavy))

@@ -70,14 +70,14 @@ def test_both_executors_implement_the_protocol_and_one_registry_dispatches():
 
 
 def test_search_and_confirm_dispatch_through_the_one_function():
-    """Neither search.py nor confirm.py names an executor: both hand Prepared to dispatch()."""
+    """Neither search.py nor confirm/run.py names an executor: both hand Prepared to dispatch()."""
     import ast
     from pathlib import Path
 
     import hovit_nas
 
     pkg = Path(hovit_nas.__file__).parent
-    for mod in ("search.py", "confirm.py"):
+    for mod in ("search.py", "confirm/run.py"):
         tree = ast.parse((pkg / mod).read_text())
         names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
@@ -142,22 +142,32 @@ def test_runtimes_implement_one_protocol_and_no_code_outside_branches_on_their_n
     assert not found, found
 
 
-def test_pareto_on_a_committed_study_imports_no_torch():
-    """Issue 31: the report reads the study's records (record.py) and decides with stats.py; it
-    imports neither torch nor the executors (--no-baselines: timing baselines needs torch)."""
+def _imports_no_torch(code: str, *args: str) -> None:
+    """Run ``code`` in a fresh interpreter; then neither torch nor the executors may be imported."""
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    code = ("import sys; from click.testing import CliRunner; from hovit_nas.cli import main; "
-            "r = CliRunner().invoke(main, ['pareto', '--study', 'pcam-cpu', '--no-baselines', '--out', sys.argv[1]]); "
-            "assert r.exit_code == 0, r.output; assert 'Pareto front' in r.output; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('hovit_nas.executors')]; "
-            "assert not bad, bad; print('ok')")
+    code += ("; bad = [m for m in sys.modules if m == 'torch' or m.startswith('hovit_nas.executors')]; "
+             "assert not bad, bad; print('ok')")
+    p = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_pareto_on_a_committed_study_imports_no_torch():
+    """Issue 31: the report reads the study's records (record.py) and decides with stats.py; it
+    imports neither torch nor the executors (--no-baselines: timing baselines needs torch)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        p = subprocess.run([sys.executable, "-c", code, f"{tmp}/p.html"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=300)
-    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stdout[-2000:] + p.stderr[-2000:]
+        _imports_no_torch("import sys; from click.testing import CliRunner; from hovit_nas.cli import main; "
+                          "r = CliRunner().invoke(main, ['pareto', '--study', 'pcam-cpu', '--no-baselines', "
+                          "'--out', sys.argv[1]]); "
+                          "assert r.exit_code == 0, r.output; assert 'Pareto front' in r.output", f"{tmp}/p.html")
+
+
+def test_reading_a_confirmation_imports_no_torch():
+    """Issue 31: a confirmation's figures (confirm/figures.py, what pareto and pin read) are apart
+    from running one (confirm/run.py): importing them imports neither torch nor the executors."""
+    _imports_no_torch("import sys; import hovit_nas.confirm.figures")

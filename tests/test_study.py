@@ -210,7 +210,7 @@ def test_a_start_waits_for_a_concurrent_creator_then_refuses_a_half_created_stud
     assert not created and study.user_attrs["space"] == "hovit" and time.monotonic() - t0 >= 0.9
 
     optuna.create_study(storage=url, study_name="half", directions=st.DIRECTIONS)
-    monkeypatch.setattr(st, "CREATION_WAIT_S", 0.5)
+    monkeypatch.setattr(st.lifecycle, "CREATION_WAIT_S", 0.5)  # the module that reads it (study/lifecycle.py)
     with pytest.raises(HovitError, match="records neither a search space nor a trial: a start that was creating it "
                                          "was interrupted, or another tool made it; delete it"):
         st.create_or_load("half", url, st.make_sampler("nsga2", 0), _attrs(), _fixed(sp))

@@ -4,7 +4,7 @@ An executor is one small object behind the :class:`Executor` protocol: given a p
 (``common.Prepared``: study, space, budget, trial template) it runs trials until the budget is
 met, through the same admission (``study.admit``), heartbeat and rung rules. :func:`dispatch` is
 the one place an executor is chosen by name, for a search (search.py) and a confirmation
-(confirm.py) alike; the implementations load lazily, so choosing ``local`` never imports Ray.
+(confirm/run.py) alike; the implementations load lazily, so choosing ``local`` never imports Ray.
 """
 from __future__ import annotations
 
