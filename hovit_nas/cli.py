@@ -167,7 +167,7 @@ def _train_target(config: str, cfg, runtime, device, threads):
 
         from .release import pinned_target
 
-        doc = yaml.safe_load(open(config).read()) or {}
+        doc = yaml.safe_load(Path(config).read_text()) or {}
         t = pinned_target(doc) if isinstance(doc, dict) and "config" in doc else None
         if t is not None:
             return replace(t, precision="fp32", threads=threads or t.threads)

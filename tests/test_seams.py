@@ -161,3 +161,35 @@ def test_pareto_on_a_committed_study_imports_no_torch():
         p = subprocess.run([sys.executable, "-c", code, f"{tmp}/p.html"], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
     assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_one_trial_lifecycle_maps_a_result_to_a_state_for_both_executors(tmp_path):
+    """Issue 31: the status -> state mapping and the closing of a trial live in lifecycle.py; the
+    executors neither compare a result's status nor name the COMPLETE state themselves."""
+    import ast
+    from pathlib import Path
+
+    from optuna.trial import TrialState
+
+    import hovit_nas
+    from hovit_nas import study as st
+    from hovit_nas.lifecycle import FAIL_REASON, REASON, STATES, Outcome, close
+
+    assert Outcome.of("ok", [0.9, 1.5]) == Outcome(TrialState.COMPLETE, [0.9, 1.5])
+    assert Outcome.of("infeasible", [0.0, 9.0]) == Outcome.of("stopped", None) == Outcome(TrialState.PRUNED)
+    with pytest.raises(KeyError):
+        Outcome.of("finished")
+    study = optuna.create_study(storage=st.open_storage(f"sqlite:///{tmp_path / 's.db'}"), study_name="s",
+                                directions=st.DIRECTIONS)
+    got = [close(study, st.ask(study), o) for o in (Outcome.of("ok", [0.9, 1.5]), Outcome.failed("loss became nan"),
+                                                    Outcome.stopped_by_scheduler(2), Outcome.failed(None))]
+    assert [t.state for t in got] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED, TrialState.FAIL]
+    assert got[0].values == [0.9, 1.5] and got[1].user_attrs == {FAIL_REASON: "loss became nan"}
+    assert got[2].user_attrs == {REASON: "stopped early by the scheduler after epoch 2"} and got[3].user_attrs == {}
+
+    pkg = Path(hovit_nas.__file__).parent / "executors"
+    found = [f"{p.name}:{line} == {v!r}" for p in sorted(pkg.glob("*.py"))
+             for line, v in _compared_strings(ast.parse(p.read_text())) if v in STATES]
+    found += [f"{p.name}: names TrialState.COMPLETE" for p in sorted(pkg.glob("*.py"))
+              if p.name != "common.py" and "TrialState.COMPLETE" in p.read_text()]  # common: the progress line reads it
+    assert not found, found
