@@ -193,3 +193,26 @@ def test_one_trial_lifecycle_maps_a_result_to_a_state_for_both_executors(tmp_pat
     found += [f"{p.name}: names TrialState.COMPLETE" for p in sorted(pkg.glob("*.py"))
               if p.name != "common.py" and "TrialState.COMPLETE" in p.read_text()]  # common: the progress line reads it
     assert not found, found
+
+
+def test_device_threads_and_runtime_options_are_declared_once():
+    """Issue 31: ``--device``, ``--threads`` and ``--runtime`` are each declared in one place in the
+    CLI, and every command that has one shows the same choices for the same vocabulary."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    import hovit_nas
+    from hovit_nas.cli import main
+
+    lines = (Path(hovit_nas.__file__).parent / "cli.py").read_text().splitlines()
+    shared = {"device": "DEVICE", "threads": "threads_settings(", "runtime": "decls"}
+    for option, settings in shared.items():
+        found = [line.strip() for line in lines if f'"--{option}"' in line]
+        own = [line for line in found if settings not in line]
+        if option == "runtime":  # bench's --runtimes is a comma-separated list of them, not one
+            own = [line for line in own if '"runtimes", dict(' not in line]
+        assert found and not own, (option, own)
+    helps = {c: " ".join(CliRunner().invoke(main, [c, "--help"]).output.split())
+             for c in ("train", "search", "confirm", "deploy")}
+    assert all("torch device: auto (the GPU when there is one, else the CPU)" in h for h in helps.values()), helps
