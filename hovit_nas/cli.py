@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import click
 
@@ -79,6 +79,34 @@ def _data_options(**v):
                        cache_dir=v["cache_dir"])
 
 
+DEVICE = dict(default="auto", show_default=True,
+              help="torch device: auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N.")
+
+
+def device_option() -> Callable:
+    """``--device``, declared once for every command that trains, scores or times."""
+    return click.option("--device", **DEVICE)
+
+
+def threads_settings(help: str = "CPU threads.", default: Optional[int] = None) -> dict:
+    """``--threads``'s settings, the same everywhere; ``help`` says what the threads do here."""
+    return dict(type=int, default=default, show_default=default is not None, help=help)
+
+
+def threads_option(help: str = "CPU threads.", default: Optional[int] = None) -> Callable:
+    """``--threads``, declared once (``threads_settings``)."""
+    return click.option("--threads", **threads_settings(help, default))
+
+
+def runtime_option(choices: tuple, default: Optional[str] = None, help: Optional[str] = None,
+                   alias: bool = False) -> Callable:
+    """``--runtime`` (``--runtimes`` too where ``alias``), declared once: ``choices`` is the view
+    of the runtime registry this command accepts (config.RUNTIMES, EVAL_RUNTIMES, QUANTIZABLE)."""
+    decls = ("--runtime", "--runtimes") if alias else ("--runtime",)
+    return click.option(*decls, "runtime", type=click.Choice(choices), default=default,
+                        show_default=default is not None, help=help)
+
+
 data_option = click.option("--data", "data", default=None,
                            help="Class folder, train/val/test folder, or MedMNIST .npz (default: built-in digits).")
 data_options = grouped(
@@ -123,14 +151,13 @@ def main(verbose: int, quiet: int):
 @click.option("--epochs", type=int, default=None, help="Shortcut: dense epochs (prune epochs = half).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--max-steps", type=int, default=None, help="Cap steps per epoch.")
-@click.option("--device", default="auto")
-@click.option("--threads", type=int, default=None)
+@device_option()
+@threads_option()
 @click.option("--seed", type=int, default=None)
 @click.option("--out", "out", default=None, help="Run directory (checkpoint, model, result.json).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
-              help="Where the exported model is timed (default: a pinned best.yaml's deployment target, else auto: "
-                   "ONNX Runtime on the CPU, PyTorch on a GPU).")
+@runtime_option(RUNTIMES, help="Where the exported model is timed (default: a pinned best.yaml's deployment "
+                               "target, else auto: ONNX Runtime on the CPU, PyTorch on a GPU).")
 def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epochs, batch_size, max_steps, device,
           threads, seed, out, resume, runtime):
     """Train one config: dense phase, pruning phase, export, evaluate, time on a named target."""
@@ -167,7 +194,7 @@ def _train_target(config: str, cfg, runtime, device, threads):
 
         from .release import pinned_target
 
-        doc = yaml.safe_load(open(config).read()) or {}
+        doc = yaml.safe_load(Path(config).read_text()) or {}
         t = pinned_target(doc) if isinstance(doc, dict) and "config" in doc else None
         if t is not None:
             return replace(t, precision="fp32", threads=threads or t.threads)
@@ -178,13 +205,12 @@ def _train_target(config: str, cfg, runtime, device, threads):
 @click.argument("model_path")
 @data_option
 @data_options
-@click.option("--device", default="auto")
-@click.option("--runtime", type=click.Choice(EVAL_RUNTIMES), default=None,
-              help="For an .onnx: onnxruntime or openvino (CPU); default: the runtime an int8 model was made for, "
-                   "else onnxruntime. A .safetensors runs on torch.")
+@device_option()
+@runtime_option(EVAL_RUNTIMES, help="For an .onnx: onnxruntime or openvino (CPU); default: the runtime an int8 "
+                                    "model was made for, else onnxruntime. A .safetensors runs on torch.")
 @click.option("--latency/--no-latency", "timed", default=True, show_default=True,
               help="Also time the file on its runtime here (batch 1), naming the target.")
-@click.option("--threads", type=int, default=None, help="CPU threads for the latency.")
+@threads_option("CPU threads for the latency.")
 def eval_cmd(model_path, data, data_options, device, runtime, timed, threads):
     """Evaluate an exported model (.safetensors, .onnx, or a run directory) on a dataset."""
     import json
@@ -214,8 +240,8 @@ def eval_cmd(model_path, data, data_options, device, runtime, timed, threads):
               help="onnx: dynamic batch axis, checked against PyTorch with onnxruntime on export.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="int8: post-training quantization for --runtime, calibrated on train images of --data (ONNX).")
-@click.option("--runtime", type=click.Choice(QUANTIZABLE), default="onnxruntime", show_default=True,
-              help="int8 only: the runtime the int8 model is made for (each wants its own int8 graph).")
+@runtime_option(QUANTIZABLE, "onnxruntime",
+                help="int8 only: the runtime the int8 model is made for (each wants its own int8 graph).")
 @data_option
 @data_options
 @click.option("--calibration-images", type=int, default=CALIBRATION_IMAGES, show_default=True,
@@ -267,7 +293,7 @@ def _bench_config(**v):
 @main.command()
 @grouped(
     "cfg", _bench_config,
-    (("--device",), "device", dict(default="auto")),
+    (("--device",), "device", DEVICE),
     (("--batch",), "batch", dict(type=int, default=1, show_default=True)),
     (("--img-size",), "img_size", dict(type=int, default=224, show_default=True)),
     (("--num-classes",), "num_classes", dict(type=int, default=9, show_default=True)),
@@ -277,7 +303,7 @@ def _bench_config(**v):
     (("--min-time",), "min_time_s", dict(type=float, default=1.0, show_default=True,
                                           help="Seconds timed per model per round, at least (the anchor "
                                                "calibrates over 3x).")),
-    (("--threads",), "threads", dict(type=int, default=None, help="CPU threads (recorded).")),
+    (("--threads",), "threads", threads_settings("CPU threads (recorded).")),
     (("--cuda-graph",), "cuda_graph", dict(is_flag=True, help="Replay a captured CUDA graph (GPU only).")),
     (("--models",), "models", dict(default=None, help="Comma-separated subset (default: all rows); a .yaml "
                                                        "is a HoViT run config, e.g. a pinned best.yaml.")),
@@ -357,8 +383,8 @@ def ray_options(*extra: tuple) -> Callable:
 @click.option("--timeout", type=float, default=None, help="Stop starting trials after S seconds.")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="nsga2", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads per trial.")
+@device_option()
+@threads_option("CPU threads per trial.")
 @click.option("--metric", type=click.Choice(METRICS), default="top1", show_default=True)
 @grouped(
     "limits", _limits,
@@ -369,9 +395,9 @@ def ray_options(*extra: tuple) -> Callable:
 @click.option("--latency-batch", type=int, default=None, help="Batch size of the latency objective (space default 1).")
 @click.option("--latency-anchor/--no-latency-anchor", default=None,
               help="Time each candidate alternately with HoViT-B, cancelling machine drift (space default: on).")
-@click.option("--runtime", "--runtimes", "runtime", type=click.Choice(RUNTIMES), default=None,
-              help="Where latency is timed: onnxruntime, torch (eager), openvino (CPU), or auto = onnxruntime on "
-                   "CPU, torch on CUDA (space default: auto). A study keeps its runtime.")
+@runtime_option(RUNTIMES, alias=True, help="Where latency is timed: onnxruntime, torch (eager), openvino (CPU), or "
+                                           "auto = onnxruntime on CPU, torch on CUDA (space default: auto). A study "
+                                           "keeps its runtime.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Deployment precision: fp32, or int8 = post-training quantization for the runtime "
                    "(onnxruntime or openvino, CPU), calibrated on train images; the accuracy objective is then the "
@@ -419,8 +445,8 @@ def search(**options):
 @data_options
 @click.option("--top-k", type=int, default=4, show_default=True, help="Front candidates to retrain (by val score).")
 @click.option("--seeds", type=int, default=3, show_default=True, help="Further seeds per candidate (>= 2).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads per run.")
+@device_option()
+@threads_option("CPU threads per run.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @ray_options()
 def confirm(study_name, storage, data, data_options, top_k, seeds, device, threads, executor, ray):
@@ -566,8 +592,8 @@ def pin(study_name, storage, max_latency, knee, non_inferior_to, margin, trial, 
 @data_option
 @data_options
 @click.option("--out", "out", default=None, help="Run directory (default runs/<config name>).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for training.")
+@device_option()
+@threads_option("CPU threads for training.")
 def deploy(study_name, storage, best, data, data_options, out, device, threads):
     """From a pinned config to a deployable file: retrain, export for the study's deployment target
     (runtime, precision), eval that file, time it, and check both against what the study recorded."""
@@ -609,8 +635,8 @@ def deploy(study_name, storage, best, data, data_options, out, device, threads):
 @data_options
 @click.option("--seeds", type=int, default=2, show_default=True, help="Training seeds per architecture (>= 2).")
 @click.option("--metric", type=click.Choice(METRICS), default="top1", show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads.")
+@device_option()
+@threads_option("CPU threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def check_budget(space, data, data_options, seeds, metric, device, threads, as_json):
     """Before a long search: can its budget tell architectures apart? Trains the space's smallest,
@@ -624,11 +650,10 @@ def check_budget(space, data, data_options, seeds, metric, device, threads, as_j
 
 
 @main.command("latency-serve")
-@click.option("--runtime", type=click.Choice(QUANTIZABLE), default="onnxruntime", show_default=True,
-              help="Where models are timed (the CPU).")
+@runtime_option(QUANTIZABLE, "onnxruntime", help="Where models are timed (the CPU).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="int8: each model is post-training quantized for the runtime on arrival.")
-@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads per measurement.")
+@threads_option("CPU threads per measurement.", default=1)
 @click.option("--batch", type=int, default=1, show_default=True, help="Images per timed forward.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
 @click.option("--port", type=int, default=8765, show_default=True)
@@ -647,9 +672,9 @@ def latency_serve(**options):
 @click.option("--space", default="hovit-wide-cpu", show_default=True,
               help="Space to draw architectures from (its resolution and latency protocol).")
 @click.option("--n", "n", type=int, default=100, show_default=True, help="Architectures, stratified by FLOPs.")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="onnxruntime", show_default=True)
+@runtime_option(RUNTIMES, "onnxruntime")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads (default: the space's latency threads, else 1).")
+@threads_option("CPU threads (default: the space's latency threads, else 1).")
 @click.option("--latency-batch", "batch", type=int, default=None, help="Images per timed forward (space default).")
 @click.option("--latency-at", "latency_at", default=None, metavar="URL",
               help="Measure on a latency service instead (its runtime, precision, threads and batch).")
@@ -683,8 +708,8 @@ def supernet():
 @click.option("--distill/--no-distill", default=True, show_default=True,
               help="In-place distillation: the largest subnet's predictions teach the others.")
 @click.option("--max-steps", type=int, default=None, help="Cap steps per epoch.")
-@click.option("--device", default="auto")
-@click.option("--threads", type=int, default=None)
+@device_option()
+@threads_option()
 @click.option("--out", "out", default=None, help="Supernet directory (default supernets/SPACE).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/supernet.pt.")
 def supernet_train(space, data, data_options, epochs, sandwich_k, distill, max_steps, device, threads, out, resume):
@@ -705,7 +730,7 @@ def supernet_train(space, data, data_options, epochs, sandwich_k, distill, max_s
 @data_option
 @data_options
 @click.option("--finetune", type=int, default=0, show_default=True, help="Epochs of fine-tuning after extraction.")
-@click.option("--device", default="auto")
+@device_option()
 @click.option("--out", "out", default=None, help="Run directory (default runs/<supernet id>-<config name>).")
 def supernet_extract(supernet_dir, config, data, data_options, finetune, device, out):
     """A subnet with inherited weights (BN recalibrated, optionally fine-tuned) as a run directory."""

@@ -31,15 +31,6 @@ class SearchFailed(RuntimeError):
     ``Failures``), short of its budget: the CLI prints one line and exits with code 1."""
 
 
-class TrialStopped(Exception):
-    """Raised by a trial's per-epoch callback to end its training early (a rung of successive
-    halving, rungs.py). Not a failure: the trial is recorded as stopped, then PRUNED."""
-
-    def __init__(self, reason: str, epoch: int, accuracy: float):
-        super().__init__(reason)
-        self.reason, self.epoch, self.accuracy = reason, epoch, accuracy
-
-
 def first_line(exc: BaseException) -> str:
     """The first line of an exception message, or its type's name when it has none (tools such
     as OpenVINO, onnxruntime and NNCF raise multi-line messages whose first line says what)."""

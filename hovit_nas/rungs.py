@@ -23,14 +23,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import optuna
 
 from . import faults, logs
 from .config import EarlyStop
 from .dominance import fronts
-from .errors import ConfigError, TrialStopped
+from .errors import ConfigError
+from .lifecycle import EpochCallback, Stop
 
 _log = logging.getLogger(__name__)
 
@@ -180,11 +181,11 @@ def rung_records(storage: optuna.storages.BaseStorage, study_id: int, epoch: int
 
 
 def rung_callback(storage: optuna.storages.BaseStorage, study_id: int, trial_id: int, early_stop: EarlyStop,
-                  epochs: int) -> Optional[Callable[[dict], None]]:
+                  epochs: int) -> Optional[EpochCallback]:
     """A trial's ``on_epoch`` for successive halving (None when the rule is ``none`` or the
     budget of ``epochs`` has no rung): at a rung it writes its record, ranks by the rule
-    (``rule_for(early_stop.rule)``), writes the decision, and raises TrialStopped unless
-    promoted. ``storage`` is the RDB storage itself, not Optuna's cache, so the table read is
+    (``rule_for(early_stop.rule)``), writes the decision, and returns a ``lifecycle.Stop`` unless
+    promoted (None: the trial continues). ``storage`` is the RDB storage itself, not Optuna's cache, so the table read is
     the one every driver writes; ``study_id``/``trial_id`` are that storage's ids. The callback
     reads ``global_epoch``, ``val_top1`` (in [0, 1]) and ``latency_ms`` from each record."""
     rungs = set(early_stop.rungs(epochs)) if early_stop.active else set()
@@ -193,10 +194,10 @@ def rung_callback(storage: optuna.storages.BaseStorage, study_id: int, trial_id:
     rule, eta = rule_for(early_stop.rule), early_stop.eta
     number = storage.get_trial(trial_id).number
 
-    def on_epoch(rec: dict) -> None:
+    def on_epoch(rec: dict) -> Optional[Stop]:
         epoch = rec["global_epoch"]
         if epoch not in rungs:
-            return
+            return None
         acc, lat = float(rec["val_top1"]), float(rec["latency_ms"])
         storage.set_trial_user_attr(trial_id, rung_key(epoch), {"val_top1": acc, "latency_ms": lat})
         faults.reached("rung")
@@ -205,10 +206,11 @@ def rung_callback(storage: optuna.storages.BaseStorage, study_id: int, trial_id:
         line = (f"rung at epoch {epoch}: val top1 {acc:.4f} @ {lat:.2f} ms ranks {d.rank + 1} of {d.n} by "
                 f"{rule.ranks_by}; the top {d.keep} continue")
         _log.info(" ".join(filter(None, (logs.tag(""), line))))
-        if not d.promote:
-            raise TrialStopped(f"stopped at the rung at epoch {epoch}: val top1 {acc:.4f} @ {lat:.2f} ms ranked "
-                               f"{d.rank + 1} of {d.n} by {rule.ranks_by} ({rule.name} successive halving, top "
-                               f"{d.keep} continue)", epoch, acc)
+        if d.promote:
+            return None
+        return Stop(f"stopped at the rung at epoch {epoch}: val top1 {acc:.4f} @ {lat:.2f} ms ranked "
+                    f"{d.rank + 1} of {d.n} by {rule.ranks_by} ({rule.name} successive halving, top "
+                    f"{d.keep} continue)", epoch, acc)
 
     return on_epoch
 

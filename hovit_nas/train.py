@@ -28,6 +28,7 @@ from .config import RunConfig, TrainConfig, dump_run_config, to_dict
 from .data import Batches, Images, Splits, check_num_classes
 from .device import NO_GUARD, DeviceGuard, autocast_bf16, resolve_device
 from .errors import HovitError, TrialFailed
+from .lifecycle import EpochCallback, Stop
 from .metrics import classification_metrics
 from .models import add_lora, count_params, create_hovit, export, save_exported, set_tau, tau_at
 from .models.gating import gates
@@ -254,9 +255,11 @@ class Loop:
 
 def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
                step_hook: Callable[[int, int], None] | None = None,
-               end_epoch: Callable[[dict], None] | None = None) -> None:
+               end_epoch: Callable[[dict], Optional[Stop]] | None = None) -> Optional[Stop]:
     """The one training loop, for every phase (dense, pruning) and the supernet: ``loop.step``
-    under the device's shared slot, then the schedule; validation per epoch.
+    under the device's shared slot, then the schedule; validation per epoch. ``end_epoch``
+    receives each epoch's record; a ``lifecycle.Stop`` it returns ends training there and is
+    returned (None: every epoch ran).
 
     Losses and accuracy accumulate on the device, and the first non-finite step is recorded there
     too: the host synchronises only every NAN_CHECK_EVERY steps (and at the epoch's end), so a
@@ -301,8 +304,10 @@ def fit_epochs(loop: Loop, phase: str, epochs: int, first_epoch: int = 0,
                **{f"loss_{k}": float(v) / max(seen, 1) for k, v in sums.items() if k},
                "train_top1": int(correct) / max(seen, 1), **loop.validation(),
                "lr": loop.opt.param_groups[0]["lr"], "s": round(time.time() - t0, 2)}
-        if end_epoch is not None:
-            end_epoch(rec)
+        stop = end_epoch(rec) if end_epoch is not None else None
+        if stop is not None:
+            return stop
+    return None
 
 
 def _check_finite(first_bad: torch.Tensor, bad_loss: torch.Tensor, phase: str, epoch: int) -> None:
@@ -332,9 +337,10 @@ def train_plain(model: nn.Module, splits: Splits, t: TrainConfig, device, name: 
 
 def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = NO_GUARD,
         out: Optional[Path] = None, resume: bool = False,
-        on_epoch: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
+        on_epoch: EpochCallback | None = None) -> tuple[nn.Module, list[dict], Optional[Stop]]:
     """Both phases (dense, then gates + LoRA), one checkpoint per epoch under ``out``; returns
-    the trained (unexported) model and the per-epoch history."""
+    the trained (unexported) model, the per-epoch history, and the ``Stop`` that ``on_epoch``
+    returned to end training early (None when it ran to the end)."""
     random_seed(cfg.train.seed)
     with guard.shared():
         model = create_hovit(cfg).to(dev)
@@ -382,16 +388,17 @@ def fit(cfg: RunConfig, splits: Splits, dev: torch.device, guard: DeviceGuard = 
                       f"{rec['loss']:.4f}  train {rec['train_top1']:.3f}  val {rec['val_top1']:.3f}  ({rec['s']:.1f}s)")
             if out is not None:
                 _save_checkpoint(out, cfg, model, _loop.opt, _loop.sched, _gen, _phase_idx, rec["epoch"], history)
-            if on_epoch is not None:
-                on_epoch(dict(rec, global_epoch=len(history)))
+            return on_epoch(dict(rec, global_epoch=len(history))) if on_epoch is not None else None
 
-        fit_epochs(loop, phase, epochs, first_epoch, step_hook=tau_hook, end_epoch=end_epoch)
-    return model, history
+        stop = fit_epochs(loop, phase, epochs, first_epoch, step_hook=tau_hook, end_epoch=end_epoch)
+        if stop is not None:
+            return model, history, stop
+    return model, history, None
 
 
 def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.device | None = "auto", *,
                        out_dir: str | Path | None = None, resume: bool = False, guard: DeviceGuard = NO_GUARD,
-                       on_epoch: Callable[[dict], None] | None = None,
+                       on_epoch: EpochCallback | None = None,
                        provenance: Optional["Provenance"] = None) -> RunResult:
     """Train (both phases), export, evaluate val/test; with ``out_dir``, write the run's files.
     Latency is the caller's: it is a property of the exported model (``result.exported``).
@@ -399,12 +406,21 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
     ``result.scores`` (not serialised in ``result.json``) holds the exported model's class
     probabilities per split, ``{"val": (N, K), "test": (N, K)}`` float16, in the splits' order;
     a run directory keeps them as ``scores.npz``. ``provenance``: what the run is made from
-    (provenance.py), recorded in the run directory and the model's metadata."""
+    (provenance.py), recorded in the run directory and the model's metadata.
+
+    ``on_epoch`` receives each epoch's record (with ``global_epoch``, over both phases); a
+    ``lifecycle.Stop`` it returns ends training there: ``result.stop`` holds it, and nothing is
+    exported, scored or written (``val`` and ``test`` are empty). Otherwise ``result.stop`` is None."""
     t_start = time.time()
     check_num_classes(splits, cfg.model.num_classes)
     dev = resolve_device(device)
     out = Path(out_dir) if out_dir else None
-    model, history = fit(cfg, splits, dev, guard, out, resume, on_epoch)
+    model, history, stop = fit(cfg, splits, dev, guard, out, resume, on_epoch)
+    if stop is not None:  # ended early by ``on_epoch``: nothing exported or scored
+        result = RunResult(cfg.name, to_dict(cfg), splits.description, str(dev), 0, 0, [], {}, {}, None, history,
+                           round(time.time() - t_start, 2), list(splits.classes))
+        result.exported, result.scores, result.stop = None, None, stop
+        return result
     with guard.shared():
         deployed = export(model)
     probs = {name: predict(deployed, getattr(splits, name), dev, guard) for name in ("val", "test")}
@@ -414,7 +430,7 @@ def train_and_evaluate(cfg: RunConfig, splits: Splits, device: str | torch.devic
     result = RunResult(cfg.name, to_dict(cfg), splits.description, str(dev), dense,
                        count_params(deployed), selected, val, test, None, history, round(time.time() - t_start, 2),
                        list(splits.classes), None if provenance is None else provenance.to_dict(sketch=False))
-    result.exported = deployed  # not serialised: for callers that keep using the model
+    result.exported, result.stop = deployed, None  # not serialised: for callers that keep using the model
     result.scores = {k: v.astype(np.float16) for k, v in probs.items()}
     if out is not None:
         save_run(out, result, cfg, provenance)

@@ -4,8 +4,8 @@ Executors only decide *where* this runs (in-process or on Ray); nothing here kno
 Latency is a property of the exported model's architecture, so it is measured first, before
 training, on the exported skeleton: a config that breaks a latency/params limit is reported
 infeasible without spending any training on it, and every per-epoch record a caller receives
-carries it (successive halving ranks on it, rungs.py). A callback that raises TrialStopped ends
-training early: the result is ``stopped``, with the epoch and its accuracy.
+carries it (successive halving ranks on it, rungs.py). A callback that returns a
+``lifecycle.Stop`` ends training early: the result is ``stopped``, with the epoch and its accuracy.
 
 ``train_run`` is the same work for one config outside a study (``hovit-nas train``): data,
 training, export, evaluation, then the exported model's latency, written to a run directory.
@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -25,7 +25,8 @@ from .config import DataOptions, DataSpec, LatencyConfig, Limits, RunConfig, run
 from .data import Splits, load_data
 from .device import DeviceGuard, resolve_device
 from . import evaluators, faults, logs
-from .errors import QuantizationError, TrialFailed, TrialStopped
+from .errors import QuantizationError, TrialFailed
+from .lifecycle import EpochCallback, Stop
 from .latency import Anchor, Calibration, Protocol, calibrate_on, measure, target_for
 from .models import count_params, create_hovit, export
 from .models.onnx import onnx_bytes
@@ -217,7 +218,7 @@ def _screened(spec: TrialSpec, cfg: RunConfig, dev: torch.device, t0: float) -> 
                        reason=reason, wall_s=round(time.time() - t0, 2))
 
 
-def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
+def run_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None,
               guard: Optional[DeviceGuard] = None) -> TrialResult:
     """Latency first (cheap, known before training), then train, export and evaluate.
     Out-of-memory becomes TrialFailed with its reason; a NaN loss already is one."""
@@ -248,12 +249,16 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
             faults.reached("training")
         history: list[dict] = []
 
-        def epoch_done(rec: dict) -> None:
+        def epoch_done(rec: dict) -> Optional[Stop]:
             history.append({k: v for k, v in rec.items() if k != "global_epoch"})
-            if on_epoch is not None:
-                on_epoch(dict(rec, latency_ms=result.latency_ms))
+            return on_epoch(dict(rec, latency_ms=result.latency_ms)) if on_epoch is not None else None
 
         r = evaluator.score(cfg, splits, dev, guard, epoch_done)
+        if r.stop is not None:  # a rung's decision: stopped, with the epoch and its accuracy
+            result.status, result.reason, result.history = "stopped", r.stop.reason, history
+            result.stopped_at_rung, result.rung_accuracy = r.stop.epoch, r.stop.accuracy
+            result.wall_s = round(time.time() - t0, 2)
+            return result
         if spec.latency.precision == "int8" and evaluator.caps.trains:  # the deployed model is the int8 one
             q8 = quantize_int8(r.exported, splits, spec.latency.runtime, spec.latency.calibration_images,
                                threads=spec.latency_threads, guard=guard)
@@ -263,11 +268,6 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[dict], None] | None = None,
             r.val, r.test, r.probs = q8.val, q8.test, q8.scores
     except QuantizationError as exc:  # this architecture, not the study: the trial fails with the reason
         raise TrialFailed(str(exc)) from None
-    except TrialStopped as stop:
-        result.status, result.reason, result.history = "stopped", stop.reason, history
-        result.stopped_at_rung, result.rung_accuracy = stop.epoch, stop.accuracy
-        result.wall_s = round(time.time() - t0, 2)
-        return result
     except torch.cuda.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {dev}: {str(exc).splitlines()[0]}") from None
     except MemoryError:

@@ -76,7 +76,7 @@ def test_executors_import_what_they_share_not_the_dispatcher():
 LAYERS = {
     "hovit_nas.study": [
         {"keys", "storage", "samplers"},  # the record's keys; URLs and the heartbeat storage; samplers
-        {"failures", "lifecycle", "budget", "commands"},  # storage failures; create/load; budget; command lines
+        {"failures", "creation", "budget", "commands"},  # storage failures; create/load; budget; command lines
         {"liveness", "find"},  # heartbeats and stale trials; finding and loading a study
     ],
     "hovit_nas.confirm": [

@@ -2,7 +2,6 @@
 real SQLite storage, two drivers sharing it, and a driver killed mid-rung then resumed."""
 import math
 import subprocess
-import sys
 
 import optuna
 import pytest
@@ -13,7 +12,8 @@ from spaces import tiny_space
 
 from hovit_nas import study as st
 from hovit_nas.config import EarlyStop, SearchConfig
-from hovit_nas.errors import ConfigError, HovitError, TrialStopped
+from hovit_nas.errors import ConfigError, HovitError
+from hovit_nas.lifecycle import Stop
 from hovit_nas.pareto import summarise
 from hovit_nas.dominance import fronts as non_dominated_fronts
 from hovit_nas.rungs import (ACCURACY, PARETO, RULES, AccuracyRule, ParetoRule, RungRecord, RungRule,
@@ -112,7 +112,7 @@ def test_rung_epochs_and_validation():
 
 def test_rung_table_lives_in_the_study_storage(tmp_path):
     """Two storage handles on one SQLite file (as two processes have) rank against one table; a
-    trial below the cutoff raises TrialStopped after writing its record and its decision."""
+    trial below the cutoff gets a Stop decision after its record and its decision are written."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=st.open_storage(url), study_name="s", directions=st.DIRECTIONS)
     other = st.open_storage(url)  # another driver's handle
@@ -123,13 +123,11 @@ def test_rung_table_lives_in_the_study_storage(tmp_path):
     for i, (t, (acc, lat)) in enumerate(zip(trials, [(0.9, 9.0), (0.8, 1.0), (0.7, 5.0), (0.85, 10.0)])):
         storage = st.storage_of(study) if i % 2 == 0 else other
         cb = rung_callback(storage, sid, st.trial_id(study, t.number), es, epochs=9)
-        try:
-            cb({"global_epoch": 1, "val_top1": acc, "latency_ms": lat})
-            cb({"global_epoch": 2, "val_top1": acc, "latency_ms": lat})  # no rung at epoch 2: nothing happens
-            results.append(True)
-        except TrialStopped as stop:
-            assert stop.epoch == 1 and stop.accuracy == acc and "ranked" in stop.reason
-            results.append(False)
+        stop = cb({"global_epoch": 1, "val_top1": acc, "latency_ms": lat})
+        assert cb({"global_epoch": 2, "val_top1": acc, "latency_ms": lat}) is None  # no rung at epoch 2
+        if stop is not None:
+            assert isinstance(stop, Stop) and stop.epoch == 1 and stop.accuracy == acc and "ranked" in stop.reason
+        results.append(stop is None)
     # 0 is alone; 1 shares the front with 0 (both ends, infinite crowding): the tie goes to the earlier
     # trial, and the top ceil(2/3) = 1 continue; 2 and 3 are dominated by 1 and 0
     recs = rung_records(st.storage_of(study), sid, 1)

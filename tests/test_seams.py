@@ -171,3 +171,58 @@ def test_reading_a_confirmation_imports_no_torch():
     """Issue 31: a confirmation's figures (confirm/figures.py, what pareto and pin read) are apart
     from running one (confirm/run.py): importing them imports neither torch nor the executors."""
     _imports_no_torch("import sys; import hovit_nas.confirm.figures")
+
+
+def test_one_trial_lifecycle_maps_a_result_to_a_state_for_both_executors(tmp_path):
+    """Issue 31: the status -> state mapping and the closing of a trial live in lifecycle.py; the
+    executors neither compare a result's status nor name the COMPLETE state themselves."""
+    import ast
+    from pathlib import Path
+
+    from optuna.trial import TrialState
+
+    import hovit_nas
+    from hovit_nas import study as st
+    from hovit_nas.lifecycle import FAIL_REASON, REASON, STATES, Outcome, close
+
+    assert Outcome.of("ok", [0.9, 1.5]) == Outcome(TrialState.COMPLETE, [0.9, 1.5])
+    assert Outcome.of("infeasible", [0.0, 9.0]) == Outcome.of("stopped", None) == Outcome(TrialState.PRUNED)
+    with pytest.raises(KeyError):
+        Outcome.of("finished")
+    study = optuna.create_study(storage=st.open_storage(f"sqlite:///{tmp_path / 's.db'}"), study_name="s",
+                                directions=st.DIRECTIONS)
+    got = [close(study, st.ask(study), o) for o in (Outcome.of("ok", [0.9, 1.5]), Outcome.failed("loss became nan"),
+                                                    Outcome.stopped_by_scheduler(2), Outcome.failed(None))]
+    assert [t.state for t in got] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED, TrialState.FAIL]
+    assert got[0].values == [0.9, 1.5] and got[1].user_attrs == {FAIL_REASON: "loss became nan"}
+    assert got[2].user_attrs == {REASON: "stopped early by the scheduler after epoch 2"} and got[3].user_attrs == {}
+
+    pkg = Path(hovit_nas.__file__).parent / "executors"
+    found = [f"{p.name}:{line} == {v!r}" for p in sorted(pkg.glob("*.py"))
+             for line, v in _compared_strings(ast.parse(p.read_text())) if v in STATES]
+    found += [f"{p.name}: names TrialState.COMPLETE" for p in sorted(pkg.glob("*.py"))
+              if p.name != "common.py" and "TrialState.COMPLETE" in p.read_text()]  # common: the progress line reads it
+    assert not found, found
+
+
+def test_device_threads_and_runtime_options_are_declared_once():
+    """Issue 31: ``--device``, ``--threads`` and ``--runtime`` are each declared in one place in the
+    CLI, and every command that has one shows the same choices for the same vocabulary."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    import hovit_nas
+    from hovit_nas.cli import main
+
+    lines = (Path(hovit_nas.__file__).parent / "cli.py").read_text().splitlines()
+    shared = {"device": "DEVICE", "threads": "threads_settings(", "runtime": "decls"}
+    for option, settings in shared.items():
+        found = [line.strip() for line in lines if f'"--{option}"' in line]
+        own = [line for line in found if settings not in line]
+        if option == "runtime":  # bench's --runtimes is a comma-separated list of them, not one
+            own = [line for line in own if '"runtimes", dict(' not in line]
+        assert found and not own, (option, own)
+    helps = {c: " ".join(CliRunner().invoke(main, [c, "--help"]).output.split())
+             for c in ("train", "search", "confirm", "deploy")}
+    assert all("torch device: auto (the GPU when there is one, else the CPU)" in h for h in helps.values()), helps

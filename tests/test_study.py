@@ -70,7 +70,7 @@ def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path, 
     from pathlib import Path
 
     from hovit_nas.config import SearchConfig
-    from hovit_nas.executors.common import ensure_anchor
+    from hovit_nas.executors.common import ensure_anchor, ready
     from hovit_nas.latency import Calibration
     from hovit_nas.search import prepare
     from spaces import tiny_space
@@ -86,13 +86,12 @@ def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path, 
         raise AssertionError("a resumed study must reuse its anchor")
 
     first = prepare(spec)
-    ensure_anchor(first, "cpu", None, run=calibrate)
-    assert first.trial_template.anchor.ms == 1.5 and calls == [1]
+    assert ready(first, "cpu", None, run=calibrate).anchor.ms == 1.5 and calls == [1]
+    assert first.trial_template.anchor is None  # the prepared search is not changed: the executor's copy is
     assert any("latency anchor: hovit_b calibrated at 1.500 ms" in m for m in lines)
     again = prepare(spec)
     assert not again.created
-    ensure_anchor(again, "cpu", None, run=never)
-    assert again.trial_template.anchor.ms == 1.5
+    assert ensure_anchor(again, "cpu", None, run=never).ms == 1.5
     two = tmp_path / "two" / "tiny.yaml"  # the same space, its latency now timed with 2 threads
     two.parent.mkdir()
     two.write_text(Path(spec.space).read_text().replace("threads: 1", "threads: 2"))
@@ -100,8 +99,7 @@ def test_anchor_calibrated_once_per_study_and_protocol_kept_on_resume(tmp_path, 
         ensure_anchor(prepare(replace(spec, space=str(two))), "cpu", None, run=never)
     off = SearchConfig(space=spec.space, storage=f"sqlite:///{tmp_path / 'b.db'}", latency_anchor=False)
     raw = prepare(off)
-    ensure_anchor(raw, "cpu", None, run=never)
-    assert raw.trial_template.anchor is None and "latency_anchor" not in raw.study.user_attrs
+    assert ensure_anchor(raw, "cpu", None, run=never) is None and "latency_anchor" not in raw.study.user_attrs
 
 
 def test_stale_trials_fail_by_heartbeat_including_one_that_never_beat(tmp_path, monkeypatch, log_lines):
@@ -210,7 +208,7 @@ def test_a_start_waits_for_a_concurrent_creator_then_refuses_a_half_created_stud
     assert not created and study.user_attrs["space"] == "hovit" and time.monotonic() - t0 >= 0.9
 
     optuna.create_study(storage=url, study_name="half", directions=st.DIRECTIONS)
-    monkeypatch.setattr(st.lifecycle, "CREATION_WAIT_S", 0.5)  # the module that reads it (study/lifecycle.py)
+    monkeypatch.setattr(st.creation, "CREATION_WAIT_S", 0.5)  # the module that reads it (study/creation.py)
     with pytest.raises(HovitError, match="records neither a search space nor a trial: a start that was creating it "
                                          "was interrupted, or another tool made it; delete it"):
         st.create_or_load("half", url, st.make_sampler("nsga2", 0), _attrs(), _fixed(sp))

@@ -46,6 +46,24 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, digits32)
     assert resumed.test == full.test
 
 
+def test_a_stop_returned_by_on_epoch_ends_training_there_and_scores_nothing(digits32):
+    """Early stopping is a decision the callback returns (lifecycle.Stop), not an exception."""
+    from hovit_nas.lifecycle import Stop
+
+    seen = []
+
+    def rung_at_3(rec):
+        seen.append(rec["global_epoch"])
+        return Stop("stopped at the rung at epoch 3", 3, rec["val_top1"]) if rec["global_epoch"] == 3 else None
+
+    r = train_and_evaluate(_tiny(), digits32, "cpu", on_epoch=rung_at_3)
+    assert seen == [1, 2, 3] and [(h["phase"], h["epoch"]) for h in r.history] == [("dense", 1), ("dense", 2),
+                                                                                  ("prune", 1)]
+    assert r.stop == Stop("stopped at the rung at epoch 3", 3, r.history[-1]["val_top1"])
+    assert r.val == {} and r.test == {} and r.exported is None and r.scores is None
+    assert train_and_evaluate(_tiny(epochs=(1, 0)), digits32, "cpu", on_epoch=lambda rec: None).stop is None
+
+
 def test_nan_loss_fails_with_reason(digits32):
     cfg = _tiny()
     cfg.train.lr = 1e30

@@ -14,9 +14,12 @@ then int8 where the target asks and the evaluator trains.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Optional, Protocol, runtime_checkable
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..lifecycle import EpochCallback, Stop
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Scored:
     selected_blocks: Optional[list] = None
     data: Optional[str] = None
     estimate: Optional[dict] = None  # {"by": ..., ...} when the accuracy is an estimate
+    stop: Optional["Stop"] = None  # training ended early by the trial's on_epoch (lifecycle.Stop): nothing scored
 
 
 @runtime_checkable
@@ -66,8 +70,10 @@ class Evaluator(Protocol):
         """The space as this evaluator searches it (the supernet: its shared choices only)."""
 
     def score(self, cfg: "RunConfig", splits: "Splits", device, guard,
-              on_epoch: Optional[Callable[[dict], None]]) -> Scored:
-        """``cfg`` scored on ``splits``; raises TrialFailed / TrialStopped as training does."""
+              on_epoch: Optional["EpochCallback"]) -> Scored:
+        """``cfg`` scored on ``splits``; raises TrialFailed as training does. ``on_epoch`` gets
+        each training epoch's record; a ``lifecycle.Stop`` it returns ends training, and the
+        result carries it in ``stop`` with nothing scored."""
 
 
 def get(name: str, supernet: Optional[str] = None) -> Evaluator:

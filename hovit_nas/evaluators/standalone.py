@@ -31,6 +31,8 @@ class Standalone:
         from ..train import train_and_evaluate
 
         r = train_and_evaluate(cfg, splits, device, guard=guard, on_epoch=on_epoch)
+        if r.stop is not None:
+            return Scored({}, None, {}, history=r.history, stop=r.stop)
         return Scored(r.val, r.test, r.scores, r.exported, r.history, r.params_dense, r.selected_blocks, r.data)
 
 

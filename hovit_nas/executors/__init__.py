@@ -8,10 +8,10 @@ the one place an executor is chosen by name, for a search (search.py) and a conf
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .common import Prepared
+    from .common import Failures, Prepared
 
 
 
@@ -23,7 +23,8 @@ class Executor(Protocol):
 
     name: str  # as in SearchConfig.executor / --executor
 
-    def run(self, prep: "Prepared") -> None: ...
+    def run(self, prep: "Prepared") -> Optional["Failures"]:
+        """Returns this run's count of failed trials (None when nothing was left to run)."""
 
 
 def _local() -> Executor:
@@ -59,8 +60,8 @@ def dispatch(prep: "Prepared") -> None:
     from .. import study as st
     from ..errors import SearchFailed
 
-    executor_for(prep.config.executor).run(prep)
-    failures, done = prep.failures, st.finished_count(prep.study)
+    failures = executor_for(prep.config.executor).run(prep)
+    done = st.finished_count(prep.study)
     if failures is not None and failures.exhausted and done < prep.trials:
         last = (failures.last.strip().splitlines() or ["unknown"])[0][:300]
         raise SearchFailed(f"study {prep.study_name!r} stopped after {failures.failed} failed trials, with {done} of "

@@ -2,12 +2,11 @@
 anchor, and the progress line. Executors import this module, never the dispatcher (search.py)."""
 from __future__ import annotations
 
-import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import optuna
 from optuna.trial import TrialState
@@ -19,6 +18,9 @@ from ..latency import Calibration
 from ..space import TrialSpace
 from ..target import DeploymentTarget, ensure as ensure_recorded_target
 from ..trial import TrialSpec, calibrate_anchor
+
+if TYPE_CHECKING:
+    from ..predictor import Screen
 
 _log = logging.getLogger(__name__)
 
@@ -55,9 +57,11 @@ class Failures:
         return self.exhausted
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
-    """A search ready to run: its space, study, budget and the template every trial starts from."""
+    """A search ready to run: its space, study, budget and the template every trial starts from.
+    Immutable once built (``search.prepare``, ``confirm.prepare``): an executor completes its own
+    copy of the template (``ready``) and returns its count of failed trials."""
 
     config: SearchConfig
     space: TrialSpace
@@ -72,20 +76,11 @@ class Prepared:
     # (name, config) of the model the study's latency anchor is calibrated on: the space's fixed
     # point; None where the anchor is inherited (a confirmation reuses its search's)
     anchor_model: Optional[tuple[str, RunConfig]] = None
-    # the executor's count of this run's failed trials (set when it starts trials; None before)
-    failures: Optional[Failures] = None
-
-    def trial_spec(self, config: RunConfig) -> TrialSpec:
-        t = copy.copy(self.trial_template)
-        t.config = config
-        return t
 
 
 def _spec_on(prep: Prepared, device: str, threads: Optional[int]) -> TrialSpec:
     """The study's trial template as run on ``device`` with ``threads`` (the trials')."""
-    t = copy.copy(prep.trial_template)
-    t.device, t.threads = device, threads
-    return t
+    return replace(prep.trial_template, device=device, threads=threads)
 
 
 def ensure_target(prep: Prepared, device: str, threads: Optional[int]) -> DeploymentTarget:
@@ -101,25 +96,38 @@ def ensure_target(prep: Prepared, device: str, threads: Optional[int]) -> Deploy
     return target
 
 
-def ensure_screen(prep: Prepared, target: DeploymentTarget) -> None:
+def ensure_screen(prep: Prepared, target: DeploymentTarget, anchor: Optional[Calibration]) -> Optional["Screen"]:
     """With ``predictor``: the screening predictor fitted for the study's ``target`` on the
-    study's latency scale (after ``ensure_anchor``: predictor.make_screen), set on the template."""
+    study's latency scale (the study's ``anchor``: predictor.make_screen); else the template's."""
     if prep.config.predictor is not None and prep.trial_template.screen is None:
         from ..predictor import make_screen
 
-        prep.trial_template.screen = make_screen(prep.config.predictor, prep.study, target,
-                                                 prep.config.limits.max_latency_ms, prep.trial_template.anchor)
+        return make_screen(prep.config.predictor, prep.study, target, prep.config.limits.max_latency_ms, anchor)
+    return prep.trial_template.screen
+
+
+def ready(prep: Prepared, device: str, threads: Optional[int],
+          run: Callable[[Callable[[], Calibration]], Calibration] = lambda calibrate: calibrate()) -> TrialSpec:
+    """The trial template as an executor runs it on ``device`` with ``threads`` (the trials'):
+    the study's deployment target recorded or checked (``ensure_target``), its latency anchor
+    (``ensure_anchor``; ``run`` runs a calibration where trials run) and the predictor's screen
+    (``ensure_screen``) filled in. ``prep`` is not changed. Raises HovitError as those do."""
+    target = ensure_target(prep, device, threads)
+    anchor = ensure_anchor(prep, device, threads, run)
+    return replace(prep.trial_template, anchor=anchor, screen=ensure_screen(prep, target, anchor))
 
 
 def ensure_anchor(prep: Prepared, device: str, threads: Optional[int],
-                  run: Callable[[Callable[[], Calibration]], Calibration] = lambda calibrate: calibrate()) -> None:
-    """One calibrated reference per study, so every trial's latency scales by the same figure.
+                  run: Callable[[Callable[[], Calibration]], Calibration] = lambda calibrate: calibrate()
+                  ) -> Optional[Calibration]:
+    """One calibrated reference per study, so every trial's latency scales by the same figure;
+    returns it (the template's, None, when the study is unanchored or timed on a latency service).
     ``device``/``threads`` are the trials'; ``run`` runs the calibration where trials run (a Ray
     task for Ray). The process that created the study calibrates; one that joins a fresh study
-    waits for it; a resumed study reuses what it stored, and refuses a device or latency thread
-    count other than the one it was calibrated with."""
+    waits for it; a resumed study reuses what it stored, and refuses (HovitError) a device or
+    latency thread count other than the one it was calibrated with."""
     if not prep.trial_template.latency.anchor or prep.trial_template.latency_at is not None:
-        return  # unanchored, or a latency service anchors to its own HoViT-B
+        return prep.trial_template.anchor  # unanchored, or a latency service anchors to its own HoViT-B
     t = _spec_on(prep, device, threads)
     stored = _wait_for_anchor(prep)
     if stored is None:
@@ -139,7 +147,7 @@ def ensure_anchor(prep: Prepared, device: str, threads: Optional[int],
             raise HovitError(f"study {prep.study_name!r}: its latency anchor was calibrated on {anchor.device} "
                              f"with {anchor.threads} threads, this run uses {device} with {t.latency_threads}; run "
                              f"it the same way (`device`/`threads`/`cpus_per_trial`) or use `study` NEW_NAME")
-    prep.trial_template.anchor = anchor
+    return anchor
 
 
 def _wait_for_anchor(prep: Prepared) -> Optional[dict]:

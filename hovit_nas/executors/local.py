@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Optional
 
 import optuna
-from optuna.trial import TrialState
 
 from .. import faults, logs
 from .. import study as st
 from ..device import resolve_device
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
+from ..lifecycle import Outcome, close
 from ..rungs import rung_callback
-from ..trial import run_trial
-from .common import Failures, Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target, tag
+from ..trial import TrialSpec, run_trial
+from .common import Failures, Prepared, ProgressReporter, ready, tag
 
 _log = logging.getLogger(__name__)
 MAX_DUPLICATE_STREAK = 50  # proposals in a row already trained: the space is (nearly) exhausted
@@ -30,28 +31,28 @@ class LocalExecutor:
 
     name = "local"
 
-    def run(self, prep: Prepared) -> None:
-        run_local(prep)
+    def run(self, prep: Prepared) -> Optional[Failures]:
+        return run_local(prep)
 
 
-def run_local(prep: Prepared) -> None:
-    """Run ``prep``'s remaining trials here, on ``prep.config.device``, until the budget is met."""
+def run_local(prep: Prepared) -> Optional[Failures]:
+    """Run ``prep``'s remaining trials here, on ``prep.config.device``, until the budget is met;
+    returns this run's count of failed trials (None when nothing was left to run)."""
     if st.finished_count(prep.study) >= prep.trials:
         _log.info(f"study already has {prep.trials} finished trials; raise --trials to run more")
-        return
+        return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = str(resolve_device(prep.config.device))
-    target = ensure_target(prep, device, prep.config.threads)
-    ensure_anchor(prep, device, prep.config.threads)
-    ensure_screen(prep, target)
-    _Driver(prep).run()
+    driver = _Driver(prep, ready(prep, device, prep.config.threads))
+    driver.run()
+    return driver.failures
 
 
 class _Driver:
-    def __init__(self, prep: Prepared):
-        self.prep, self.study = prep, prep.study
+    def __init__(self, prep: Prepared, template: TrialSpec):
+        self.prep, self.study, self.template = prep, prep.study, template
         self.report = ProgressReporter(prep.trials)
-        prep.failures = self.failures = Failures.of(prep.trials - st.finished_count(prep.study))
+        self.failures = Failures.of(prep.trials - st.finished_count(prep.study))
         self.duplicates = 0
         self.poll = min(5.0, st.storage_of(prep.study).heartbeat_interval)
 
@@ -114,7 +115,7 @@ class _Driver:
             self.duplicates += verdict.duplicate_of is not None
             return
         self.duplicates = 0
-        spec = prep.trial_spec(cfg)
+        spec = replace(self.template, config=cfg)
         on_epoch = rung_callback(st.storage_of(study), st.study_id(study), tid, prep.early_stop,
                                  cfg.train.epochs_dense + cfg.train.epochs_prune)
         st.check_writable(prep.storage)  # a result that cannot be saved must not cost a training
@@ -131,13 +132,9 @@ class _Driver:
             return
         st.record(trial.set_user_attr, result.user_attrs())
         faults.reached("write")
-        if result.feasible:
-            self.report(study, study.tell(trial, result.values))
-        else:
-            self.report(study, study.tell(trial, state=TrialState.PRUNED))
+        self.report(study, close(study, trial, Outcome.of(result.status, result.values)))
 
     def _failed(self, trial: optuna.Trial, reason: str) -> None:
-        trial.set_user_attr("fail_reason", reason)
-        frozen = self.study.tell(trial, state=TrialState.FAIL)
+        frozen = close(self.study, trial, Outcome.failed(reason))
         self.failures.add(reason)
         self.report(self.study, frozen)

@@ -30,7 +30,7 @@ import os
 import signal
 import threading
 from dataclasses import replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -40,9 +40,13 @@ from .. import study as st
 from ..config import run_config_from_dict, to_dict
 from ..device import DeviceGuard
 from ..errors import ConfigError, HovitError, TrialFailed, one_line
+from ..lifecycle import FAIL_REASON, Outcome, Stop, close
 from ..rungs import rung_callback
 from ..space import TrialSpace
-from .common import Failures, Prepared, ProgressReporter, ensure_anchor, ensure_screen, ensure_target
+from .common import Failures, Prepared, ProgressReporter, ready
+
+if TYPE_CHECKING:
+    from ..trial import TrialSpec
 
 # Kept light at import time (no torch): Ray unpickles the trainable in fresh workers, and the
 # heavy imports happen inside the device's shared slot, so they never overlap a latency
@@ -105,39 +109,36 @@ def _searcher_class():
                     cfg = self._space.suggest(trial)
                 except ConfigError as exc:  # a combination the space allows but no model has: not fatal
                     reason = f"config cannot be built: {one_line(exc)}"
-                    trial.set_user_attr("fail_reason", reason)
-                    self._close(trial_id, TrialState.FAIL)
+                    self._close(trial_id, Outcome.failed(reason))
                     self.failures.add(reason)
                     continue
                 verdict = st.admit(study, trial, budget)
                 if verdict.admitted:  # the trainable reads these two; Tune shows the parameters
                     return {**trial.params, "optuna_trial_number": trial.number, "run_config": to_dict(cfg)}
-                self._close(trial_id, verdict.state)
+                self._close(trial_id, Outcome(verdict.state))
                 if verdict.duplicate_of is None:
                     return None  # the budget is taken: Tune asks again later
 
-        def _close(self, trial_id: str, state: TrialState, values=None) -> FrozenTrial:
+        def _close(self, trial_id: str, outcome: Outcome) -> FrozenTrial:
             trial, tid = self._open.pop(trial_id)
             self._beats.discard(tid)
-            return self._study.tell(trial, values, state=state)
+            return close(self._study, trial, outcome)
 
         def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
             if trial_id in self._finished or trial_id not in self._open:
                 return
             if self._interrupt.requested and not (result and result.get(FINAL)):
                 return  # stopped by Ctrl-C, not by the scheduler: fail_open_trials records it as interrupted
-            trial = self._open[trial_id][0]
             if error:  # Tune calls RecordTrialErrors.on_trial_error next, with the error: it closes the trial
                 self._errored.add(trial_id)
                 return
-            if result and result.get(FINAL) and result.get("status") == "ok":
-                state, values = TrialState.COMPLETE, [result["accuracy"], result["latency_ms"]]
-            else:  # stopped early, or infeasible: never on the front
-                state, values = TrialState.PRUNED, None
-                if result and not result.get(FINAL):
-                    trial.set_user_attr("reason", f"stopped early by the scheduler after epoch "
-                                                  f"{result.get('epoch', '?')}")
-            self._finish(trial_id, state, values)
+            if result and result.get(FINAL):  # the trial's own result: the one status -> state mapping
+                outcome = Outcome.of(result["status"], [result["accuracy"], result["latency_ms"]])
+            elif result:  # Tune's scheduler stopped it after an epoch, before its result: never on the front
+                outcome = Outcome.stopped_by_scheduler(result.get("epoch", "?"))
+            else:
+                outcome = Outcome(TrialState.PRUNED)
+            self._finish(trial_id, outcome)
 
         def record_error(self, trial_id: str, reason: str) -> None:
             """A trial's task or worker failed (Tune's ``on_trial_error``): keep the reason the
@@ -147,21 +148,20 @@ def _searcher_class():
             self._errored.discard(trial_id)
             trial, tid = self._open[trial_id]
             frozen = st.storage_of(self._study).get_trial(tid)
-            if "fail_reason" not in frozen.user_attrs and frozen.state == TrialState.RUNNING:
-                trial.set_user_attr("fail_reason", reason)
-            self._finish(trial_id, TrialState.FAIL, None)
+            own = FAIL_REASON in frozen.user_attrs or frozen.state != TrialState.RUNNING
+            self._finish(trial_id, Outcome.failed(None if own else reason))
 
-        def _finish(self, trial_id: str, state: TrialState, values) -> None:
+        def _finish(self, trial_id: str, outcome: Outcome) -> None:
             trial = self._open[trial_id][0]
             faults.reached("write")
             try:
-                frozen = self._close(trial_id, state, values)
+                frozen = self._close(trial_id, outcome)
             except Exception as exc:  # e.g. already failed as stale by another driver: report what is stored
                 _log.info(f"trial #{trial.number}: could not record its end ({type(exc).__name__}: {exc})")
                 frozen = next(t for t in self._study.get_trials(deepcopy=False) if t.number == trial.number)
             self._finished.add(trial_id)
-            if state == TrialState.FAIL:
-                self.failures.add(frozen.user_attrs.get("fail_reason", "unknown"))
+            if outcome.state == TrialState.FAIL:
+                self.failures.add(frozen.user_attrs.get(FAIL_REASON, "unknown"))
             self._reporter(self._study, frozen)
 
         def save(self, checkpoint_path: str) -> None:
@@ -275,9 +275,9 @@ def _storage_url(fallback: Optional[str]) -> str:
     return url
 
 
-def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
-    """The function Ray runs: rebuild the config, run the pure trial, write attrs, report."""
-    template = prep.trial_template
+def make_trainable(prep: Prepared, template: TrialSpec, device: str, threads: Optional[int]):
+    """The function Ray runs: rebuild the config, run the pure trial (from the executor's
+    ``template``, common.ready), write attrs, report."""
     from sqlalchemy.engine import make_url
 
     fallback = None if make_url(prep.storage).password else prep.storage  # never pickle a password
@@ -303,20 +303,23 @@ def make_trainable(prep: Prepared, device: str, threads: Optional[int]):
         rung = rung_callback(storage, study_id, trial_id, early_stop,
                              spec.config.train.epochs_dense + spec.config.train.epochs_prune)
 
-        def on_epoch(rec: dict) -> None:
+        def on_epoch(rec: dict) -> Optional[Stop]:
             if rung is not None:
-                rung(rec)  # raises TrialStopped below the rung's cutoff: run_trial returns "stopped"
+                stop = rung(rec)  # a Stop below the rung's cutoff: training ends, run_trial returns "stopped"
+                if stop is not None:
+                    return stop
             # every report carries every key (Tune checks presence); only the final one has values
             tune.report({"epoch": rec["global_epoch"], "val_top1_epoch": rec["val_top1"], "loss": rec["loss"],
                          FINAL: False, "status": "running", "accuracy": None, "latency_ms": None})
+            return None
 
         try:
             result = run_trial(spec, on_epoch=on_epoch, guard=guard)
         except TrialFailed as exc:
-            set_attr("fail_reason", str(exc))
+            set_attr(FAIL_REASON, str(exc))
             raise
         except Exception as exc:  # any other crash: recorded, then Tune reports the trial as errored
-            set_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            set_attr(FAIL_REASON, f"{type(exc).__name__}: {exc}")
             raise
         st.record(set_attr, result.user_attrs())
         epochs = spec.config.train.epochs_dense + spec.config.train.epochs_prune
@@ -356,13 +359,14 @@ class RayExecutor:
 
     name = "ray"
 
-    def run(self, prep: Prepared) -> None:
-        run_ray(prep)
+    def run(self, prep: Prepared) -> Optional[Failures]:
+        return run_ray(prep)
 
 
-def run_ray(prep: Prepared) -> None:
+def run_ray(prep: Prepared) -> Optional[Failures]:
     """Run ``prep``'s remaining trials on Ray (``prep.config.ray``: address, resources, ASHA),
-    starting a local instance when no address is given."""
+    starting a local instance when no address is given; returns this run's count of failed
+    trials (None when nothing was left to run)."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -373,7 +377,7 @@ def run_ray(prep: Prepared) -> None:
     remaining = prep.trials - st.finished_count(prep.study)
     if remaining <= 0:
         _log.info(f"study already has {prep.trials} finished trials; raise --trials to run more")
-        return
+        return None
     started = _init_ray(r.address, prep.storage)
     try:
         if gpus > 0 and ray.cluster_resources().get("GPU", 0) < gpus:
@@ -382,19 +386,17 @@ def run_ray(prep: Prepared) -> None:
         max_conc = r.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
         device = "cuda" if gpus > 0 else ("cpu" if cfg.device in ("auto", "cpu") else cfg.device)
         threads = cfg.threads or max(1, int(cpus))
-        target = ensure_target(prep, device, threads)
-        ensure_anchor(prep, device, threads,
-                      run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
-        ensure_screen(prep, target)
+        template = ready(prep, device, threads,
+                         run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
         interrupt = _Interrupt()
-        prep.failures = Failures.of(remaining, max_conc)
+        failures = Failures.of(remaining, max_conc)
         searcher = _searcher_class()(prep.study, prep.space, budget=prep.trials, interrupt=interrupt,
-                                     failures=prep.failures)
+                                     failures=failures)
         epochs = prep.space.base.train.epochs_dense + prep.space.base.train.epochs_prune
         scheduler = (ASHAScheduler(time_attr="epoch", metric="val_top1_epoch", mode="max", max_t=epochs + 1,
                                    grace_period=1, reduction_factor=2) if r.asha else FIFOScheduler())
         tuner = tune.Tuner(
-            tune.with_resources(make_trainable(prep, device, threads), {"cpu": cpus, "gpu": gpus}),
+            tune.with_resources(make_trainable(prep, template, device, threads), {"cpu": cpus, "gpu": gpus}),
             tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_conc),
                                         scheduler=scheduler, num_samples=-1, reuse_actors=True,
                                         time_budget_s=cfg.timeout),
@@ -422,3 +424,4 @@ def run_ray(prep: Prepared) -> None:
     finally:
         if started:
             ray.shutdown()
+    return failures

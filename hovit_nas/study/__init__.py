@@ -12,14 +12,14 @@ One module a concept, each importing only the ones above it:
 - ``storage``: storage URLs, a study's default file and folder, the heartbeat storage;
 - ``failures``: storage failures in one line, and the check before a trial trains;
 - ``samplers``: NSGA-II, TPE, random, and each driver's seed;
-- ``lifecycle``: creating or loading a study, its identity, its fixed point, compatible settings;
+- ``creation``: creating or loading a study, its identity, its fixed point, compatible settings;
 - ``liveness``: the heartbeat thread, stale trials failed, the fixed work re-queued;
 - ``budget``: the shared trial budget and the one admission check (``admit``);
 - ``find``: finding, resolving and loading a study;
 - ``commands``: the pasteable command lines a study prints (its data options, its storage).
 
 Every name is importable from here (``from hovit_nas import study as st; st.admit``). A test that
-patches a module-level setting patches the module that reads it (``study.lifecycle.CREATION_WAIT_S``).
+patches a module-level setting patches the module that reads it (``study.creation.CREATION_WAIT_S``).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from .failures import MIN_FREE_BYTES, check_writable, storage_cause, storage_err
 from .find import find_studies, load, resolve_study
 from .keys import (ANCHOR_ATTR, CONFIRMS_ATTR, CONFIRMS_UID_ATTR, DATA_ARGS_ATTR, DIRECTIONS, DUPLICATE_ATTR,
                    FIXED_POINT_ATTR, OBJECTIVES, UID_ATTR)
-from .lifecycle import (COMPATIBLE, CREATION_WAIT_S, LATENCY_BEFORE, check_compatible, create_or_load,
+from .creation import (COMPATIBLE, CREATION_WAIT_S, LATENCY_BEFORE, check_compatible, create_or_load,
                         fixed_point_trials, identity, recorded_attrs, recorded_latency, require_hovit_study)
 from .liveness import REQUEUED_ATTRS, Heartbeats, fail_stale_trials, fail_trial, requeue
 from .samplers import constraints_func, driver_seed, make_sampler, population_for
@@ -47,7 +47,7 @@ __all__ = [
     "MIN_FREE_BYTES", "storage_cause", "storage_failure_line", "storage_errors", "check_writable",
     # samplers
     "make_sampler", "driver_seed", "constraints_func", "population_for",
-    # lifecycle
+    # creation
     "identity", "require_hovit_study", "CREATION_WAIT_S", "create_or_load", "recorded_attrs", "LATENCY_BEFORE",
     "recorded_latency", "COMPATIBLE", "check_compatible", "fixed_point_trials",
     # liveness

@@ -10,7 +10,7 @@ import optuna
 
 from ..errors import HovitError
 from ..names import sqlite_url
-from .lifecycle import require_hovit_study
+from .creation import require_hovit_study
 from .storage import default_storage, open_storage, parse_url, shown
 
 
