@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -33,7 +32,6 @@ from .train import CHECKPOINT, _phases, _prepare_phase, _read_checkpoint, evalua
 
 if TYPE_CHECKING:
     from .config import DataOptions
-    from .target import DeploymentTarget
 
 _log = logging.getLogger(__name__)
 

@@ -15,19 +15,18 @@ from typing import Optional, Sequence
 
 import optuna
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from . import noise as noise_mod
 from . import provenance as pv
 from . import record, stats
 from . import study as st
-from .config import EarlyStop, from_dict, run_config_from_dict
+from .config import run_config_from_dict
 from .confirm.figures import confirmed, format_table
 from .record import StudyRecord
 from .dominance import dominates, non_dominated
 from .errors import HovitError
 from .rungs import fidelity
-from .target import label as target_label
 
 
 def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:

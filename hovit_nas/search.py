@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from pathlib import Path
 
 from . import evaluators
 from . import provenance as pv

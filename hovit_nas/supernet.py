@@ -42,7 +42,6 @@ from .errors import ConfigError, HovitError
 from .models.supernet import Supernet, bounds_of, deployed
 from .names import under
 from .outputs import check_output
-from .progress import Bar
 from .train import Checkpoint
 
 if TYPE_CHECKING:
