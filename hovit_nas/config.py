@@ -214,8 +214,8 @@ class LatencyConfig:
             raise ConfigError(f"{where}.warmup: must be >= 0, got {self.warmup}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"{where}.threads: must be >= 1, got {self.threads}")
-        if self.runtime not in RUNTIMES:
-            raise ConfigError(f"{where}.runtime: unknown {self.runtime!r}; one of {', '.join(RUNTIMES)}")
+        if self.runtime not in runtimes.known():
+            raise ConfigError(f"{where}.runtime: unknown {self.runtime!r}; one of {', '.join(runtimes.known())}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"{where}.precision: unknown {self.precision!r}; one of {', '.join(PRECISIONS)}")
         if self.calibration_images < 1:
@@ -415,7 +415,7 @@ class SearchConfig:
             raise ConfigError(f"`trials` must be >= 1 (or omitted for the space's default), got {self.trials}")
         for name, value, allowed in (("metric", self.metric, METRICS), ("sampler", self.sampler, SAMPLERS),
                                      ("executor", self.executor, EXECUTORS),
-                                     ("runtime", self.runtime or "auto", RUNTIMES),
+                                     ("runtime", self.runtime or "auto", runtimes.known()),
                                      ("precision", self.precision or "fp32", PRECISIONS),
                                      ("early stopping rule", self.early_stop or "none", EARLY_STOP_RULES)):
             if value not in allowed:
@@ -433,8 +433,8 @@ class SearchConfig:
         if self.ray.asha and self.early_stop not in (None, "none"):
             raise ConfigError("`asha` (Ray's scheduler, accuracy alone) and `early_stop` both stop trials early; "
                               "choose one")
-        if self.evaluator not in EVALUATORS:
-            raise ConfigError(f"unknown evaluator {self.evaluator!r}; one of {', '.join(EVALUATORS)}")
+        if self.evaluator not in evaluators.CAPS:  # the registry as it is now (evaluators.register)
+            raise ConfigError(f"unknown evaluator {self.evaluator!r}; one of {', '.join(evaluators.CAPS)}")
         caps = evaluators.CAPS[self.evaluator]
         if (caps.needs == "supernet") != (self.supernet is not None):
             raise ConfigError("`evaluator` supernet and `supernet` DIR go together (the supernet to score with)")

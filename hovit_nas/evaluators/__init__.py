@@ -14,11 +14,13 @@ then int8 where the target asks and the evaluator trains.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkable
 
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from ..config import RunConfig
+    from ..data import Splits
     from ..lifecycle import EpochCallback, Stop
 
 
@@ -76,13 +78,30 @@ class Evaluator(Protocol):
         result carries it in ``stop`` with nothing scored."""
 
 
+_MADE_BY: dict[str, Callable[[Optional[str]], "Evaluator"]] = {}  # registered evaluators' factories
+
+
+def register(name: str, caps: Capabilities, make: Callable[[Optional[str]], "Evaluator"]) -> None:
+    """Add an evaluator (a scoring method of your own, or a test's fake): ``make(supernet)``
+    builds it, ``caps`` says what it does. ``SearchConfig.evaluator`` accepts it from then on; the
+    CLI's choices stay the built-in ones.
+
+    Raises:
+        ConfigError: ``name`` is taken."""
+    if name in CAPS:
+        raise ConfigError(f"an evaluator named {name!r} is already registered")
+    CAPS[name], _MADE_BY[name] = caps, make
+
+
 def get(name: str, supernet: Optional[str] = None) -> Evaluator:
     """The evaluator ``name`` (``supernet``: over the supernet directory ``supernet``).
 
     Raises:
         ConfigError: an unknown name."""
     if name not in CAPS:
-        raise ConfigError(f"unknown evaluator {name!r}; one of {', '.join(NAMES)}")
+        raise ConfigError(f"unknown evaluator {name!r}; one of {', '.join(CAPS)}")
+    if name in _MADE_BY:
+        return _MADE_BY[name](supernet)
     import importlib
 
     module = importlib.import_module(f"{__name__}.{'standalone' if name == NAMES[0] else name}")

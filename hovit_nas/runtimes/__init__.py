@@ -100,6 +100,24 @@ AUTO = "auto"
 _MADE: dict[str, Runtime] = {}
 
 
+def register(name: str, caps: Capabilities, make: Callable[[], Runtime]) -> None:
+    """Add a runtime to the registry (a deployment runtime of your own, or a test's fake):
+    ``make()`` builds it on first use, ``caps`` says what it can do. Settings that name a runtime
+    (a space's ``latency.runtime``, ``SearchConfig.runtime``) accept it from then on
+    (:func:`known`); the CLI's choices stay the built-in ones.
+
+    Raises:
+        HovitError: ``name`` is taken, or is ``auto``."""
+    if name in CAPS or name == AUTO:
+        raise HovitError(f"a latency runtime named {name!r} is already registered")
+    CAPS[name], REGISTRY[name] = caps, make
+
+
+def known() -> tuple[str, ...]:
+    """Every runtime name a setting may use: ``auto`` and the registry's, read now."""
+    return (AUTO, *CAPS)
+
+
 def exported() -> tuple[str, ...]:
     """The runtimes that run the model exported to ONNX."""
     return tuple(n for n, c in CAPS.items() if c.exported)
@@ -116,7 +134,7 @@ def get(name: str) -> Runtime:
     Raises:
         HovitError: no runtime of that name."""
     if name not in REGISTRY:
-        raise HovitError(f"unknown latency runtime {name!r}; one of {AUTO}, {', '.join(NAMES)}")
+        raise HovitError(f"unknown latency runtime {name!r}; one of {', '.join(known())}")
     if name not in _MADE:
         _MADE[name] = REGISTRY[name]()
     return _MADE[name]
