@@ -444,6 +444,26 @@ def boot_ci(fn, n: int, b: int = 1000, seed: int = 0) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _icc(groups: list) -> tuple:
+    """One-way ANOVA intraclass correlation of per-architecture groups of seed scores, with the
+    seed SD (within) and the architecture SD (between, net of seed noise); (nan, ...) when undefined."""
+    k_bar = np.mean([len(g) for g in groups])
+    grand = np.mean(np.concatenate(groups))
+    msb = sum(len(g) * (g.mean() - grand) ** 2 for g in groups) / (len(groups) - 1)
+    msw = sum(((g - g.mean()) ** 2).sum() for g in groups) / sum(len(g) - 1 for g in groups)
+    icc = float((msb - msw) / (msb + (k_bar - 1) * msw)) if msb + (k_bar - 1) * msw > 0 else float("nan")
+    return icc, float(np.sqrt(msw)), float(np.sqrt(max(msb - msw, 0.0) / k_bar))
+
+
+def _seeds_for_tau(icc) -> float | None:
+    """Seeds per architecture whose means agree at tau 0.8 between two such sets (Spearman-Brown
+    on the one-seed ICC; tau = (2/pi) arcsin r for normal scores); None when the ICC is not in (0, 1)."""
+    if icc is None or not np.isfinite(icc) or not 0 < icc < 1:
+        return None
+    target_r = np.sin(0.8 * np.pi / 2)
+    return float(target_r * (1 - icc) / (icc * (1 - target_r)))
+
+
 def seed_agreement(t: dict, metric: str) -> dict:
     """Seed-to-seed Kendall tau of the ground truth (each pair of seeds, over the architectures
     both have), its bootstrap interval, and the reliability behind it: the share of the variance
@@ -460,23 +480,18 @@ def seed_agreement(t: dict, metric: str) -> dict:
                 pairs.append({"seeds": [a, b], "n": len(archs), "tau": kendall(x, y),
                               "ci95": boot_ci(lambda idx: kendall(x[idx], y[idx]), len(archs))})
     full = [k for k, v in t.items() if len(v) >= 2]
-    icc = None
+    icc, icc_ci, seed_sd, arch_sd = None, None, None, None
     if len(full) >= 3:
         groups = [np.array([t[k][s][metric] for s in t[k]]) for k in full]
-        k_bar = np.mean([len(g) for g in groups])
-        grand = np.mean(np.concatenate(groups))
-        msb = sum(len(g) * (g.mean() - grand) ** 2 for g in groups) / (len(groups) - 1)
-        msw = sum(((g - g.mean()) ** 2).sum() for g in groups) / sum(len(g) - 1 for g in groups)
-        icc = float((msb - msw) / (msb + (k_bar - 1) * msw)) if msb + (k_bar - 1) * msw > 0 else None
-        seed_sd, arch_sd = float(np.sqrt(msw)), float(np.sqrt(max(msb - msw, 0.0) / k_bar))
-    need = None
-    if icc is not None and 0 < icc < 1:
-        target_r = np.sin(0.8 * np.pi / 2)  # tau 0.8 between two k-seed means
-        need = float(target_r * (1 - icc) / (icc * (1 - target_r)))
+        icc, seed_sd, arch_sd = _icc(groups)
+        icc_ci = boot_ci(lambda idx: _icc([groups[i] for i in idx])[0], len(groups))
+    # the seeds whose mean reaches tau 0.8 at the ICC's estimate, and at its 95 % upper bound (the
+    # fewest the data allow: if the architectures differ as much as they plausibly can)
     return {"pairs": pairs, "tau_mean": float(np.mean([p["tau"] for p in pairs])) if pairs else None,
-            "icc_one_seed": icc, "seeds_for_tau_0_8": need,
+            "icc_one_seed": icc, "icc_ci95": icc_ci, "seeds_for_tau_0_8": _seeds_for_tau(icc),
+            "seeds_for_tau_0_8_at_icc_upper": _seeds_for_tau(icc_ci[1] if icc_ci else None),
             **({"seed_sd": seed_sd, "arch_sd": arch_sd} if icc is not None else {}),
-            "tau_expected_one_seed": float(2 / np.pi * np.arcsin(icc)) if icc is not None and icc > -1 else None}
+            "tau_expected_one_seed": float(2 / np.pi * np.arcsin(icc)) if icc is not None and -1 < icc < 1 else None}
 
 
 def proxy_vs_truth(proxy: dict, truth: dict, name: str, gt_tau: float | None) -> dict:
@@ -491,7 +506,7 @@ def proxy_vs_truth(proxy: dict, truth: dict, name: str, gt_tau: float | None) ->
     rho = float(spearmanr(x, y).statistic)
     return {"proxy": name, "n": len(archs), "tau": tau, "tau_ci95": boot_ci(lambda i: kendall(x[i], y[i]), len(archs)),
             "spearman": rho, "spearman_ci95": boot_ci(lambda i: float(spearmanr(x[i], y[i]).statistic), len(archs)),
-            "share_of_attainable": (tau / gt_tau) if gt_tau else None, "archs": archs,
+            "share_of_attainable": (tau / gt_tau) if gt_tau and gt_tau > 0 else None, "archs": archs,
             "x": x.tolist(), "y": y.tolist()}
 
 
@@ -517,24 +532,28 @@ def report(a, out: Path) -> None:
         pairs = "; ".join(f"seeds {p['seeds']}: tau {p['tau']:+.3f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] "
                           f"(n {p['n']})" for p in ag["pairs"])
         lines.append(f"  test {m}{' (as -nll)' if m == 'nll' else ''}: {pairs or 'fewer than 2 seeds yet'}"
-                     + (f"; one-seed reliability (ICC) {ag['icc_one_seed']:.2f}, architecture SD "
-                        f"{ag['arch_sd']:.4f} vs seed SD {ag['seed_sd']:.4f}" if ag["icc_one_seed"] is not None else "")
+                     + (f"; one-seed reliability (ICC) {ag['icc_one_seed']:.2f} [{ag['icc_ci95'][0]:+.2f}, "
+                        f"{ag['icc_ci95'][1]:+.2f}], architecture SD {ag['arch_sd']:.4f} vs seed SD "
+                        f"{ag['seed_sd']:.4f}" if ag["icc_one_seed"] is not None else "")
                      + (f"; a mean over {ag['seeds_for_tau_0_8']:.1f} seeds would reach tau 0.8"
-                        if ag.get("seeds_for_tau_0_8") else ""))
+                        if ag.get("seeds_for_tau_0_8") else "")
+                     + (f"; at the ICC's upper bound, {ag['seeds_for_tau_0_8_at_icc_upper']:.1f} seeds at least"
+                        if ag.get("seeds_for_tau_0_8_at_icc_upper") else ""))
     # the pilot: seed agreement at each budget, on the architectures the pilot trains at every budget
     budgets = sorted({(r["epochs"], r["steps_per_epoch"]) for r in rows})
     for e, st in budgets:
         res["budgets"][f"{e}x{st}"] = {split: {m: seed_agreement(table(rows, e, st, split), m) for m in METRICS}
                                        for split in ("val", "test")}
-    lines.append("which score ranks architectures most stably across seeds (issue 32): Kendall tau between seeds "
-                 "[95 % bootstrap over architectures] and the one-seed reliability (ICC), by budget and split:")
+    lines.append("which score ranks architectures most stably across seeds (issue 32): Kendall tau between seeds 0 "
+                 "and 1 [95 % bootstrap over architectures] and the one-seed reliability (ICC, over every seed), by "
+                 "budget and split:")
     for k, v in res["budgets"].items():
         for split, by in v.items():
             lines.append(f"  {k:>7} {split:>4}: " + "; ".join(
-                f"{m} tau {by[m]['tau_mean']:+.3f}" + (f" [{by[m]['pairs'][0]['ci95'][0]:+.2f}, "
-                                                        f"{by[m]['pairs'][0]['ci95'][1]:+.2f}]" if by[m]["pairs"] else "")
+                f"{m} tau {by[m]['pairs'][0]['tau']:+.3f} [{by[m]['pairs'][0]['ci95'][0]:+.2f}, "
+                f"{by[m]['pairs'][0]['ci95'][1]:+.2f}]"
                 + (f" ICC {by[m]['icc_one_seed']:.2f}" if by[m]["icc_one_seed"] is not None else "")
-                if by[m]["tau_mean"] is not None else f"{m} -" for m in METRICS))
+                if by[m]["pairs"] else f"{m} -" for m in METRICS))
     # the proxies, against the ground truth's mean over seeds on test
     gt_metric = a.metric
     gt = _mean(truth, gt_metric)
@@ -571,7 +590,10 @@ def report(a, out: Path) -> None:
         p["y_range"] = [[min(v[gt_metric] for v in truth[x].values()), max(v[gt_metric] for v in truth[x].values())]
                         for x in p["archs"]]
     lines.append(f"proxies against the ground truth (mean test {gt_metric} over its seeds; Kendall tau [95 % bootstrap "
-                 f"over architectures]; share = tau / the ground truth's own seed tau {gt_tau if gt_tau is None else round(gt_tau, 3)}):")
+                 "over architectures]; "
+                 + (f"share = tau / the ground truth's own seed tau {gt_tau:.3f}):" if gt_tau and gt_tau > 0 else
+                    f"no share: the ground truth's own seed tau is {gt_tau if gt_tau is None else round(gt_tau, 3)}, "
+                    "so it does not rank and no proxy can be judged against it):"))
     for p in res["proxies"]:
         share = "" if p["share_of_attainable"] is None else f", share {p['share_of_attainable']:+.2f}"
         lines.append(f"  {p['proxy']}: tau {p['tau']:+.3f} [{p['tau_ci95'][0]:+.2f}, {p['tau_ci95'][1]:+.2f}], "
