@@ -49,6 +49,7 @@ COSTS = {
     "test_wheel.py::test_search_on_builtin_space_from_empty_dir": 29,
     "test_rungs.py::test_driver_killed_mid_rung_then_resumed": 29,
     "test_rungs.py::test_two_drivers_share_one_rung_table": 26,
+    "test_fakes.py::test_a_search_with_successive_halving_runs_on_the_fake_runtime_and_evaluator": 18,
     "test_onnx.py::test_search_on_onnxruntime_records_it_and_refuses_another_runtime": 25,
     "test_reliability.py::test_two_drivers_share_one_budget_and_never_train_a_config_twice": 22,
     "test_noise.py::test_a_real_study_measures_its_noise_and_pins_by_non_inferiority": 21,
