@@ -16,6 +16,15 @@ SHARED = Path(os.environ.get("HOVIT_NAS_SHARED", ROOT.parent / "shared")) / "dat
 # pytest-xdist workers, so a latency measurement in one worker waits for the other worker's training
 # steps and runs alone, as it would beside concurrent trials.
 os.environ.setdefault("HOVIT_NAS_LOCK_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "hovit-nas-test-locks"))
+# One intra-op thread pool per core, not per process: under pytest-xdist each of N workers (and what
+# it starts: the CLI, forked servers, Ray workers) gets cores // N threads. With torch's default (all
+# cores in every process) two workers on two cores run four spinning OpenMP threads, and the CPU-bound
+# tests took 85-92 s instead of 53-59 s (docs/development/testing.md). A test that passes --threads
+# (or a space's latency.threads) still gets what it asks for: hovit-nas sets torch's threads itself.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _per_worker = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _per_worker)
 # a short heartbeat grace, so tests that kill a driver see its trials failed within seconds
 os.environ.setdefault("HOVIT_NAS_HEARTBEAT", "2,10")
 # the dataset cache of this test session: never the user's ~/.cache; one per process, so one per

@@ -16,14 +16,29 @@ def _module(path: Path) -> str:
     return ".".join(parts)
 
 
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """The ids of the import nodes under ``if TYPE_CHECKING:``: annotations only, never imported
+    at run time (import-linter's ``exclude_type_checking_imports`` draws the same line)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
 def _imports() -> dict[str, set[str]]:
-    """Every intra-package import, at module level or inside functions (both are dependencies)."""
+    """Every intra-package import that runs, at module level or inside functions (both are
+    dependencies); imports for annotations only (``if TYPE_CHECKING:``) are not."""
     mods = {_module(p): p for p in PKG.rglob("*.py")}
     graph = {}
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        skip = _type_checking_only(tree)
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
             if isinstance(node, ast.ImportFrom):
                 base = package.split(".")
                 if node.level:
@@ -59,6 +74,14 @@ def test_no_import_cycles():
     for n in sorted(graph):
         if n not in state:
             visit(n)
+
+
+def test_only_imports_for_annotations_are_left_out_of_the_graph():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..config import RunConfig\n"
+                     "from ..errors import ConfigError\ndef f():\n    from ..data import Splits\n")
+    skipped = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and id(n) in _type_checking_only(tree)}
+    assert skipped == {"config"}  # errors (module level) and data (inside a function) run
+    assert "hovit_nas.config" not in _imports()["hovit_nas.evaluators"]  # RunConfig: an annotation there
 
 
 def test_executors_import_what_they_share_not_the_dispatcher():
