@@ -39,7 +39,7 @@ os.environ.setdefault("HOVIT_NAS_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "
 COSTS = {
     "test_gpu_check.py::test_gpu_check_dry_run_on_cpu": 160,
     "test_chaos.py::test_short_kill_battery": 151,
-    "test_ray.py::test_kill_driver_and_rerun_resumes": 140,
+    "test_ray.py::test_kill_driver_and_rerun_resumes": 170,
     "test_ray.py::test_ray_runs_four_trials_two_at_a_time_into_sqlite_and_failing_trials_do_not_stop_it": 126,
     "test_ray.py::test_asha_stopped_trials_are_pruned_never_on_the_front": 112,
     "test_handoffs.py::test_every_printed_command_runs_as_printed": 99,
