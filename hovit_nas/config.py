@@ -225,7 +225,7 @@ class LatencyConfig:
 
 PRECISIONS = runtimes.PRECISIONS  # int8: post-training quantization (models/quantize.py)
 QUANTIZABLE = runtimes.quantizable()  # runtimes an int8 model is made for
-RUNTIMES = (runtimes.AUTO, *runtimes.NAMES)  # the registry's (runtimes/), and auto
+RUNTIMES = runtimes.known()  # auto and the built-in runtimes: the CLI's choices (settings read the registry live)
 
 
 @dataclass

@@ -131,7 +131,6 @@ class Calibration:
         return cls(d["name"], float(d["ms"]), d.get("config") or {}, d["device"], int(d["threads"]))
 
 
-RUNTIMES = runtimes.NAMES  # torch, onnxruntime, openvino: the registry's (runtimes/)
 EXPORTED = runtimes.exported()  # runtimes that run the model exported to ONNX
 
 

@@ -35,7 +35,7 @@ class DeploymentTarget:
 
     Attributes:
         device: ``cpu`` or ``cuda`` (the device type; which GPU is not part of it).
-        runtime: ``torch``, ``onnxruntime`` or ``openvino`` (latency.RUNTIMES).
+        runtime: ``torch``, ``onnxruntime``, ``openvino`` or a registered one (runtimes.CAPS).
         precision: ``fp32`` or ``int8`` (config.PRECISIONS).
         threads: CPU threads the runtime uses; None on a GPU, where they do not set the latency.
         batch: images per timed forward.
