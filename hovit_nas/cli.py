@@ -15,9 +15,16 @@ from typing import Callable, Optional
 
 import click
 
-from .config import (CALIBRATION_IMAGES, EARLY_STOP_RULES, EVAL_RUNTIMES, EVALUATORS, EXECUTORS, EXPORT_FORMATS,
+from . import evaluators, plugins
+from .config import (CALIBRATION_IMAGES, EARLY_STOP_RULES, EVAL_RUNTIMES, EXECUTORS, EXPORT_FORMATS,
                      LATENCY_WAIT_S, METRICS, PRECISIONS, QUANTIZABLE, RUNTIMES, SAMPLERS)
-from .errors import exit_status
+from .errors import HovitError, exit_status
+
+try:  # the plugins first (HOVIT_NAS_PLUGINS, plugins.py): an evaluator one registers is an --evaluator choice
+    plugins.load()
+    _PLUGIN_ERROR: Optional[HovitError] = None
+except HovitError as exc:  # reported by `main` as one line, exit 2
+    _PLUGIN_ERROR = exc
 
 
 class _Main(click.Group):
@@ -139,6 +146,8 @@ def main(verbose: int, quiet: int):
     from .logs import setup
 
     setup(verbose, quiet)
+    if _PLUGIN_ERROR is not None:
+        raise _PLUGIN_ERROR
 
 
 @main.command()
@@ -410,7 +419,7 @@ def ray_options(*extra: tuple) -> Callable:
 @click.option("--predictor", default=None, metavar="PROFILE",
               help="With --max-latency: a profile-target profile of this target; a trial whose predicted latency is "
                    "over the limit by more than the predictor's held-out error is neither measured nor trained.")
-@click.option("--evaluator", type=click.Choice(EVALUATORS), default="train", show_default=True,
+@click.option("--evaluator", type=click.Choice(evaluators.known()), default="train", show_default=True,
               help="How a trial gets its accuracy: train (stand-alone, both phases) or supernet (inherited weights "
                    "from --supernet, BatchNorm recalibrated; nothing trained).")
 @click.option("--supernet", default=None, metavar="DIR", help="With --evaluator supernet: `supernet train`'s --out.")

@@ -225,7 +225,7 @@ class LatencyConfig:
 
 PRECISIONS = runtimes.PRECISIONS  # int8: post-training quantization (models/quantize.py)
 QUANTIZABLE = runtimes.quantizable()  # runtimes an int8 model is made for
-RUNTIMES = runtimes.known()  # auto and the built-in runtimes: the CLI's choices (settings read the registry live)
+RUNTIMES = runtimes.BUILT_IN  # auto and the built-in runtimes: the CLI's choices (settings read the registry live)
 
 
 @dataclass
@@ -370,7 +370,6 @@ class NoiseConfig:
 METRICS = ("top1", "f1_macro", "balanced", "auc", "nll")  # nll enters the study as -NLL (stats.objective)
 SAMPLERS = ("nsga2", "tpe", "random")
 EXECUTORS = ("local", "ray")
-EVALUATORS = evaluators.NAMES  # how a search trial gets its accuracy (evaluators/)
 EXPORT_FORMATS = ("safetensors", "onnx")
 EVAL_RUNTIMES = runtimes.NAMES  # what `eval` runs an exported model on
 
@@ -433,7 +432,7 @@ class SearchConfig:
         if self.ray.asha and self.early_stop not in (None, "none"):
             raise ConfigError("`asha` (Ray's scheduler, accuracy alone) and `early_stop` both stop trials early; "
                               "choose one")
-        if self.evaluator not in evaluators.CAPS:  # the registry as it is now (evaluators.register)
+        if self.evaluator not in evaluators.known():  # the registry as it is now (evaluators.register)
             raise ConfigError(f"unknown evaluator {self.evaluator!r}; one of {', '.join(evaluators.CAPS)}")
         caps = evaluators.CAPS[self.evaluator]
         if (caps.needs == "supernet") != (self.supernet is not None):

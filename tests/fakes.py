@@ -101,13 +101,47 @@ class FakeEvaluator:
         return evaluators.Scored(val, test, {n: v.astype(np.float16) for n, v in probs.items()}, history=history)
 
 
+RUNTIME_CAPS = runtimes.Capabilities(exported=False, devices=("cpu", "cuda"), precisions=("fp32",), suffix=".safetensors")
+EVALUATOR_CAPS = evaluators.Capabilities(trains=True, scores_test=True, estimates=False)
+PLUGIN = "fake_plugin"  # HOVIT_NAS_PLUGINS=fake_plugin, with tests/ on the path: install() in a hovit-nas process
+
+
+def install() -> None:
+    """Register both fakes in this process for good (a hovit-nas process started with
+    ``plugin_env()``: tests/fake_plugin.py calls this at import)."""
+    if FAKE not in runtimes.CAPS:
+        runtimes.register(FAKE, RUNTIME_CAPS, FakeRuntime)
+    if FAKE not in evaluators.CAPS:
+        evaluators.register(FAKE, EVALUATOR_CAPS, lambda supernet: FakeEvaluator())
+
+
+def plugin_env() -> dict:
+    """The environment that gives a ``hovit-nas`` process (run_cli) and the workers of a local Ray
+    instance it starts both fakes, through the package's plugin hook (hovit_nas/plugins.py)."""
+    import os
+    from pathlib import Path
+
+    tests = str(Path(__file__).resolve().parent)
+    path = os.environ.get("PYTHONPATH")
+    return {"HOVIT_NAS_PLUGINS": PLUGIN, "PYTHONPATH": f"{tests}{os.pathsep}{path}" if path else tests}
+
+
+def fake_space(space, **latency):
+    """``space`` (a tiny_space YAML path) timed on the fake runtime and scored by the fake
+    evaluator (``--evaluator fake``, which a test passes); returns the path."""
+    import yaml
+
+    d = yaml.safe_load(space.read_text())
+    d["latency"].update(runtime=FAKE, **latency)
+    space.write_text(yaml.safe_dump(d, sort_keys=False))
+    return space
+
+
 def register(monkeypatch) -> None:
     """Register both fakes through the public seams, in registries that ``monkeypatch`` restores
     after the test (so no other test in this process sees them)."""
     for module, names in ((runtimes, ("CAPS", "REGISTRY", "_MADE")), (evaluators, ("CAPS", "_MADE_BY"))):
         for name in names:
             monkeypatch.setattr(module, name, dict(getattr(module, name)))
-    runtimes.register(FAKE, runtimes.Capabilities(exported=False, devices=("cpu", "cuda"), precisions=("fp32",),
-                                                  suffix=".safetensors"), FakeRuntime)
-    evaluators.register(FAKE, evaluators.Capabilities(trains=True, scores_test=True, estimates=False),
-                        lambda supernet: FakeEvaluator())
+    runtimes.register(FAKE, RUNTIME_CAPS, FakeRuntime)
+    evaluators.register(FAKE, EVALUATOR_CAPS, lambda supernet: FakeEvaluator())

@@ -18,6 +18,7 @@ and SIGTERM to the run, and exits with the run's own code or signal. So ``subpro
 timeouts), ``bash -c`` and exit-code checks behave as with a fresh interpreter. A client that is
 killed takes its run's process group with it.
 
+The run's ``PYTHONPATH`` goes after ``sys.path[0]``, where a fresh interpreter puts it.
 What differs from a fresh interpreter, by construction: libraries that read an environment
 variable at import read the server's. The server sets ``OPENBLAS_NUM_THREADS=1`` so that it holds
 no BLAS threads when it forks; hovit-nas sets torch's threads itself. Tests that need a truly
@@ -137,6 +138,8 @@ def _child(req: dict, fds: list[int]) -> None:
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
         # `python -m` puts the working directory first; the test's `hovit-nas` shim, this checkout
         sys.path[0] = req["cwd"] if req["as"] == "module" else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # then the run's PYTHONPATH, as a fresh interpreter would read it (e.g. tests/ for a plugin)
+        sys.path[1:1] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
         import numpy as np
 
         np.random.seed()  # a fresh interpreter's global numpy state is drawn from the OS, not shared

@@ -47,3 +47,18 @@ def test_a_search_with_successive_halving_runs_on_the_fake_runtime_and_evaluator
                                                                  t.user_attrs["latency_ms"] for t in trials])[0]
     assert rho > 0.8, rho
 
+
+
+def test_a_plugin_registers_in_the_cli_process_and_a_broken_one_is_one_line(tmp_path):
+    """HOVIT_NAS_PLUGINS (hovit_nas/plugins.py) reaches a `hovit-nas` process: the fake evaluator is
+    an --evaluator choice there, and a plugin that cannot be imported is one line, exit 2."""
+    from conftest import run_cli
+
+    r = run_cli("search", "--help", cwd=tmp_path, env=fakes.plugin_env())
+    assert r.returncode == 0 and "[train|supernet|fake]" in r.stdout, r.stdout
+    r = run_cli("search", "--help", cwd=tmp_path)  # without it: the built-in choices
+    assert r.returncode == 0 and "[train|supernet]" in r.stdout
+    r = run_cli("pareto", cwd=tmp_path, env={"HOVIT_NAS_PLUGINS": "no_such_plugin_module"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == ("error: HOVIT_NAS_PLUGINS: cannot import plugin 'no_such_plugin_module': "
+                                "ModuleNotFoundError: No module named 'no_such_plugin_module'")

@@ -3,7 +3,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
@@ -11,6 +10,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+import fakes
 from conftest import LATENCY_TOKEN, cli_command, dashboard_study, run_cli, start_service
 from spaces import tiny_space
 
@@ -21,11 +21,17 @@ def _study(url, name="tiny-builtin"):
     return optuna.load_study(study_name=name, storage=url)
 
 
-def _ray_search(work, space, *extra, storage=None, timeout=900):
+def _ray_search(work, space, *extra, storage=None, timeout=900, env=None):
     args = ["search", "--space", str(space), "--executor", "ray", "--max-concurrent", "2", "--cpus-per-trial", "1"]
     if storage:
         args += ["--storage", storage]
-    return run_cli(*args, *extra, cwd=work, timeout=timeout)
+    return run_cli(*args, *extra, cwd=work, timeout=timeout, env=env)
+
+
+def _fake_ray_search(work, space, *extra):
+    """A Ray search of orchestration only: the fake runtime and evaluator (tests/fakes.py) reach
+    the driver and the local Ray instance's workers through the plugin hook; nothing trained."""
+    return _ray_search(work, fakes.fake_space(space), "--evaluator", fakes.FAKE, *extra, env=fakes.plugin_env())
 
 
 def _check_study(study, n):
@@ -37,7 +43,7 @@ def _check_study(study, n):
     fps = [t for t in complete if "fixed_point" in t.user_attrs]
     assert len(fps) == 1 and fps[0].params["blocks_0"] == "4:2"
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    anchor = study.user_attrs["latency_anchor"]  # calibrated once, in a Ray task, for every trial
+    anchor = study.user_attrs["latency_anchor"]  # calibrated once (a local Ray: in the driver), for every trial
     for t in complete:
         assert t.values[0] == t.user_attrs["val"]["top1"] and t.values[1] == t.user_attrs["latency"]["median_ms"]
         assert t.user_attrs["latency"]["anchor_ms"] == anchor["ms"]
@@ -73,8 +79,10 @@ def test_ray_runs_four_trials_two_at_a_time_into_sqlite_and_failing_trials_do_no
 
 
 def test_asha_stopped_trials_are_pruned_never_on_the_front(tmp_path):
+    """ASHA (Tune's scheduler) stops trials on their per-epoch reports; each is PRUNED, never on
+    the front. Orchestration only: on the fakes (6 trials of 4 epochs, nothing trained)."""
     space = tiny_space(tmp_path, trials=6, epochs_dense=3, epochs_prune=1, max_steps_per_epoch=2)
-    r = _ray_search(tmp_path, space, "--asha")
+    r = _fake_ray_search(tmp_path, space, "--asha")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ASHA early stopping" in r.stderr
     study = _study(f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}")
@@ -92,11 +100,12 @@ def test_asha_stopped_trials_are_pruned_never_on_the_front(tmp_path):
 
 def test_pareto_early_stop_on_ray_uses_the_storage_rung_table(tmp_path):
     """--early-stop pareto on Ray: the trainable ranks at each rung against the study's table and
-    a stopped trial is PRUNED with its rung; 3 trials, so the third is below the cutoff or not."""
+    a stopped trial is PRUNED with its rung; 3 trials, so the third is below the cutoff or not.
+    Orchestration only: on the fakes."""
     from hovit_nas.rungs import decision_key, rung_key
 
     space = tiny_space(tmp_path, trials=3, epochs_dense=1, epochs_prune=1)  # 2 epochs: one rung, at epoch 1
-    r = _ray_search(tmp_path, space, "--early-stop", "pareto")
+    r = _fake_ray_search(tmp_path, space, "--early-stop", "pareto")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "early stopping: pareto successive halving, rungs at epochs [1] of 2" in r.stderr
     study = _study(f"sqlite:///{tmp_path / 'studies' / 'tiny-builtin' / 'study.db'}")

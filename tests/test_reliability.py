@@ -12,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import fakes
 from conftest import cli_command, run_cli
 from spaces import tiny_space
 
@@ -20,8 +21,13 @@ PG = os.environ.get("HOVIT_NAS_TEST_POSTGRES")
 needs_pg = pytest.mark.skipif(not PG, reason="no PostgreSQL server (set HOVIT_NAS_TEST_POSTGRES; .ci/run starts one)")
 
 
-def _search(work, space, *extra, env=None, other_host=False, timeout=600):
+def _search(work, space, *extra, env=None, other_host=False, timeout=600, fake=False):
+    """``search`` in its own process; ``fake``: on the fake runtime and evaluator (tests/fakes.py,
+    through the plugin hook, for tests of orchestration; ``space`` made with ``fakes.fake_space``)."""
     cmd = [*cli_command(), "search", "--space", str(space), "--threads", "1", *extra]
+    if fake:
+        cmd += ["--evaluator", fakes.FAKE]
+        env = {**(env or {}), **fakes.plugin_env()}
     if other_host:  # the same command from a machine with another name (a new UTS namespace): a fresh
         if os.geteuid() != 0 or not shutil.which("unshare"):  # interpreter, started inside it
             pytest.skip("needs root and unshare to run a driver under another host name")
@@ -57,16 +63,17 @@ def _unique(prefix):
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
 def test_dead_driver_is_seen_from_another_host(tmp_path, backend):
-    """SIGKILL during HoViT-B's training; a driver under another host name fails it and re-runs it."""
+    """SIGKILL as HoViT-B's training starts; a driver under another host name fails it and re-runs
+    it. Orchestration only: on the fakes (nothing trained)."""
     name = _unique("host")
-    space = tiny_space(tmp_path, trials=3, name=name)
+    space = fakes.fake_space(tiny_space(tmp_path, trials=3, name=name))
     url = f"sqlite:///{tmp_path / 'study.db'}" if backend == "sqlite" else PG
     args = ["--storage", url, "--study", name]
-    r = _search(tmp_path, space, *args, env={"HOVIT_NAS_FAULT": "training:1:0.5"})
+    r = _search(tmp_path, space, *args, env={"HOVIT_NAS_FAULT": "training:1"}, fake=True)
     assert r.returncode == -9, r.stderr[-2000:]
     _, by, _ = _state(url, name)
     assert len(by[TrialState.RUNNING]) == 1 and "fixed_point" in by[TrialState.RUNNING][0].user_attrs
-    r = _search(tmp_path, space, *args, other_host=True)
+    r = _search(tmp_path, space, *args, other_host=True, fake=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "left RUNNING by a dead driver" in r.stderr and "HoViT-B queued again" in r.stderr
     study, by = _check(url, name, 3)
@@ -88,8 +95,9 @@ def test_kill_right_after_the_fixed_point_is_created(tmp_path):
 
 
 def test_two_drivers_share_one_budget_and_never_train_a_config_twice(tmp_path):
-    # a small space (8 configs) and the random sampler make repeated proposals likely
-    space = tiny_space(tmp_path, trials=6)
+    # a small space (8 configs) and the random sampler make repeated proposals likely; orchestration
+    # only: on the fakes (nothing trained)
+    space = fakes.fake_space(tiny_space(tmp_path, trials=6))
     import yaml
     d = yaml.safe_load(space.read_text())
     d["params"] = {"blocks": {"type": "categorical", "choices": ["1:1", "4:2"]},
@@ -98,9 +106,9 @@ def test_two_drivers_share_one_budget_and_never_train_a_config_twice(tmp_path):
     space.write_text(yaml.safe_dump(d))
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     cmd = [*cli_command(), "search", "--space", str(space), "--threads", "1", "--storage", url,
-           "--sampler", "random"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+           "--sampler", "random", "--evaluator", fakes.FAKE]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, **fakes.plugin_env())) for _ in range(2)]
     errs = [p.communicate(timeout=600)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errs[0][-2000:] + errs[1][-2000:]
     study, by = _check(url, "tiny-builtin", 6)

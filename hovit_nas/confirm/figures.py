@@ -150,7 +150,8 @@ def confirmed(study: optuna.Study) -> dict[int, Confirmed]:
         c.latency_ms[seed] = t.values[1]
         c.runs[seed] = TrialRecord.of(t)
     ref = next((c for c in out.values() if c.fixed_point), None)
-    if evaluators.CAPS[study.user_attrs.get("evaluator", "train")].estimates:  # the search's figure: shown beside
+    by = study.user_attrs.get("evaluator", "train")  # a plugin's evaluator, absent here: not an estimate
+    if by in evaluators.known() and evaluators.CAPS[by].estimates:  # the search's figure: shown beside
         parent = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         for c in out.values():
             c.estimate = parent[c.trial].values[0] if c.trial in parent else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkable
 
+from .. import plugins
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -83,8 +84,8 @@ _MADE_BY: dict[str, Callable[[Optional[str]], "Evaluator"]] = {}  # registered e
 
 def register(name: str, caps: Capabilities, make: Callable[[Optional[str]], "Evaluator"]) -> None:
     """Add an evaluator (a scoring method of your own, or a test's fake): ``make(supernet)``
-    builds it, ``caps`` says what it does. ``SearchConfig.evaluator`` accepts it from then on; the
-    CLI's choices stay the built-in ones.
+    builds it, ``caps`` says what it does. ``SearchConfig.evaluator`` accepts it from then on, and
+    so does ``--evaluator`` when a plugin (plugins.py: ``HOVIT_NAS_PLUGINS``) registers it at import.
 
     Raises:
         ConfigError: ``name`` is taken."""
@@ -93,12 +94,19 @@ def register(name: str, caps: Capabilities, make: Callable[[Optional[str]], "Eva
     CAPS[name], _MADE_BY[name] = caps, make
 
 
+def known() -> tuple[str, ...]:
+    """Every evaluator name a setting may use: the registry's, read now (after the plugins of
+    ``HOVIT_NAS_PLUGINS``, plugins.py, have registered theirs)."""
+    plugins.load()
+    return tuple(CAPS)
+
+
 def get(name: str, supernet: Optional[str] = None) -> Evaluator:
     """The evaluator ``name`` (``supernet``: over the supernet directory ``supernet``).
 
     Raises:
         ConfigError: an unknown name."""
-    if name not in CAPS:
+    if name not in known():
         raise ConfigError(f"unknown evaluator {name!r}; one of {', '.join(CAPS)}")
     if name in _MADE_BY:
         return _MADE_BY[name](supernet)

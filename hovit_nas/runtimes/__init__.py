@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkable
 
+from .. import plugins
 from ..errors import HovitError
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def _load(name: str) -> Runtime:
 REGISTRY: dict[str, Callable[[], Runtime]] = {name: (lambda n=name: _load(n)) for name in CAPS}
 NAMES = tuple(CAPS)  # torch, onnxruntime, openvino
 AUTO = "auto"
+BUILT_IN = (AUTO, *NAMES)  # the CLI's --runtime choices
 _MADE: dict[str, Runtime] = {}
 
 
@@ -104,7 +106,8 @@ def register(name: str, caps: Capabilities, make: Callable[[], Runtime]) -> None
     """Add a runtime to the registry (a deployment runtime of your own, or a test's fake):
     ``make()`` builds it on first use, ``caps`` says what it can do. Settings that name a runtime
     (a space's ``latency.runtime``, ``SearchConfig.runtime``) accept it from then on
-    (:func:`known`); the CLI's choices stay the built-in ones.
+    (:func:`known`); the CLI's ``--runtime`` choices stay the built-in ones. A plugin
+    (plugins.py: ``HOVIT_NAS_PLUGINS``) calls this at import, in every process.
 
     Raises:
         HovitError: ``name`` is taken, or is ``auto``."""
@@ -114,7 +117,9 @@ def register(name: str, caps: Capabilities, make: Callable[[], Runtime]) -> None
 
 
 def known() -> tuple[str, ...]:
-    """Every runtime name a setting may use: ``auto`` and the registry's, read now."""
+    """Every runtime name a setting may use: ``auto`` and the registry's, read now (after the
+    plugins of ``HOVIT_NAS_PLUGINS``, plugins.py, have registered theirs)."""
+    plugins.load()
     return (AUTO, *CAPS)
 
 
@@ -133,6 +138,7 @@ def get(name: str) -> Runtime:
 
     Raises:
         HovitError: no runtime of that name."""
+    plugins.load()
     if name not in REGISTRY:
         raise HovitError(f"unknown latency runtime {name!r}; one of {', '.join(known())}")
     if name not in _MADE:
