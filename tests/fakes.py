@@ -5,7 +5,7 @@ point, rungs, the trial lifecycle, records) run a real study without training or
 - ``fake`` runtime: "runs" a model by sleeping in proportion to its parameter count (1 ms per
   million), so latency orders architectures by size, deterministically, in microseconds of CPU.
 - ``fake`` evaluator: a config's accuracy is a fixed function of its config (a hash), reached
-  linearly over its epochs; each epoch is reported to ``on_epoch`` (rungs decide on it), and the
+  linearly over its epochs (each ``HOVIT_NAS_FAKE_EPOCH_S`` seconds long, asleep); each epoch is reported to ``on_epoch`` (rungs decide on it), and the
   final scores are per-image probabilities whose top-1 is that accuracy (so intervals, paired
   comparisons and per-image records work as for a trained model).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ from hovit_nas import evaluators, runtimes
 from hovit_nas.config import to_dict
 
 FAKE = "fake"
+EPOCH_S_ENV = "HOVIT_NAS_FAKE_EPOCH_S"  # the fake evaluator's seconds per epoch, asleep (default 0)
 
 
 def accuracy_of(cfg) -> float:
@@ -81,7 +83,9 @@ class FakeEvaluator:
 
         acc, epochs = accuracy_of(cfg), cfg.train.epochs_dense + cfg.train.epochs_prune
         history = []
+        pause = float(os.environ.get(EPOCH_S_ENV, "0"))
         for e in range(1, epochs + 1):
+            time.sleep(pause)  # wall time without CPU: long enough for concurrent drivers to interleave
             rec = {"phase": "dense", "epoch": e, "epochs": epochs, "loss": 1.0 / e, "val_top1": acc * e / epochs}
             history.append(rec)
             stop = on_epoch(dict(rec, global_epoch=e)) if on_epoch is not None else None

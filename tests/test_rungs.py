@@ -1,12 +1,14 @@
 """Pareto-aware successive halving (rungs.py): the rule on hand-made trials, the rung table in
 real SQLite storage, two drivers sharing it, and a driver killed mid-rung then resumed."""
 import math
+import os
 import subprocess
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+import fakes
 from conftest import cli_command, run_cli
 from spaces import tiny_space
 
@@ -148,7 +150,11 @@ def test_rung_table_lives_in_the_study_storage(tmp_path):
 # --------------------------------------------------------------- real drivers, real kills
 
 def _search(work, space, *extra, env=None):
-    cmd = [*cli_command(), "search", "--space", str(space), "--threads", "1", *extra]
+    """A driver on the fakes (tests/fakes.py, through the plugin hook: orchestration only, nothing
+    trained), each epoch 0.3 s asleep so that concurrent drivers interleave; ``space`` made with
+    ``fakes.fake_space``."""
+    cmd = [*cli_command(), "search", "--space", str(space), "--threads", "1", "--evaluator", fakes.FAKE, *extra]
+    env = {**(env or os.environ), **fakes.plugin_env(), fakes.EPOCH_S_ENV: "0.3"}
     return subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env)
 
@@ -181,7 +187,7 @@ def _check_table(study, epochs=4):
 
 
 def test_two_drivers_share_one_rung_table(tmp_path):
-    space = tiny_space(tmp_path, trials=4, epochs_dense=3, epochs_prune=1)
+    space = fakes.fake_space(tiny_space(tmp_path, trials=4, epochs_dense=3, epochs_prune=1))
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     procs = [_search(tmp_path, space, "--storage", url, "--early-stop", "pareto", "--seed", str(i))
              for i in range(2)]
@@ -206,13 +212,12 @@ def test_two_drivers_share_one_rung_table(tmp_path):
     assert "rung fidelity, Kendall tau of val top1 at the rung vs final val top1" in r.stdout
 
 
-def test_driver_killed_mid_rung_then_resumed(tmp_path):
+def test_driver_killed_mid_rung_then_resumed(tmp_path, monkeypatch):
     """SIGKILL between a trial's rung record and its decision (trial #1 at epoch 1, the table's 3rd
     record); the resumed driver fails it by heartbeat, keeps its record, and finishes the budget."""
-    space = tiny_space(tmp_path, trials=4, epochs_dense=3, epochs_prune=1)
+    space = fakes.fake_space(tiny_space(tmp_path, trials=4, epochs_dense=3, epochs_prune=1))
     url = f"sqlite:///{tmp_path / 'study.db'}"
     args = ["--storage", url, "--early-stop", "pareto"]
-    import os
     p = _search(tmp_path, space, *args, env=dict(os.environ, HOVIT_NAS_FAULT="rung:3"))
     err = p.communicate(timeout=600)[1]
     assert p.returncode == -9, err[-2000:]
@@ -220,11 +225,13 @@ def test_driver_killed_mid_rung_then_resumed(tmp_path):
     t1 = study.trials[1]
     assert t1.state == TrialState.RUNNING and rung_key(1) in t1.user_attrs and decision_key(1) not in t1.user_attrs
     # a resume that changes the rule is refused (one line); the recorded rule is kept otherwise
-    cfg = SearchConfig(space=str(space), storage=url, threads=1, early_stop="accuracy")
+    fakes.register(monkeypatch)  # the space's runtime, here as in the drivers
+    cfg = SearchConfig(space=str(space), storage=url, threads=1, early_stop="accuracy", evaluator=fakes.FAKE)
     with pytest.raises(HovitError, match=r"^study 'tiny-builtin' was created with early_stop=\{\"rule\": \"pareto\""
                                          r".*use `study` NEW_NAME .*`early_stop`"):
         prepare(cfg)
-    r = run_cli("search", "--space", str(space), "--threads", "1", "--storage", url, cwd=tmp_path)
+    r = run_cli("search", "--space", str(space), "--threads", "1", "--storage", url, "--evaluator", fakes.FAKE,
+                cwd=tmp_path, env=fakes.plugin_env())
     assert r.returncode == 0, r.stderr[-3000:]
     assert "early stopping: pareto successive halving" in r.stderr and "left RUNNING by a dead driver" in r.stderr
     study = optuna.load_study(study_name="tiny-builtin", storage=url)
