@@ -43,7 +43,7 @@ def _check_study(study, n):
     fps = [t for t in complete if "fixed_point" in t.user_attrs]
     assert len(fps) == 1 and fps[0].params["blocks_0"] == "4:2"
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    anchor = study.user_attrs["latency_anchor"]  # calibrated once (a local Ray: in the driver), for every trial
+    anchor = study.user_attrs["latency_anchor"]  # calibrated once, in a Ray task, for every trial
     for t in complete:
         assert t.values[0] == t.user_attrs["val"]["top1"] and t.values[1] == t.user_attrs["latency"]["median_ms"]
         assert t.user_attrs["latency"]["anchor_ms"] == anchor["ms"]

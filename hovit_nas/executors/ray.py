@@ -19,9 +19,9 @@ The trainable is the same pure ``run_trial`` the local executor calls; it writes
 straight into the storage. The storage URL reaches workers through the environment, never
 through Tune's pickled experiment state (it may hold a password). Latency stays honest under
 concurrency through the device guard (device.py: a measurement waits for, and blocks, other
-trials' compute on that device) and the study's anchor (latency.py, calibrated once where trials
-run: in a Ray task with the trials' resources on a cluster, in the driver on a local instance),
-which cancels what the guard cannot stop (worker start-up, the Tune loop, other tenants).
+trials' compute on that device) and the study's anchor (latency.py, calibrated once in a Ray task
+with the trials' resources), which cancels what the guard cannot stop (worker start-up, the Tune
+loop, other tenants).
 """
 from __future__ import annotations
 
@@ -354,24 +354,6 @@ def _init_ray(address: Optional[str], storage: str) -> bool:
     return True
 
 
-def _calibrate_where_trials_run(address: Optional[str], cpus: float, gpus: float):
-    """How the study's anchor is calibrated (``common.ensure_anchor``'s ``run``): on a cluster
-    (``address``), in a Ray task with one trial's resources, on a node where trials run, since the
-    driver's machine may be another kind; on a local instance, in the driver itself, which is on
-    that machine: the same device, threads and protocol (``calibrate_anchor`` sets them), without
-    a worker process that starts and imports torch only to time one model (about 8 CPU-seconds
-    and 4 s of a search's start on a 2-core machine, docs/development/testing.md)."""
-    if address is None:
-        return lambda calibrate: calibrate()
-
-    def in_a_task(calibrate):
-        import ray
-
-        return ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote())
-
-    return in_a_task
-
-
 class RayExecutor:
     """The ``ray`` executor (executors.Executor): trials on a Ray cluster, through Tune."""
 
@@ -404,7 +386,8 @@ def run_ray(prep: Prepared) -> Optional[Failures]:
         max_conc = r.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
         device = "cuda" if gpus > 0 else ("cpu" if cfg.device in ("auto", "cpu") else cfg.device)
         threads = cfg.threads or max(1, int(cpus))
-        template = ready(prep, device, threads, run=_calibrate_where_trials_run(r.address, cpus, gpus))
+        template = ready(prep, device, threads,
+                         run=lambda calibrate: ray.get(ray.remote(num_cpus=cpus, num_gpus=gpus)(calibrate).remote()))
         interrupt = _Interrupt()
         failures = Failures.of(remaining, max_conc)
         searcher = _searcher_class()(prep.study, prep.space, budget=prep.trials, interrupt=interrupt,
