@@ -5,8 +5,8 @@ point, rungs, the trial lifecycle, records) run a real study without training or
 - ``fake`` runtime: "runs" a model by sleeping in proportion to its parameter count (1 ms per
   million), so latency orders architectures by size, deterministically, in microseconds of CPU.
 - ``fake`` evaluator: a config's accuracy is a fixed function of its config (a hash), reached
-  linearly over its epochs (each ``HOVIT_NAS_FAKE_EPOCH_S`` seconds long, asleep); each epoch is reported to ``on_epoch`` (rungs decide on it), and the
-  final scores are per-image probabilities whose top-1 is that accuracy (so intervals, paired
+  linearly over its epochs (each ``HOVIT_NAS_FAKE_EPOCH_S`` seconds long, asleep); each epoch is
+  reported to ``on_epoch`` (rungs decide on it), and the final scores are per-image probabilities whose top-1 is that accuracy (so intervals, paired
   comparisons and per-image records work as for a trained model).
 """
 from __future__ import annotations
@@ -122,7 +122,6 @@ def install() -> None:
 def plugin_env() -> dict:
     """The environment that gives a ``hovit-nas`` process (run_cli) and the workers of a local Ray
     instance it starts both fakes, through the package's plugin hook (hovit_nas/plugins.py)."""
-    import os
     from pathlib import Path
 
     tests = str(Path(__file__).resolve().parent)
