@@ -6,8 +6,9 @@ point, rungs, the trial lifecycle, records) run a real study without training or
   million), so latency orders architectures by size, deterministically, in microseconds of CPU.
 - ``fake`` evaluator: a config's accuracy is a fixed function of its config (a hash), reached
   linearly over its epochs (each ``HOVIT_NAS_FAKE_EPOCH_S`` seconds long, asleep); each epoch is
-  reported to ``on_epoch`` (rungs decide on it), and the final scores are per-image probabilities whose top-1 is that accuracy (so intervals, paired
-  comparisons and per-image records work as for a trained model).
+  reported to ``on_epoch`` (rungs decide on it), and the final scores are per-image probabilities
+  whose top-1 is that accuracy (so intervals, paired comparisons and per-image records work as for
+  a trained model).
 """
 from __future__ import annotations
 
