@@ -41,6 +41,10 @@ server is unavailable is skipped with the reason (no PostgreSQL URL: no PostgreS
         [--budget-pg-restart N] [--points created,latency,training,write] [--nth 1,2]
         [--seed 0] [--heartbeat 1,4] [--pg-url URL] [--code worktree|REV] [--out results/chaos]
 
+``HOVIT_NAS_CLI``, when set, is the command line (no quoting) that runs ``python -m hovit_nas``
+instead: the test suite passes its warm interpreter (tests/forkserver.py), whose runs are still
+processes of their own, killed the same way, minus the imports.
+
 ``--points`` cycles the listed points in order instead of drawing them (so a short run covers
 each); the PostgreSQL URL defaults to $HOVIT_NAS_TEST_POSTGRES, then .ci/postgres.env. The
 package is copied once at the start (``--code``: the working tree, or a git revision) and every
@@ -77,6 +81,13 @@ ROOT = Path(__file__).resolve().parents[1]
 POINTS = ("created", "latency", "training", "write")
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 FIXED_POINT, DUPLICATE = "fixed_point", "duplicate_of"
+
+
+def hovit_cli() -> list[str]:
+    """The argv prefix that runs the CLI: ``HOVIT_NAS_CLI`` (module docstring), else this
+    interpreter's ``python -m hovit_nas``."""
+    return os.environ["HOVIT_NAS_CLI"].split() if os.environ.get("HOVIT_NAS_CLI") else [sys.executable, "-m",
+                                                                                          "hovit_nas"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -194,13 +205,13 @@ class Battery:
         self.current: Optional[subprocess.Popen] = None
 
     def search_cmd(self, url: str, study: str, budget: int, ray: bool = False) -> list[str]:
-        return [sys.executable, "-m", "hovit_nas", "search", "--space", str(self.space), "--storage", url,
+        return [*hovit_cli(), "search", "--space", str(self.space), "--storage", url,
                 "--study", study, "--threads", "1", "--trials", str(budget),
                 *(["--executor", "ray", "--max-concurrent", "1", "--cpus-per-trial", "1"] if ray else [])]
 
     def cli(self, *args: str, log: str) -> int:
         with open(self.work / "logs" / log, "w") as f:
-            return subprocess.run([sys.executable, "-m", "hovit_nas", *args], cwd=self.work, env=self.env,
+            return subprocess.run([*hovit_cli(), *args], cwd=self.work, env=self.env,
                                   stdout=f, stderr=subprocess.STDOUT, timeout=300).returncode
 
     def run(self, cmd: list[str], log: str, fault: Optional[str] = None,

@@ -38,7 +38,7 @@ export HOVIT_NAS_CACHE_DIR="$OUT/cache" HOVIT_NAS_HEARTBEAT=2,10 PYTHONPATH="$RO
 if [ -n "${HOVIT_NAS_CLI:-}" ]; then read -ra HOVIT <<< "$HOVIT_NAS_CLI"; else HOVIT=("$PY" -m hovit_nas); fi
 
 if [ "$TINY" = 1 ]; then
-  TILES=270; SIZE=32; BATCHES="8"; RUNS="--runs 3 --rounds 1 --warmup 1 --min-time 0.25 --no-anchor"; STEPS=5; PIPE="--steps 3 --rounds 1"; SUBNETS=2; SN_EXEC="--executor local"
+  TILES=270; SIZE=32; BATCHES="8"; RUNS="--runs 3 --rounds 1 --warmup 1 --min-time 0.25 --no-anchor"; STEPS=5; PIPE="--steps 3 --rounds 1 --opens 1 --delivery-s 1"; SUBNETS=2; SN_EXEC="--executor local"
   GPUS=0; LIMIT=300; LAT_S=0.25
 else
   TILES=20000; SIZE=224; BATCHES="1 32"; RUNS="--runs 20 --rounds 3"; STEPS=200; PIPE="--steps 20 --rounds 2"; SUBNETS=4

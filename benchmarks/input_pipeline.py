@@ -226,6 +226,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="train steps per timed block")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--opens", type=int, default=3, help="fresh processes that open the built cache, each timed")
+    ap.add_argument("--delivery-s", type=float, default=4.0, help="seconds each delivery rate is timed over")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "input-pipeline")
     a = ap.parse_args()
 
@@ -253,7 +255,7 @@ def main() -> None:
           f"({cores} cores); cache {build['bytes'] / 2 ** 30:.2f} GiB", flush=True)
 
     print("2. open by a second process", flush=True)
-    opens = [_child(LOAD, str(folder), str(a.img_size), cache)["s"] for _ in range(3)]
+    opens = [_child(LOAD, str(folder), str(a.img_size), cache)["s"] for _ in range(a.opens)]
     report["open_s"] = opens
     print(f"   {', '.join(f'{s:.3f}' for s in opens)} s", flush=True)
 
@@ -261,7 +263,7 @@ def main() -> None:
     splits = load_data(DataSpec(path=str(folder), img_size=a.img_size, cache_dir=cache))
     print("3. delivery per core (torch 1 thread)", flush=True)
     torch.set_num_threads(1)
-    d = delivery(splits.train, dev, a.batch)
+    d = delivery(splits.train, dev, a.batch, a.delivery_s)
     report["delivery_1_core"] = d
     print(f"   uint8 from the cache: {d['uint8_host']:,.0f} img/s; augmented + normalised on {dev.type}: "
           f"{d['on_device_augmented']:,.0f} img/s", flush=True)

@@ -733,6 +733,43 @@ def supernet_train(space, data, data_options, epochs, sandwich_k, distill, max_s
                f"smallest subnet; wrote {dest}/supernet.pt, {dest}/supernet.json")
 
 
+@supernet.command("sweep")
+@click.option("--supernet", "supernet_dir", required=True, metavar="DIR", help="`supernet train`'s --out.")
+@click.option("--profile", required=True, metavar="FILE",
+              help="A `profile-target` profile of the deployment target, measured on this machine.")
+@data_option
+@data_options
+@click.option("--subnets", "n", type=int, default=1000, show_default=True, help="Distinct subnets to draw.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws.")
+@click.option("--bn-images", type=int, default=None,
+              help="Training images BatchNorm is recalibrated on, per subnet (default 512, as the supernet evaluator).")
+@click.option("--val-images", type=int, default=None,
+              help="Estimate on this many val images (a fixed draw; default all): faster, at a larger standard error.")
+@click.option("--workers", type=int, default=None,
+              help="On the CPU: estimating processes of one thread each (default: one per core).")
+@device_option()
+@click.option("--out", "out", default=None, help="Sweep directory (default sweeps/<supernet id>).")
+def supernet_sweep(supernet_dir, profile, data, data_options, n, seed, bn_images, val_images, workers, device, out):
+    """Estimate many subnets; time only those the latency predictor cannot rule off the front."""
+    import shlex
+
+    from .sweep import run_sweep
+
+    dest, sw = run_sweep(supernet_dir, profile, data, data_options, n=n, seed=seed, device=device,
+                         bn_images=bn_images, val_images=val_images, workers=workers, out=out,
+                         command=shlex.join(["hovit-nas", *sys.argv[1:]]))
+    sec = sw.seconds
+    click.echo(f"swept {len(sw.subnets)} subnets of supernet {sw.supernet} in {sec['total']:.0f} s (estimates "
+               f"{sec['estimate']:.0f} s, timing {sec['measure']:.0f} s): timed {sw.measured} "
+               f"(rounds: {', '.join(map(str, sw.rounds))}) on {sw.target['name']}")
+    click.echo(f"front: {len(sw.front)} subnets, every one timed (val top-1 is the supernet's estimate, ±1.96 SE)")
+    for s in sw.front:
+        click.echo(f"  {s.name}  {s.measured_ms:8.3f} ms  val top-1 {s.val_top1:.4f} ± {1.96 * s.val_se:.4f}")
+    click.echo(f"wrote {dest}/sweep.json, {dest}/sweep.html and {dest}/front/*.yaml; a front member as a run: "
+               f"hovit-nas supernet extract --supernet {shlex.quote(str(supernet_dir))} --config "
+               f"{shlex.quote(str(dest / 'front'))}/NAME.yaml")
+
+
 @supernet.command("extract")
 @click.option("--supernet", "supernet_dir", required=True, metavar="DIR", help="`supernet train`'s --out.")
 @click.option("--config", "config", required=True, help="The subnet: a run config YAML (e.g. `pin`'s best.yaml).")

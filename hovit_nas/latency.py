@@ -307,21 +307,24 @@ SETTLE = 1  # untimed runs after each switch of model: a model runs slow right a
 
 def _blocks(fns: list, timed, runs: int, min_time_s: float) -> list[list[list[float]]]:
     """Samples per model, per block. Alone: one block of >= ``runs`` and >= ``min_time_s``.
-    With an anchor: blocks of k runs alternate (candidate, anchor, candidate, ...)."""
+    With an anchor: blocks alternate (candidate, anchor, candidate, ...), each model's block
+    about ``BLOCK_S`` long (at least 4 runs of it), until the candidate has >= ``runs`` samples
+    and >= ``min_time_s`` of them. Each model's block length is its own: a candidate 10x faster
+    than the anchor no longer makes every anchor block 10x longer than ``BLOCK_S``."""
     if len(fns) == 1:
         out: list[float] = []
         while len(out) < runs or sum(out) < min_time_s * 1e3:
             out.append(timed(fns[0]))
         return [[out]]
-    k = max(4, math.ceil(BLOCK_S * 1e3 / max(timed(fns[0]), 1e-3)))
+    ks = [max(4, math.ceil(BLOCK_S * 1e3 / max(timed(f), 1e-3))) for f in fns]
     blocks: list[list] = [[] for _ in fns]
     n, total = 0, 0.0
     while n < runs or total < min_time_s * 1e3:
-        for f, out in zip(fns, blocks):
+        for f, out, k in zip(fns, blocks, ks):
             for _ in range(SETTLE):
                 f()
             out.append([timed(f) for _ in range(k)])
-        n, total = n + k, total + sum(blocks[0][-1])
+        n, total = n + ks[0], total + sum(blocks[0][-1])
     return blocks
 
 

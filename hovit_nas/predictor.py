@@ -35,6 +35,7 @@ from .names import check_name, under
 from .outputs import check_output
 
 if TYPE_CHECKING:
+    from . import provenance as pv
     from .remote import LatencyService
     from .space import Space
 
@@ -62,8 +63,9 @@ def _flops_by_part(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def features(cfg: RunConfig) -> dict[str, float]:
-    """The features of ``cfg``'s exported model (batch 1, at its resolution), by name.
+def features(cfg: RunConfig, model: Optional[torch.nn.Module] = None) -> dict[str, float]:
+    """The features of ``cfg``'s exported model (batch 1, at its resolution), by name; ``model``:
+    that exported model when the caller has it (a supernet's extracted subnet), else it is built.
 
     ``log_flops``, ``log_params``: log of FLOPs and parameters. ``gflops_*``: GFLOPs of the stem,
     of each stage and of the rest (head). ``attn_k``: attention-map elements per image, in thousands (heads x
@@ -73,7 +75,7 @@ def features(cfg: RunConfig) -> dict[str, float]:
     ``img_size``."""
     from .models import count_params, create_hovit, export
 
-    model = export(create_hovit(cfg)).eval()
+    model = (model if model is not None else export(create_hovit(cfg))).eval()
     m = cfg.model
     flops = _flops_by_part(model, torch.zeros(1, m.in_chans, m.img_size, m.img_size))
     stem = flops.get("stem", 0.0)
@@ -110,12 +112,15 @@ class Fit:
         ratio_p05: 5th percentile of measured / predicted: a prediction times this is a lower
             bound on the latency 95 % of the time (the screening margin).
         n: held-out predictions scored.
+        ratio_p95: 95th percentile of measured / predicted: a prediction times this is an upper
+            bound 95 % of the time (None in profiles written before it was recorded).
     """
     within_10pct: float
     kendall_tau: float
     mean_abs_rel_err: float
     ratio_p05: float
     n: int
+    ratio_p95: Optional[float] = None
 
     def line(self) -> str:
         return (f"{self.within_10pct:.1%} within ±10 %, Kendall τ {self.kendall_tau:.3f}, mean error "
@@ -129,7 +134,7 @@ def score(measured: Sequence[float], predicted: Sequence[float]) -> Fit:
     y, p = np.asarray(measured, float), np.asarray(predicted, float)
     rel = np.abs(p - y) / y
     return Fit(float((rel <= WITHIN + 1e-9).mean()), float(kendalltau(y, p).statistic), float(rel.mean()),
-               float(np.percentile(y / p, 5)), len(y))
+               float(np.percentile(y / p, 5)), len(y), float(np.percentile(y / p, 95)))
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -434,19 +439,22 @@ def measured_trials(study) -> tuple[list[dict], list[float]]:
     return configs, ms
 
 
-def make_screen(path: str | Path, study, target, max_latency_ms: float, anchor=None) -> Screen:
-    """Fit the screening predictor for a study on ``target`` (a DeploymentTarget): the profile at
-    ``path`` plus the study's own measured trials; record where it came from (``SCREEN_ATTR``).
+def on_scale(path: str | Path, target, space_name: Optional[str], space: Optional["pv.SpaceRecord"], anchor, *,
+             whose: str, use: str) -> tuple[Profile, list[dict], list[float]]:
+    """The profile at ``path`` checked for use on ``target`` (a DeploymentTarget) over space
+    ``space_name`` (its definition ``space``, when known), and its points on ``anchor``'s scale:
+    (the profile, each point's features, each point's latency in ms).
 
-    The profile must be of the study's space (by name; a changed definition of the same name is
-    warned about) and target, measured on this CPU. Its latencies are anchored medians, in ms at
-    its own anchor calibration; ``anchor`` (the study's latency.Calibration) puts them on the
-    study's scale: each is multiplied by (study anchor ms / profile anchor ms) when both anchor to
-    the same model here (calibrations of one model differ by up to 25 % between runs, issue 32).
+    A profile's latencies are anchored medians, in ms at its own anchor calibration; ``anchor``
+    (a latency.Calibration or latency.Anchor of the same model, a zero-argument function that
+    makes one, called only once the checks pass, or None) puts them on the caller's scale: each is multiplied by (caller's anchor ms / profile anchor ms) when both
+    anchor to the same model here (calibrations of one model differ by up to 25 % between runs,
+    issue 32). ``whose`` names the user in messages ("this study's"), ``use`` what it is used
+    for.
 
     Raises:
         DataError: the profile cannot be read.
-        ProvenanceError: the profile is of another space.
+        ProvenanceError: the profile is of another space (by name).
         HovitError: the profile was measured on another deployment target or CPU (one line)."""
     from . import provenance as pv
     from .latency import device_name
@@ -455,33 +463,49 @@ def make_screen(path: str | Path, study, target, max_latency_ms: float, anchor=N
     prof = load_profile(path)
     have = DeploymentTarget.from_dict(prof.target)
     if have != target:
-        raise HovitError(f"latency profile {path} was measured on {have.name}, not this study's target {target.name}; "
+        raise HovitError(f"latency profile {path} was measured on {have.name}, not {whose} target {target.name}; "
                          "run `hovit-nas profile-target` for this target")
     here = device_name(torch.device("cpu"))
     if target.machine is None and prof.cpu != here:
         raise HovitError(f"latency profile {path} was measured on {prof.cpu}, not this machine's {here}; run "
                          "`hovit-nas profile-target` here")
     made = pv.Provenance.from_dict(prof.provenance)
-    ours = pv.Provenance.from_dict(study.user_attrs.get(pv.STUDY_ATTR))
-    space_name = study.user_attrs.get("space")
     if made is None:
         pv.legacy(f"latency profile {path}")
     if space_name and prof.space != space_name:
-        raise pv.ProvenanceError(f"latency profile {path} was measured over space {prof.space}, not this study's "
+        raise pv.ProvenanceError(f"latency profile {path} was measured over space {prof.space}, not {whose} "
                                  f"space {space_name}; its predictor would screen architectures it never saw: run "
                                  f"`hovit-nas profile-target --space {space_name}`")
-    if made is not None and made.space is not None and ours is not None and ours.space is not None:
-        pv.check_space(made.space, ours.space, f"latency profile {path}", "screening this study's trials")
+    if made is not None and made.space is not None and space is not None:
+        pv.check_space(made.space, space, f"latency profile {path}", use)
     scale = 1.0
     pa = (made.anchor or {}) if made is not None else {}
+    anchor = anchor() if callable(anchor) else anchor
     if anchor is not None and pa.get("ms") and pa.get("name") == anchor.name:
         scale = anchor.ms / float(pa["ms"])
-        _log.info(f"latency profile {path}: anchored to {pa['name']} at {float(pa['ms']):.3f} ms, this study at "
-                  f"{anchor.ms:.3f} ms; its latencies are scaled by {scale:.3f} onto the study's scale")
+        _log.info(f"latency profile {path}: anchored to {pa['name']} at {float(pa['ms']):.3f} ms, {whose} at "
+                  f"{anchor.ms:.3f} ms; its latencies are scaled by {scale:.3f} onto {whose} scale")
     elif anchor is not None:
         _log.warning(f"latency profile {path} records no anchor calibration of {anchor.name}: its latencies are "
                      "taken as they are, on their own scale")
-    feats, ms = prof.feature_rows(), [pt.latency_ms * scale for pt in prof.points]
+    return prof, prof.feature_rows(), [pt.latency_ms * scale for pt in prof.points]
+
+
+def make_screen(path: str | Path, study, target, max_latency_ms: float, anchor=None) -> Screen:
+    """Fit the screening predictor for a study on ``target`` (a DeploymentTarget): the profile at
+    ``path`` (checked and put on the study's scale by ``on_scale``; ``anchor`` is the study's
+    latency.Calibration) plus the study's own measured trials; record where it came from
+    (``SCREEN_ATTR``).
+
+    Raises:
+        DataError: the profile cannot be read.
+        ProvenanceError: the profile is of another space.
+        HovitError: the profile was measured on another deployment target or CPU (one line)."""
+    from . import provenance as pv
+
+    ours = pv.Provenance.from_dict(study.user_attrs.get(pv.STUDY_ATTR))
+    prof, feats, ms = on_scale(path, target, study.user_attrs.get("space"), None if ours is None else ours.space,
+                               anchor, whose="this study's", use="screening this study's trials")
     configs, own = measured_trials(study)
     feats += [features(run_config_from_dict(c, "trial config")) for c in configs]
     ms += own

@@ -46,6 +46,7 @@ run multifidelity bash -c "taskset -c 1 python benchmarks/multifidelity.py 2>&1 
 run optimizer bash results/optimizer/run.sh
 run latency-service python benchmarks/latency_service_overhead.py --n 8
 run latency-predictor bash results/latency-predictor/run.sh
+run supernet-sweep bash results/supernet-sweep/run.sh
 run supernet-fidelity bash -c "taskset -c 1 python benchmarks/supernet_fidelity.py --epochs 60 --out results/supernet-fidelity
   taskset -c 1 python benchmarks/supernet_fidelity.py --out results/supernet-fidelity/6-epochs"
 run search-efficiency bash -c "  # staged

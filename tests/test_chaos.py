@@ -3,13 +3,14 @@ each fault point in turn (created, write, training, latency), then a clean drive
 end whole. The full battery (30 SQLite, 15 PostgreSQL, 5 Ray kills, a PostgreSQL restart) is
 ``python benchmarks/chaos.py``; its last results are in results/chaos/."""
 import json
+import os
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, cli_command
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +21,10 @@ def test_short_kill_battery(tmp_path):
            "--ray-kills", "0", "--no-pg-restart", "--points", "created,write,training,latency", "--nth", "1",
            "--budget-sqlite", "5", "--seed", "0", "--out", str(out)]
     t0 = time.time()
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    # the drivers through this worker's warm interpreter (HOVIT_NAS_CLI): processes of their own,
+    # SIGKILLed at each fault point as a fresh `python -m hovit_nas` is, without re-importing torch
+    env = dict(os.environ, HOVIT_NAS_CLI=" ".join(cli_command()))
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, f"exit {r.returncode} after {time.time() - t0:.0f} s\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
     report = json.loads((out / "chaos.json").read_text())
     assert report["passed"], report["missed"]

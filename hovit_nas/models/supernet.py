@@ -194,9 +194,9 @@ class Supernet(nn.Module):
         weights (and BatchNorm statistics)."""
         arch = deployed(cfg.model if isinstance(cfg, RunConfig) else cfg)
         model = self.skeleton(arch).to(next(self.parameters()).device)
+        keys = set(model.state_dict())  # the persistent ones (once: state_dict() walks the whole model)
         with torch.no_grad():
-            state = {k: v.detach().clone() for k, v in self.tensors(arch, model).items()
-                     if k in model.state_dict()}
+            state = {k: v.detach().clone() for k, v in self.tensors(arch, model).items() if k in keys}
         model.load_state_dict(state)
         return model.train(self.training)
 
