@@ -445,12 +445,12 @@ def on_scale(path: str | Path, target, space_name: Optional[str], space: Optiona
     ``space_name`` (its definition ``space``, when known), and its points on ``anchor``'s scale:
     (the profile, each point's features, each point's latency in ms).
 
-    A profile's latencies are anchored medians, in ms at its own anchor calibration; ``anchor``
-    (a latency.Calibration or latency.Anchor of the same model, a zero-argument function that
-    makes one, called only once the checks pass, or None) puts them on the caller's scale: each is multiplied by (caller's anchor ms / profile anchor ms) when both
-    anchor to the same model here (calibrations of one model differ by up to 25 % between runs,
-    issue 32). ``whose`` names the user in messages ("this study's"), ``use`` what it is used
-    for.
+    A profile's latencies are anchored medians, in ms at its own anchor calibration. ``anchor``
+    puts them on the caller's scale: a latency.Calibration or latency.Anchor of the same model, a
+    zero-argument function that makes one (called only once the checks pass), or None. Each
+    latency is multiplied by (caller's anchor ms / profile anchor ms) when both anchor to the
+    same model here (calibrations of one model differ by up to 25 % between runs, issue 32).
+    ``whose`` names the user in messages ("this study's"), ``use`` what it is used for.
 
     Raises:
         DataError: the profile cannot be read.

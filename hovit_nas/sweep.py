@@ -125,6 +125,11 @@ class Sweep:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Sweep":
+        """A ``sweep.json`` as written by ``run_sweep``."""
+        return cls(**{**d, "subnets": [SweptSubnet(**s) for s in d["subnets"]]})
+
 
 def _draw(subnets, n: int) -> list:
     """``n`` distinct subnets (by architecture parameters), in draw order; fewer, with a warning,
@@ -239,13 +244,14 @@ def sweep(supernet_dir: str | Path, profile: str | Path, data: Optional[str], op
     evaluator and ``supernet extract``). ``val_images``: estimate on that many val images (a fixed
     draw, ``val_subset``; default all): faster, at a larger standard error. ``workers``: on the
     CPU, estimate in that many forked processes of one thread each (default ``default_workers``:
-    one per core); on a GPU, here. ``on_progress(phase,
-    done, total)`` is called as subnets are estimated (``estimate``) and timed (``measure``).
+    one per core); on a GPU, here. ``on_progress(phase, done, total)`` is called as subnets are
+    estimated (``estimate``) and timed (``measure``).
 
     Raises:
-        ConfigError: ``n``, ``bn_images`` or ``val_images`` < 1; HovitError: no supernet there, or the profile
-            is of another target or CPU (one line); ProvenanceError: the data or the profile's
-            space is not the supernet's; DataError: the profile or the data cannot be read."""
+        ConfigError: ``n``, ``bn_images``, ``val_images`` or ``workers`` < 1; HovitError: no
+            supernet there, the profile is of another target, CPU or resolution, or a worker died
+            (one line); ProvenanceError: the data or the profile's space is not the supernet's;
+            DataError: the profile or the data cannot be read."""
     from .config import DataSpec, to_dict
     from .data import load_data
     from .device import resolve_device
@@ -329,7 +335,7 @@ def sweep(supernet_dir: str | Path, profile: str | Path, data: Optional[str], op
     while todo.any():
         idx = np.flatnonzero(todo)
         rounds.append(len(idx))
-        for k, i in enumerate(idx):
+        for i in idx:
             model = export(create_hovit(drawn[i]))  # latency is the architecture's: no weights needed
             r = measure(model, target, protocol, anchor=anchor, in_chans=chans)
             measured[i], iqr[i] = r.median_ms, r.iqr_ms
@@ -341,8 +347,8 @@ def sweep(supernet_dir: str | Path, profile: str | Path, data: Optional[str], op
     t_meas = time.time() - t3
     check = scale_check(pred, measured, lo_ratio, hi_ratio)
     if check["outside"] > OUTSIDE_WARN and check["n"] >= 10:
-        _log.warning(f"latency profile {profile}: {check['outside']:.0%} of the {check['n']} timed subnets fall outside "
-                     f"the predictor's bounds (5 %-95 %: about 10 % should), median measured / predicted "
+        _log.warning(f"latency profile {profile}: {check['outside']:.0%} of the {check['n']} timed subnets fall "
+                     f"outside the predictor's bounds (5 %-95 %: about 10 % should), median measured / predicted "
                      f"{check['median_ratio']:.2f}: the profile is on another scale than this machine's timings now "
                      "(another CPU, or no anchor recorded), so the screening is not to be trusted; run `hovit-nas "
                      "profile-target` here and sweep again")
@@ -385,7 +391,8 @@ def plot(sw: Sweep, path: str | Path) -> Path:
                                      arrayminus=[s.predicted_ms - s.lower_ms for s in untimed], color="#ddd",
                                      thickness=1),
                         text=[s.name for s in untimed])
-    for group, label, color in ((timed, f"timed ({len(timed)})", "#1f77b4"), (front, f"front ({len(front)})", "#d62728")):
+    for group, label, color in ((timed, f"timed ({len(timed)})", "#1f77b4"),
+                                (front, f"front ({len(front)})", "#d62728")):
         if group:
             fig.add_scatter(x=[s.measured_ms for s in group], y=[s.val_top1 for s in group],
                             mode="lines+markers" if group is front else "markers", name=label,
@@ -394,7 +401,8 @@ def plot(sw: Sweep, path: str | Path) -> Path:
                             text=[s.name for s in group])
     fig.update_layout(title=f"supernet {sw.supernet} over {sw.space}: {len(sw.subnets)} subnets, {sw.measured} timed, "
                             f"{len(front)} on the front ({sw.target.get('name', '')}, {sw.cpu})",
-                      xaxis_title="latency (ms, anchored; untimed: predicted, bars: the predictor's 5-95 % bounds)",
+                      xaxis_title="latency (ms, anchored, log scale; untimed: predicted, bars: the predictor's 5-95 % "
+                                  "bounds)", xaxis_type="log",
                       yaxis_title="val top-1 (supernet estimate, ±1.96 SE)", template="plotly_white")
     p = Path(path)
     fig.write_html(p, include_plotlyjs=True)

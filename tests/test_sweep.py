@@ -8,7 +8,7 @@ import yaml
 
 from conftest import run_cli
 from hovit_nas.dominance import dominates, non_dominated
-from hovit_nas.sweep import candidates, scale_check, uncovered
+from hovit_nas.sweep import Sweep, candidates, scale_check, uncovered
 from spaces import tiny_space
 
 
@@ -61,6 +61,7 @@ def test_a_sweep_times_every_front_member_and_every_untimed_subnet_is_dominated(
     assert s.returncode == 0, s.stderr[-2000:]
     assert s.stdout.startswith("swept 24 subnets of supernet "), s.stdout
     sw = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert Sweep.from_dict(sw).to_dict() == sw  # the record reads back as written
     subs = sw["subnets"]
     assert len(subs) == 24 and len({json.dumps(x["params"], sort_keys=True) for x in subs}) == 24
     timed = [x for x in subs if x["measured_ms"] is not None]
