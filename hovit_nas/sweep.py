@@ -228,10 +228,12 @@ def _estimates(drawn: list, workers: int):
 
 
 def default_workers() -> int:
-    """Estimating processes on the CPU by default: one per core this process may use."""
+    """Estimating processes on the CPU by default: one per core this process may use (all
+    cores where the OS cannot say)."""
     import os
 
-    return max(1, len(os.sched_getaffinity(0)))
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(cores))
 
 
 def sweep(supernet_dir: str | Path, profile: str | Path, data: Optional[str], options, *, n: int = 1000,
