@@ -38,6 +38,22 @@ def test_scale_check_counts_timed_subnets_outside_the_predictors_bounds():
     assert scale_check(pred, np.full(4, np.nan), 0.8, 1.2)["n"] == 0
 
 
+def _die(item):
+    import os
+
+    os._exit(9)  # as an out-of-memory kill would leave the pool: a worker gone mid-task
+
+
+def test_a_dead_estimating_worker_is_one_line_naming_the_workers(monkeypatch):
+    from hovit_nas import sweep as sw
+    from hovit_nas.errors import HovitError
+
+    monkeypatch.setattr(sw, "_estimate", _die)
+    with pytest.raises(HovitError) as dead:
+        list(sw._estimates([None, None, None], 2))
+    assert str(dead.value) == ("a sweep worker process died (out of memory?); rerun with fewer `workers` than 2")
+
+
 @pytest.mark.slow
 def test_a_sweep_times_every_front_member_and_every_untimed_subnet_is_dominated(tmp_path):
     """`supernet train` and `profile-target` on the tiny space (the built-in data), then `supernet
