@@ -83,7 +83,11 @@ def test_a_sweep_times_every_front_member_and_every_untimed_subnet_is_dominated(
     timed = [x for x in subs if x["measured_ms"] is not None]
     front = [x for x in subs if x["front"]]
     assert front and all(x["measured_ms"] is not None for x in front)
-    assert sum(sw["rounds"]) == len(timed) < 24  # the predictor ruled some out
+    # round 1 timed exactly the subnets no other dominates beyond the recorded bounds; how many
+    # that is depends on the 10-point profile's noise (all 24 when its bounds are wide)
+    first = candidates([x["val_top1"] for x in subs], [x["lower_ms"] for x in subs], [x["upper_ms"] for x in subs])
+    assert sw["rounds"][0] == int(first.sum()) and sum(sw["rounds"]) == len(timed) <= 24
+    assert all(x["measured_ms"] is not None for x, c in zip(subs, first) if c)
     for x in subs:
         assert x["lower_ms"] <= x["predicted_ms"] <= x["upper_ms"]
         assert x["val_se"] == pytest.approx(np.sqrt(x["val_top1"] * (1 - x["val_top1"]) / sw["val_images"]))
