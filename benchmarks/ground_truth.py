@@ -275,6 +275,7 @@ def run(a, out: Path) -> None:
         cfg.name, cfg.train.seed = name, seed
         cfg.train.epochs_dense, cfg.train.epochs_prune = 2 * epochs // 3, epochs - 2 * epochs // 3
         cfg.train.max_steps_per_epoch = steps
+        cfg.train.amp = False  # the ground truth is fp32 throughout, on any CPU (it began on one without bf16)
         cfg.validate()
         rdir = out / "runs" / name
         t0 = time.time()
@@ -287,7 +288,7 @@ def run(a, out: Path) -> None:
                "test": scores(splits.test.labels, pt), "history": [{k: h[k] for k in ("phase", "epoch", "val_top1",
                                                                                         "loss")} for h in r.history],
                "params": r.params_exported, "selected": r.selected_blocks, "s": round(time.time() - t0, 1),
-               "cpu": _cpu(), "data": splits.description, "sizes": splits.sizes}
+               "cpu": _cpu(), "precision": "fp32", "data": splits.description, "sizes": splits.sizes}
         _append(path, row)
         (out / "runs" / name / "checkpoint.pt").unlink(missing_ok=True)  # the scores are kept; 1 checkpoint each is MBs
         print(f"{name}: val top1 {row['val']['top1']:.4f} auc {row['val']['auc']:.4f}; test top1 "

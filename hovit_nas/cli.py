@@ -163,19 +163,23 @@ def main(verbose: int, quiet: int):
 @device_option()
 @threads_option()
 @click.option("--seed", type=int, default=None)
+@click.option("--amp/--no-amp", default=None,
+              help="Train under bf16 autocast where the device computes bf16 natively (CUDA; CPUs with "
+                   "AVX512-BF16 or AMX), or in fp32 throughout (default: the config's train.amp, on). "
+                   "Each epoch's record says which ran.")
 @click.option("--out", "out", default=None, help="Run directory (checkpoint, model, result.json).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
 @runtime_option(RUNTIMES, help="Where the exported model is timed (default: a pinned best.yaml's deployment "
                                "target, else auto: ONNX Runtime on the CPU, PyTorch on a GPU).")
 def train(config, data, data_options, img_size, epochs_dense, epochs_prune, epochs, batch_size, max_steps, device,
-          threads, seed, out, resume, runtime):
+          threads, seed, amp, out, resume, runtime):
     """Train one config: dense phase, pruning phase, export, evaluate, time on a named target."""
     from .config import TrainOverrides
     from .metrics import macro_note
     from .models import PRESETS
     from .trial import train_run
 
-    cfg = TrainOverrides(img_size, epochs, epochs_dense, epochs_prune, batch_size, max_steps, seed).apply(
+    cfg = TrainOverrides(img_size, epochs, epochs_dense, epochs_prune, batch_size, max_steps, seed, amp).apply(
         resolve_config(config))
     r, splits, out = train_run(cfg, data, data_options, adapt_classes=config in PRESETS, device=device,
                                threads=threads, out_dir=out, resume=resume,

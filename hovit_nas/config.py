@@ -577,6 +577,7 @@ class TrainOverrides:
     batch_size: Optional[int] = None
     max_steps_per_epoch: Optional[int] = None
     seed: Optional[int] = None
+    amp: Optional[bool] = None  # bf16 autocast where native (True) or fp32 throughout (False)
 
     def apply(self, cfg: RunConfig) -> RunConfig:
         """A validated copy of ``cfg`` with these overrides; ConfigError names a bad value."""
@@ -588,5 +589,6 @@ class TrainOverrides:
                                         epochs_prune=max(1, self.epochs // 2) if model.pruned else 0)
         train = dataclasses.replace(train, **{k: v for k, v in (
             ("epochs_dense", self.epochs_dense), ("epochs_prune", self.epochs_prune), ("batch_size", self.batch_size),
-            ("max_steps_per_epoch", self.max_steps_per_epoch), ("seed", self.seed)) if v is not None})
+            ("max_steps_per_epoch", self.max_steps_per_epoch), ("seed", self.seed), ("amp", self.amp))
+            if v is not None})
         return dataclasses.replace(cfg, model=model, train=train).validate()
