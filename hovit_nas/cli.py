@@ -116,6 +116,17 @@ def runtime_option(choices: tuple, default: Optional[str] = None, help: Optional
 
 data_option = click.option("--data", "data", default=None,
                            help="Class folder, train/val/test folder, or MedMNIST .npz (default: built-in digits).")
+def _data_argv(data: Optional[str], o) -> list[str]:
+    """``--data`` and the data options (a config.DataOptions) as command-line arguments, for a
+    printed follow-up command that must read the same data."""
+    args = [] if data is None else ["--data", data]
+    for flag, value in (("--split-index", o.split_index), ("--external-test", o.external_test),
+                        ("--max-per-split", o.max_per_split), ("--cache-dir", o.cache_dir)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args + ([] if o.augment else ["--no-augment"]) + (["--download"] if o.download else [])
+
+
 data_options = grouped(
     "data_options", _data_options,
     (("--split-index",), "split_index", dict(default=None, help="JSON with train_idx/val_idx/test_idx for a class folder.")),
@@ -769,9 +780,12 @@ def supernet_sweep(supernet_dir, profile, data, data_options, n, seed, bn_images
     click.echo(f"front: {len(sw.front)} subnets, every one timed (val top-1 is the supernet's estimate, ±1.96 SE)")
     for s in sw.front:
         click.echo(f"  {s.name}  {s.measured_ms:8.3f} ms  val top-1 {s.val_top1:.4f} ± {1.96 * s.val_se:.4f}")
-    click.echo(f"wrote {dest}/sweep.json, {dest}/sweep.html and {dest}/front/*.yaml; a front member as a run: "
-               f"hovit-nas supernet extract --supernet {shlex.quote(str(supernet_dir))} --config "
-               f"{shlex.quote(str(dest / 'front'))}/NAME.yaml")
+    best = max(sw.front, key=lambda s: s.val_top1)
+    extract = ["hovit-nas", "supernet", "extract", "--supernet", str(supernet_dir), "--config",
+               str(dest / "front" / f"{best.name}.yaml"), *_data_argv(data, data_options)]
+    click.echo(f"wrote {dest}/sweep.json, {dest}/sweep.html and {dest}/front/*.yaml; the most accurate front member "
+               f"as a run: {shlex.join(extract)}")
+
 
 
 @supernet.command("extract")

@@ -440,7 +440,7 @@ def measured_trials(study) -> tuple[list[dict], list[float]]:
 
 
 def on_scale(path: str | Path, target, space_name: Optional[str], space: Optional["pv.SpaceRecord"], anchor, *,
-             whose: str, use: str) -> tuple[Profile, list[dict], list[float]]:
+             whose: str, use: str, loaded: Optional[Profile] = None) -> tuple[Profile, list[dict], list[float]]:
     """The profile at ``path`` checked for use on ``target`` (a DeploymentTarget) over space
     ``space_name`` (its definition ``space``, when known), and its points on ``anchor``'s scale:
     (the profile, each point's features, each point's latency in ms).
@@ -451,6 +451,7 @@ def on_scale(path: str | Path, target, space_name: Optional[str], space: Optiona
     latency is multiplied by (caller's anchor ms / profile anchor ms) when both anchor to the
     same model here (calibrations of one model differ by up to 25 % between runs, issue 32).
     ``whose`` names the user in messages ("this study's"), ``use`` what it is used for.
+    ``loaded``: the profile at ``path``, where the caller has read it already.
 
     Raises:
         DataError: the profile cannot be read.
@@ -460,7 +461,7 @@ def on_scale(path: str | Path, target, space_name: Optional[str], space: Optiona
     from .latency import device_name
     from .target import DeploymentTarget
 
-    prof = load_profile(path)
+    prof = load_profile(path) if loaded is None else loaded
     have = DeploymentTarget.from_dict(prof.target)
     if have != target:
         raise HovitError(f"latency profile {path} was measured on {have.name}, not {whose} target {target.name}; "

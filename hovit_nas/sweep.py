@@ -280,7 +280,8 @@ def sweep(supernet_dir: str | Path, profile: str | Path, data: Optional[str], op
     sn = load(supernet_dir, dev)
     space = sn.space
     made = provenance_of(sn)
-    target = DeploymentTarget.from_dict(load_profile(profile).target)
+    loaded = load_profile(profile)
+    target = DeploymentTarget.from_dict(loaded.target)
     if target.machine is not None:
         raise HovitError(f"latency profile {profile} was measured on a latency service ({target.name}); a sweep times "
                          "here: run `hovit-nas profile-target` on this machine")
@@ -297,7 +298,7 @@ def sweep(supernet_dir: str | Path, profile: str | Path, data: Optional[str], op
         return calibrated[0]
 
     prof, feats, ms = on_scale(profile, target, space.name, None if made is None else made.space, calibrate,
-                               whose="this sweep's", use="a sweep of its subnets")
+                               whose="this sweep's", use="a sweep of its subnets", loaded=loaded)
     anchor = calibrated[0]
     held = cross_validate(feats, ms)
     predictor = LatencyPredictor().fit(feats, ms)

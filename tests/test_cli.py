@@ -75,5 +75,19 @@ def test_train_overrides():
     dense = TrainOverrides(epochs=3).apply(PRESETS["hovit_s"]())  # nothing to prune: no pruning epochs
     assert (dense.train.epochs_dense, dense.train.epochs_prune) == (3, 0)
     assert TrainOverrides(epochs=1, epochs_prune=5).apply(base).train.epochs_prune == 5
+    assert base.train.amp and not TrainOverrides(amp=False).apply(base).train.amp  # --no-amp: fp32 throughout
+    assert TrainOverrides().apply(base).train.amp  # no flag: the config's
     with pytest.raises(config.ConfigError):
         TrainOverrides(batch_size=0).apply(base)
+
+
+def test_printed_data_arguments_read_back_as_the_same_data():
+    """A printed follow-up command (`supernet sweep`'s extract line) passes the same data."""
+    opts = config.DataOptions(split_index="idx.json", external_test="ext", download=True, max_per_split=7,
+                              augment=False, cache_dir="cache")
+    extract = cli.main.commands["supernet"].commands["extract"]
+    for data, o in (("tiles", opts), (None, config.DataOptions())):
+        params = extract.make_context("extract", ["--supernet", "sn", "--config", "c.yaml",
+                                                  *cli._data_argv(data, o)]).params
+        read = cli._data_options(**{k: v for k, v in params.items() if k not in ("data", "supernet_dir", "config")})
+        assert params["data"] == data and read == o

@@ -1,6 +1,7 @@
 """`supernet sweep` (issue 33, item 7): many subnets estimated by a supernet, only those the latency
 predictor cannot rule off the front timed; every front member measured."""
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -98,12 +99,13 @@ def test_a_sweep_times_every_front_member_and_every_untimed_subnet_is_dominated(
     assert sorted(f.name for f in (tmp_path / "sw" / "front").iterdir()) == sorted(f"{x['name']}.yaml" for x in front)
     assert "plotly" in (tmp_path / "sw" / "sweep.html").read_text()[:5000].lower()
 
-    printed = s.stdout.strip().splitlines()[-1].split("a front member as a run: ")[1]
-    first = front[0]["name"]
-    x = run_cli(*printed.replace("NAME", first).split()[1:], "--out", "run", cwd=tmp_path)
+    printed = shlex.split(s.stdout.strip().splitlines()[-1].split("the most accurate front member as a run: ")[1])
+    best = max(front, key=lambda x: x["val_top1"])
+    assert printed[printed.index("--config") + 1].endswith(f"front/{best['name']}.yaml")
+    x = run_cli(*printed[1:], "--out", "run", cwd=tmp_path)  # as printed, pasted
     assert x.returncode == 0, x.stderr[-2000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert result["val"]["top1"] == pytest.approx(front[0]["val_top1"])
+    assert result["val"]["top1"] == pytest.approx(best["val_top1"])
 
     d = json.loads((tmp_path / "prof.json").read_text())
     d["space"] = "another-space"
