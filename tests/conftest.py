@@ -206,12 +206,13 @@ def run_printed(line: str, cwd: Path, timeout: int = 600, env: dict | None = Non
     import shlex
     import tempfile
 
-    shim = Path(tempfile.mkdtemp(prefix="hovit-nas-bin-")) / "hovit-nas"
-    shim.write_text(f'#!/bin/sh\nexec {" ".join(map(shlex.quote, cli_command("script")))} "$@"\n')
-    shim.chmod(0o755)
-    e = dict(os.environ, PYTHONUNBUFFERED="1", PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}", **(env or {}))
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["bash", "-c", line], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
+    with tempfile.TemporaryDirectory(prefix="hovit-nas-bin-") as bin_dir:
+        shim = Path(bin_dir) / "hovit-nas"
+        shim.write_text(f'#!/bin/sh\nexec {" ".join(map(shlex.quote, cli_command("script")))} "$@"\n')
+        shim.chmod(0o755)
+        e = dict(os.environ, PYTHONUNBUFFERED="1", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **(env or {}))
+        cwd.mkdir(parents=True, exist_ok=True)
+        return subprocess.run(["bash", "-c", line], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
 
 
 PRINTED = re.compile(r"`(hovit-nas [^`]+)`|^[A-Za-z0-9 ,]+: (hovit-nas .+)$", re.M)

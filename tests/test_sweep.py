@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import printed_commands, run_cli, run_printed
 from hovit_nas.dominance import dominates, non_dominated
 from hovit_nas.sweep import Sweep, candidates, scale_check, uncovered
 from spaces import tiny_space
@@ -99,10 +99,11 @@ def test_a_sweep_times_every_front_member_and_every_untimed_subnet_is_dominated(
     assert sorted(f.name for f in (tmp_path / "sw" / "front").iterdir()) == sorted(f"{x['name']}.yaml" for x in front)
     assert "plotly" in (tmp_path / "sw" / "sweep.html").read_text()[:5000].lower()
 
-    printed = shlex.split(s.stdout.strip().splitlines()[-1].split("the most accurate front member as a run: ")[1])
+    [printed] = printed_commands(s.stdout)
     best = max(front, key=lambda x: x["val_top1"])
-    assert printed[printed.index("--config") + 1].endswith(f"front/{best['name']}.yaml")
-    x = run_cli(*printed[1:], "--out", "run", cwd=tmp_path)  # as printed, pasted
+    words = shlex.split(printed)
+    assert words[words.index("--config") + 1].endswith(f"front/{best['name']}.yaml")
+    x = run_printed(f"{printed} --out run", tmp_path)  # pasted into a shell as printed
     assert x.returncode == 0, x.stderr[-2000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["val"]["top1"] == pytest.approx(best["val_top1"])
