@@ -4,8 +4,10 @@ at a deployment budget over several seeds on the whole PatchCamelyon set of our 
 and the cheap scores a search could use, measured against it.
 
 Setting: the packaged ``hovit-wide-cpu`` space at 64 px, its base training and pruning settings
-(the ones a search trial and the supernet use), one thread per process, fp32 (this machine's CPU
-has no native bf16: see ``bf16`` below). The architectures are 16 of the 30 that
+(the ones a search trial and the supernet use), one thread per process, fp32 on any CPU (the
+runs began on a CPU without native bf16, and the ground truth keeps one precision; see ``bf16``
+below). The supernets train at the product's default: bf16 autocast where the CPU has native
+bf16, which each epoch's record states. The architectures are 16 of the 30 that
 ``search_efficiency.py`` drew stratified by latency from the committed ONNX Runtime profile
 (every other one, so they span its whole latency range), plus HoViT-B, the space's fixed point.
 
