@@ -170,14 +170,12 @@ def step_rates(splits, cfg, dev, steps: int, rounds: int) -> dict:
     ABAB so drift hits both. Timed between step hooks, evaluation excluded."""
     import torch
 
-    from hovit_nas.data import Images
     from hovit_nas.models import create_hovit
     from hovit_nas.train import Loop, _optimizer, fit_epochs, train_loader
 
     t = cfg.train
     bs = t.batch_size
-    tiny_val = Images(np.asarray(splits.val.images[:bs]), splits.val.labels[:bs], (0.5,) * 3, (0.5,) * 3,
-                      augment=False)
+    tiny_val = splits.val.subset(slice(0, bs))
 
     class Synthetic:
         def __init__(self):

@@ -182,13 +182,9 @@ def scale_check(predicted: np.ndarray, measured: np.ndarray, lo_ratio: float, hi
 def val_subset(val: "Images", n: Optional[int], seed: int) -> "Images":
     """``n`` images of ``val`` drawn without replacement (seeded), in their order; all of it when
     ``n`` is None or not smaller. (n, C, H, W) uint8 in memory, labels alike."""
-    from .data import Images
-
     if n is None or n >= len(val):
         return val
-    idx = np.sort(np.random.default_rng(seed).choice(len(val), n, replace=False))
-    return Images(np.asarray(val.images[idx]), val.labels[idx], val.mean.flatten().tolist(),
-                  val.std.flatten().tolist(), augment=False)
+    return val.subset(np.sort(np.random.default_rng(seed).choice(len(val), n, replace=False)))
 
 
 _SHARED: dict = {}  # what estimating a subnet reads: the supernet, BatchNorm images, val (a forked worker inherits it)

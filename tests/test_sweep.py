@@ -5,11 +5,12 @@ import shlex
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from conftest import printed_commands, run_cli, run_printed
 from hovit_nas.dominance import dominates, non_dominated
-from hovit_nas.sweep import Sweep, candidates, scale_check, uncovered
+from hovit_nas.sweep import Sweep, candidates, scale_check, uncovered, val_subset
 from spaces import tiny_space
 
 
@@ -43,6 +44,19 @@ def _die(item):
     import os
 
     os._exit(9)  # as an out-of-memory kill would leave the pool: a worker gone mid-task
+
+
+def test_val_subset_is_a_fixed_draw_of_distinct_images_in_order():
+    from hovit_nas.data import Images
+
+    imgs = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1).repeat(3, 1)
+    val = Images(imgs, np.arange(20) % 3, (0.4, 0.5, 0.6), (0.2, 0.2, 0.2), augment=False)
+    a, b = val_subset(val, 7, seed=1), val_subset(val, 7, seed=1)
+    first = a.images[:, 0, 0, 0].astype(int)
+    assert len(a) == 7 and len(set(first)) == 7 and list(first) == sorted(first)  # distinct, in their order
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, first % 3)  # seeded; labels follow
+    assert torch.equal(a.mean, val.mean) and torch.equal(a.std, val.std) and not a.augment
+    assert val_subset(val, None, 0) is val and val_subset(val, 20, 0) is val
 
 
 def test_a_dead_estimating_worker_is_one_line_naming_the_workers(monkeypatch):

@@ -95,6 +95,14 @@ class Images(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, idx: Sequence[int] | np.ndarray | slice, augment: bool = False) -> "Images":
+        """The images at ``idx`` (indices or a slice), copied into memory: (n, 3, S, S) uint8 with
+        their labels and this split's normalisation; ``augment`` as for a new split (default off,
+        as for scoring)."""
+        idx = idx if isinstance(idx, slice) else np.asarray(idx)
+        return Images(np.asarray(self.images[idx]), self.labels[idx], self.mean.flatten().tolist(),
+                      self.std.flatten().tolist(), augment=augment)
+
     def __getitem__(self, i: int):
         x = torch.from_numpy(np.array(self.images[i]))[None]
         return to_model_input(x, self.mean, self.std)[0], int(self.labels[i])
