@@ -116,6 +116,8 @@ def runtime_option(choices: tuple, default: Optional[str] = None, help: Optional
 
 data_option = click.option("--data", "data", default=None,
                            help="Class folder, train/val/test folder, or MedMNIST .npz (default: built-in digits).")
+
+
 def _data_argv(data: Optional[str], o) -> list[str]:
     """``--data`` and the data options (a config.DataOptions) as command-line arguments, for a
     printed follow-up command that must read the same data."""
@@ -785,7 +787,6 @@ def supernet_sweep(supernet_dir, profile, data, data_options, n, seed, bn_images
                str(dest / "front" / f"{best.name}.yaml"), *_data_argv(data, data_options)]
     click.echo(f"wrote {dest}/sweep.json, {dest}/sweep.html and {dest}/front/*.yaml")
     click.echo(f"the most accurate front member as a run: {shlex.join(extract)}")
-
 
 
 @supernet.command("extract")

@@ -44,6 +44,7 @@ run chaos bash -c "python benchmarks/chaos.py --code HEAD --out results/chaos 2>
 run input-pipeline bash -c "taskset -c 0 python benchmarks/input_pipeline.py --folder '$NCT' --out results/input-pipeline --steps 10 --rounds 3 2>&1 | tee results/input-pipeline/input_pipeline.log"
 run multifidelity bash -c "taskset -c 1 python benchmarks/multifidelity.py 2>&1 | tee results/multifidelity/multifidelity.log"
 run optimizer bash results/optimizer/run.sh
+run bf16-parity bash results/bf16-parity/run.sh  # needs a CPU with native bf16 (AVX512-BF16 or AMX): refuses otherwise
 run latency-service python benchmarks/latency_service_overhead.py --n 8
 run latency-predictor bash results/latency-predictor/run.sh
 run supernet-sweep bash results/supernet-sweep/run.sh
@@ -58,4 +59,7 @@ run check-budget bash results/check-budget/run.sh
 run ground-truth bash -c "  # staged; both cores, then the report
   for c in 0 1; do taskset -c \$c python benchmarks/ground_truth.py --stage run --jobs all --out results/ground-truth & done; wait
   python benchmarks/ground_truth.py --stage bf16 --out results/ground-truth
+  taskset -c 1 python benchmarks/ground_truth.py --stage supernet --variant base --finetune 3 --out results/ground-truth &
+  taskset -c 0 python benchmarks/ground_truth.py --stage supernet --variant no-distill --out results/ground-truth & wait
+  python benchmarks/ground_truth.py --stage supernet --variant bn-2048 --out results/ground-truth  # the base supernet's
   python benchmarks/ground_truth.py --stage report --out results/ground-truth"
