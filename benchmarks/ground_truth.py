@@ -27,8 +27,8 @@ Stages (each resumable: a finished run is a row of ``runs.jsonl`` and is skipped
 one resumes from its last epoch's checkpoint; several workers may share one job list, each
 claims a run before it starts it):
 
-- ``bf16``: one interleaved timing of a training step, fp32 against bf16 autocast, HoViT-B and
-  HoViT-S at 64 px, batch 64, 1 thread (``bf16.json``);
+- ``bf16``: one interleaved timing of a training step, fp32 against bf16 autocast, HoViT-B (its
+  dense and its pruning phase) and HoViT-S at 64 px, batch 64, 1 thread (``bf16.json``);
 - ``run``: train the runs a job list names (``--jobs pilot|truth|trial|trial3x``), score them;
 - ``report``: the tables and figures (``ground_truth.json``, ``ground_truth.txt``).
 
@@ -185,7 +185,9 @@ def scores(labels: np.ndarray, p: np.ndarray) -> dict:
 
 # ------------------------------------------------------------------------------------- bf16
 def bf16(a, out: Path) -> None:
-    """Interleaved step timing: fp32 and bf16 autocast alternate in rounds, so drift hits both."""
+    """Interleaved step timing: fp32 and bf16 autocast alternate in rounds, so drift hits both; for
+    each model's phases (the dense phase, and HoViT-B's pruning phase: gates and LoRA over a frozen
+    base)."""
     import dataclasses
     import statistics
 
@@ -194,16 +196,18 @@ def bf16(a, out: Path) -> None:
 
     from hovit_nas.config import load_run_config
     from hovit_nas.models import create_hovit
-    from hovit_nas.train import make_optimizer
+    from hovit_nas.train import _prepare_phase, make_optimizer
 
     res = {"cpu": _cpu(), "capability": torch.backends.cpu.get_cpu_capability(),
            "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
            "amx": bool(torch.cpu._is_amx_tile_supported()), "threads": 1, "batch": 64, "img_size": 64, "models": {}}
-    for preset in ("hovit_b", "hovit_s"):
+    for preset, phase in (("hovit_b", "dense"), ("hovit_b", "prune"), ("hovit_s", "dense")):
         cfg = load_run_config(ROOT / "studies" / f"{preset}.yaml")
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, img_size=64, num_classes=2))
         torch.manual_seed(0)
         m = create_hovit(cfg)
+        _prepare_phase(m, cfg, phase)
+        m.train()
         opt = make_optimizer(m, cfg.train)
         x, y = torch.randn(64, 3, 64, 64), torch.randint(0, 2, (64,))
         times: dict[str, list[float]] = {"fp32": [], "bf16": []}
@@ -219,12 +223,13 @@ def bf16(a, out: Path) -> None:
                     if i:  # the first step of a round warms that precision up
                         times[kind].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
-        res["models"][preset] = {"fp32_ms": 1e3 * med["fp32"], "bf16_ms": 1e3 * med["bf16"],
-                                 "ratio_bf16_over_fp32": med["bf16"] / med["fp32"],
-                                 "fp32_range_ms": [1e3 * min(times["fp32"]), 1e3 * max(times["fp32"])],
-                                 "bf16_range_ms": [1e3 * min(times["bf16"]), 1e3 * max(times["bf16"])],
-                                 "steps_each": len(times["fp32"])}
-        print(preset, json.dumps(res["models"][preset]), flush=True)
+        key = preset if phase == "dense" else f"{preset}_{phase}"
+        res["models"][key] = {"phase": phase, "fp32_ms": 1e3 * med["fp32"], "bf16_ms": 1e3 * med["bf16"],
+                              "ratio_bf16_over_fp32": med["bf16"] / med["fp32"],
+                              "fp32_range_ms": [1e3 * min(times["fp32"]), 1e3 * max(times["fp32"])],
+                              "bf16_range_ms": [1e3 * min(times["bf16"]), 1e3 * max(times["bf16"])],
+                              "steps_each": len(times["fp32"])}
+        print(key, json.dumps(res["models"][key]), flush=True)
     (out / "bf16.json").write_text(json.dumps(res, indent=1))
 
 

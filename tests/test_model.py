@@ -65,3 +65,31 @@ def test_random_valid_configs_build_forward_and_export(cfg):
         b = export(model)(x)
     assert a.shape == b.shape == (2, cfg.num_classes)
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_pruning_phase_blocks_get_contiguous_tokens_and_inference_keeps_the_view():
+    """In training, every block's tokens are contiguous, so a frozen linear layer (the pruning phase
+    trains only gates and LoRA) folds into one matrix product rather than a batched one over a
+    per-image copy of its weight (2.3x a step under bf16 autocast on the CPU). Inference keeps
+    LeViT's transposed view; both hold the same values."""
+    from hovit_nas.models.hovit import to_tokens
+    from hovit_nas.train import _prepare_phase
+
+    cfg = PRESETS["hovit_b"]()
+    cfg.model.img_size, cfg.model.num_classes = 64, 2
+    m = create_hovit(cfg)
+    _prepare_phase(m, cfg, "prune")
+    seen = []
+    for stage in m.stages:
+        for block in stage.blocks:
+            block.register_forward_pre_hook(lambda mod, args: seen.append(args[0].is_contiguous()))
+    x = torch.randn(2, 3, 64, 64)
+    m.train()
+    m(x)
+    assert len(seen) == sum(len(s.blocks) for s in m.stages) and all(seen)
+    seen.clear()
+    with torch.no_grad():
+        m.eval()(x)
+    assert not all(seen)  # inference: the view, as LeViT's
+    fm = torch.randn(2, 8, 3, 3)
+    assert torch.equal(to_tokens(fm, True), to_tokens(fm, False)) and to_tokens(fm, True).shape == (2, 9, 8)
