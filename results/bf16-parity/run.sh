@@ -8,6 +8,7 @@
 # exists is skipped. Refuses to run on a CPU without native bf16 (there the "bf16" arm would be fp32).
 #
 #   bash results/bf16-parity/run.sh          # writes results/bf16-parity/trained/ and summary.txt
+#   TRAINED=trained-contiguous MODELS=hovit_b ARMS=fp32 bash results/bf16-parity/run.sh   # a subset, elsewhere
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD OUT=$PWD/results/bf16-parity
@@ -15,12 +16,13 @@ PY=${PYTHON:-$([ -x .venv/bin/python ] && echo "$PWD/.venv/bin/python" || echo p
 DATA=$(cd "${HOVIT_NAS_SHARED:-$ROOT/../shared}/data/pcam-subset" && pwd)
 "$PY" -c "from hovit_nas.device import native_bf16; import sys; sys.exit(0 if native_bf16('cpu') else 1)" \
   || { echo "this CPU has no native bf16 (AVX512-BF16 or AMX): the bf16 arm would run fp32" >&2; exit 1; }
-mkdir -p "$OUT/trained"
-echo "commit $(git rev-parse --short HEAD); cpu: $(lscpu | sed -n 's/^Model name: *//p'); $(grep -o -m1 -E 'avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')" > "$OUT/machine.txt"
+TRAINED=${TRAINED:-trained} MODELS=${MODELS:-hovit_b hovit_s} ARMS=${ARMS:-fp32 bf16}
+mkdir -p "$OUT/$TRAINED"
+echo "commit $(git rev-parse --short HEAD); cpu: $(lscpu | sed -n 's/^Model name: *//p'); $(grep -o -m1 -E 'avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')" > "$OUT/$TRAINED/machine.txt"
 for seed in 0 1 2; do
-  for cfg in hovit_b hovit_s; do
-    for arm in fp32 bf16; do
-      run="$OUT/trained/$arm-$cfg-s$seed"
+  for cfg in $MODELS; do
+    for arm in $ARMS; do
+      run="$OUT/$TRAINED/$arm-$cfg-s$seed"
       [ -f "$run/result.json" ] && continue
       flag=$([ "$arm" = bf16 ] && echo --amp || echo --no-amp)
       "$PY" -m hovit_nas train --config "$cfg" --data "$DATA" --img-size 96 --epochs-dense 3 --epochs-prune 2 \
@@ -29,4 +31,4 @@ for seed in 0 1 2; do
     done
   done
 done
-"$PY" "$OUT/summarise.py" "$OUT/trained" | tee "$OUT/summary.txt"
+"$PY" "$OUT/summarise.py" "$OUT/$TRAINED" | tee "$OUT/$TRAINED/summary.txt"
