@@ -642,7 +642,9 @@ def _plot(res: dict, path: Path, metric: str) -> None:
         return
     cols = 3
     rows = -(-len(ps) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{p['proxy']}<br>tau {p['tau']:+.2f}" for p in ps])
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[
+        f"{p['proxy']}<br>tau {p['tau']:+.2f}" + (f" (vs 270-step trials' val: {p['vs_trial3x_val']['tau']:+.2f})"
+                                                  if p.get("vs_trial3x_val") else "") for p in ps])
     for i, p in enumerate(ps):
         lo = [y - r[0] for y, r in zip(p["y"], p["y_range"])]
         hi = [r[1] - y for y, r in zip(p["y"], p["y_range"])]
