@@ -154,6 +154,7 @@ def _kill_at_first_finished_trial(cmd, cwd, sig) -> str:
     os.kill(proc.pid, sig)  # a trial is done, the others are running or waiting: the driver is mid-search
     proc.wait(120)
     reader.join(30)
+    proc.stderr.close()  # read to its end by the reader; closed here, not left to the garbage collector
     err = "".join(lines)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
