@@ -118,17 +118,6 @@ data_option = click.option("--data", "data", default=None,
                            help="Class folder, train/val/test folder, or MedMNIST .npz (default: built-in digits).")
 
 
-def _data_argv(data: Optional[str], o) -> list[str]:
-    """``--data`` and the data options (a config.DataOptions) as command-line arguments, for a
-    printed follow-up command that must read the same data."""
-    args = [] if data is None else ["--data", data]
-    for flag, value in (("--split-index", o.split_index), ("--external-test", o.external_test),
-                        ("--max-per-split", o.max_per_split), ("--cache-dir", o.cache_dir)):
-        if value is not None:
-            args += [flag, str(value)]
-    return args + ([] if o.augment else ["--no-augment"]) + (["--download"] if o.download else [])
-
-
 data_options = grouped(
     "data_options", _data_options,
     (("--split-index",), "split_index", dict(default=None, help="JSON with train_idx/val_idx/test_idx for a class folder.")),
@@ -770,6 +759,8 @@ def supernet_sweep(supernet_dir, profile, data, data_options, n, seed, bn_images
     """Estimate many subnets; time only those the latency predictor cannot rule off the front."""
     import shlex
 
+    from .config import DataSpec
+    from .study import data_args
     from .sweep import run_sweep
 
     dest, sw = run_sweep(supernet_dir, profile, data, data_options, n=n, seed=seed, device=device,
@@ -784,7 +775,7 @@ def supernet_sweep(supernet_dir, profile, data, data_options, n, seed, bn_images
         click.echo(f"  {s.name}  {s.measured_ms:8.3f} ms  val top-1 {s.val_top1:.4f} ± {1.96 * s.val_se:.4f}")
     best = max(sw.front, key=lambda s: s.val_top1)
     extract = ["hovit-nas", "supernet", "extract", "--supernet", str(supernet_dir), "--config",
-               str(dest / "front" / f"{best.name}.yaml"), *_data_argv(data, data_options)]
+               str(dest / "front" / f"{best.name}.yaml"), *data_args(DataSpec.of(data, 0, options=data_options))]
     click.echo(f"wrote {dest}/sweep.json, {dest}/sweep.html and {dest}/front/*.yaml")
     click.echo(f"the most accurate front member as a run: {shlex.join(extract)}")
 

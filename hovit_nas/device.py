@@ -52,8 +52,8 @@ def cpu_has(feature: str) -> bool:
 def native_bf16(device: str | torch.device) -> bool:
     """Whether ``device`` computes bf16 natively, so that bf16 autocast speeds training up: every
     CUDA device this project targets (Ampere and newer), and a CPU with AVX512-BF16 or AMX. One
-    training step at 64 px, batch 64, 1 thread, under bf16 autocast took 0.56x (HoViT-B) and
-    0.62x (HoViT-S) of its fp32 time on an AMD EPYC with AVX512-BF16
+    training step at 64 px, batch 64, 1 thread, under bf16 autocast took 0.54x (HoViT-B; 0.61x
+    in its pruning phase) and 0.59x (HoViT-S) of its fp32 time on an AMD EPYC with AVX512-BF16
     (results/ground-truth/bf16.json). On a CPU without either, torch emulates bf16: 21x as long
     as fp32 on an AVX2-only AMD EPYC (results/ground-truth/bf16-avx2.json)."""
     d = torch.device(device)

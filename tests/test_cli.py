@@ -80,14 +80,3 @@ def test_train_overrides():
     with pytest.raises(config.ConfigError):
         TrainOverrides(batch_size=0).apply(base)
 
-
-def test_printed_data_arguments_read_back_as_the_same_data():
-    """A printed follow-up command (`supernet sweep`'s extract line) passes the same data."""
-    opts = config.DataOptions(split_index="idx.json", external_test="ext", download=True, max_per_split=7,
-                              augment=False, cache_dir="cache")
-    extract = cli.main.commands["supernet"].commands["extract"]
-    for data, o in (("tiles", opts), (None, config.DataOptions())):
-        params = extract.make_context("extract", ["--supernet", "sn", "--config", "c.yaml",
-                                                  *cli._data_argv(data, o)]).params
-        read = cli._data_options(**{k: v for k, v in params.items() if k not in ("data", "supernet_dir", "config")})
-        assert params["data"] == data and read == o
