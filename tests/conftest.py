@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,10 +182,17 @@ def cli_command(as_: str = "module") -> list[str]:
         import time
 
         sock = Path(tempfile.mkdtemp(prefix="hovit-nas-fork-")) / "s"
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("forkserver.py")), "serve", str(sock)],
-                                env=dict(os.environ, OPENBLAS_NUM_THREADS="1"), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=open(f"{sock}.log", "w"))
-        atexit.register(proc.kill)
+        with open(f"{sock}.log", "w") as log:  # the server keeps its own copy of the descriptor
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("forkserver.py")), "serve",
+                                     str(sock)], env=dict(os.environ, OPENBLAS_NUM_THREADS="1"),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+
+        def stop(p=proc, folder=sock.parent):
+            p.kill()
+            p.wait(30)
+            shutil.rmtree(folder, ignore_errors=True)
+
+        atexit.register(stop)
         deadline = time.monotonic() + 300
         while not sock.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
