@@ -116,8 +116,6 @@ def runtime_option(choices: tuple, default: Optional[str] = None, help: Optional
 
 data_option = click.option("--data", "data", default=None,
                            help="Class folder, train/val/test folder, or MedMNIST .npz (default: built-in digits).")
-
-
 data_options = grouped(
     "data_options", _data_options,
     (("--split-index",), "split_index", dict(default=None, help="JSON with train_idx/val_idx/test_idx for a class folder.")),
